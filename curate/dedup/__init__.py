@@ -1,0 +1,1 @@
+"""Deduplication: exact (content hash), fuzzy (MinHash LSH) and semantic (SemDeDup)."""

@@ -1,0 +1,1 @@
+"""Pruning: prototype (SSP) and difficulty scores, and the policies that select from them."""

@@ -1,0 +1,1 @@
+"""Scaling: law forms, robust fits, quality-quantity (QQT), OT distances and Projektor, proxy runs."""
