@@ -1,0 +1,311 @@
+"""Small, deterministic torch proxy runs that log a checkpoint curve (samples seen -> eval metric).
+
+Two models: an MLP probe on frozen embeddings (labelled data) and a tiny byte-level causal LM (unlabelled
+text). One multi-epoch run yields a whole curve, the input of the QQT and power-law fits (Goyal et al. 2024).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+import torch
+from torch import nn
+
+from curate._validation import check_embeddings, check_interval
+from curate.errors import InputError
+
+CURVE_SCHEMA = {
+    "samples_seen": pl.Int64,
+    "epoch": pl.Float64,
+    "eval_loss": pl.Float64,
+    "eval_accuracy": pl.Float64,
+}
+_BOS, _PAD, _VOCAB = 256, 257, 258  # byte tokens 0..255, then begin-of-text and padding
+
+
+def _device(device: str | None) -> torch.device:
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def _seeded_init(model: nn.Module, gen: torch.Generator) -> None:
+    """Re-initialise weights from `gen` (uniform +-1/sqrt(fan_in)), LayerNorms as identity; no global RNG."""
+    with torch.no_grad():
+        for module in model.modules():
+            for name, p in module.named_parameters(recurse=False):
+                if isinstance(module, nn.LayerNorm):
+                    p.fill_(1.0 if name == "weight" else 0.0)
+                else:
+                    bound = 1.0 / math.sqrt(p.shape[1]) if p.dim() > 1 else 0.02
+                    p.copy_(torch.rand(p.shape, generator=gen) * 2 * bound - bound)
+
+
+def _train_curve(
+    model: nn.Module,
+    *,
+    n: int,
+    batch_loss: Callable[[torch.Tensor], torch.Tensor],
+    evaluate: Callable[[], tuple[float, float | None]],
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    checkpoints_per_epoch: int,
+    gen: torch.Generator,
+) -> pl.DataFrame:
+    """Adam over shuffled mini-batches; evaluate at `checkpoints_per_epoch` even points of every epoch."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    n_batches = math.ceil(n / batch_size)
+    marks = {math.ceil(n_batches * (c + 1) / checkpoints_per_epoch) for c in range(checkpoints_per_epoch)}
+    rows: list[dict[str, float | int | None]] = []
+    seen = 0
+    for epoch in range(epochs):
+        order = torch.randperm(n, generator=gen)
+        for b in range(n_batches):
+            idx = order[b * batch_size : (b + 1) * batch_size]
+            model.train()
+            opt.zero_grad(set_to_none=True)
+            batch_loss(idx).backward()
+            opt.step()
+            seen += len(idx)
+            if b + 1 in marks:
+                model.eval()
+                with torch.no_grad():
+                    loss, acc = evaluate()
+                rows.append(
+                    {
+                        "samples_seen": seen,
+                        "epoch": epoch + min(1.0, (b + 1) * batch_size / n),
+                        "eval_loss": loss,
+                        "eval_accuracy": acc,
+                    }
+                )
+    return pl.DataFrame(rows, schema=CURVE_SCHEMA)
+
+
+def _check_loop(epochs: int, batch_size: int, lr: float, checkpoints_per_epoch: int, caller: str) -> None:
+    check_interval("epochs", epochs, 1, None, caller=caller)
+    check_interval("batch_size", batch_size, 1, None, caller=caller)
+    check_interval("lr", lr, 0, None, caller=caller, closed="neither")
+    check_interval("checkpoints_per_epoch", checkpoints_per_epoch, 1, None, caller=caller)
+
+
+# --- MLP probe on frozen embeddings ---
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeRun:
+    """A trained MLP probe and its checkpoint curve (samples_seen, epoch, eval_loss, eval_accuracy)."""
+
+    curve: pl.DataFrame
+    n_classes: int
+    model: nn.Module = field(repr=False, compare=False)
+    device: torch.device = field(repr=False, compare=False)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Softmax class probabilities, shape (n, n_classes), float64."""
+        arr = check_embeddings(x, what="predict_proba input x")
+        self.model.eval()
+        with torch.no_grad():
+            logits = self.model(torch.from_numpy(arr).to(self.device))
+        return torch.softmax(logits.double(), dim=1).cpu().numpy()
+
+
+def _labels(y: np.ndarray, n_rows: int, *, what: str) -> np.ndarray:
+    arr = np.asarray(y)
+    if arr.ndim != 1 or arr.shape[0] != n_rows:
+        raise InputError(f"{what} must be a 1-D array of {n_rows} class ids; got shape {arr.shape}.")
+    if not np.issubdtype(arr.dtype, np.integer) or (arr.size and arr.min() < 0):
+        raise InputError(f"{what} must hold non-negative integer class ids; got dtype {arr.dtype}.")
+    return arr.astype(np.int64)
+
+
+def train_probe(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    x_eval: np.ndarray,
+    y_eval: np.ndarray,
+    n_classes: int | None = None,
+    epochs: int = 10,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    hidden: int = 128,
+    checkpoints_per_epoch: int = 1,
+    seed: int = 0,
+    device: str | None = None,
+) -> ProbeRun:
+    """Train a one-hidden-layer MLP on frozen embeddings; eval cross-entropy and accuracy at checkpoints."""
+    _check_loop(epochs, batch_size, lr, checkpoints_per_epoch, "train_probe")
+    check_interval("hidden", hidden, 1, None, caller="train_probe")
+    xs = check_embeddings(x, what="train_probe x")
+    xe = check_embeddings(x_eval, what="train_probe x_eval", dim=xs.shape[1])
+    ys = _labels(y, xs.shape[0], what="train_probe y")
+    ye = _labels(y_eval, xe.shape[0], what="train_probe y_eval")
+    top = int(max(ys.max(), ye.max())) + 1
+    k = top if n_classes is None else n_classes
+    if k < top or k < 2:
+        raise InputError(
+            f"train_probe n_classes must be >= 2 and exceed every class id ({top - 1}); got {k}."
+        )
+    dev = _device(device)
+    gen = torch.Generator().manual_seed(seed)
+    model = nn.Sequential(nn.Linear(xs.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, k))
+    _seeded_init(model, gen)
+    model.to(dev)
+    xt, yt = torch.from_numpy(xs).to(dev), torch.from_numpy(ys).to(dev)
+    xet, yet = torch.from_numpy(xe).to(dev), torch.from_numpy(ye).to(dev)
+    ce = nn.functional.cross_entropy
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        idx = idx.to(dev)
+        return ce(model(xt[idx]), yt[idx])
+
+    def evaluate() -> tuple[float, float | None]:
+        logits = model(xet)
+        acc = (logits.argmax(dim=1) == yet).double().mean()
+        return float(ce(logits, yet)), float(acc)
+
+    curve = _train_curve(
+        model,
+        n=xs.shape[0],
+        batch_loss=batch_loss,
+        evaluate=evaluate,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        checkpoints_per_epoch=checkpoints_per_epoch,
+        gen=gen,
+    )
+    return ProbeRun(curve=curve, n_classes=k, model=model.eval(), device=dev)
+
+
+# --- tiny byte-level causal LM ---
+
+
+class _ByteLM(nn.Module):
+    """A pre-norm causal transformer over bytes; learned positions, no dropout (deterministic)."""
+
+    def __init__(self, *, d_model: int, n_layers: int, max_len: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(_VOCAB, d_model)
+        self.pos = nn.Embedding(max_len, d_model)
+        layer = nn.TransformerEncoderLayer(
+            d_model, nhead=4, dim_feedforward=2 * d_model, dropout=0.0, batch_first=True, norm_first=True
+        )
+        self.blocks = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+        self.head = nn.Linear(d_model, _VOCAB)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        t = tokens.shape[1]
+        h = self.embed(tokens) + self.pos(torch.arange(t, device=tokens.device))
+        mask = nn.Transformer.generate_square_subsequent_mask(t, device=tokens.device)
+        return self.head(self.blocks(h, mask=mask, is_causal=True))
+
+
+def _encode_bytes(texts: Sequence[str], max_len: int, *, what: str) -> torch.Tensor:
+    """(n, max_len + 1) int64: BOS, then up to max_len UTF-8 bytes, then padding."""
+    if len(texts) == 0:
+        raise InputError(f"{what} must hold at least one text; got none.")
+    out = torch.full((len(texts), max_len + 1), _PAD, dtype=torch.int64)
+    out[:, 0] = _BOS
+    for i, text in enumerate(texts):
+        raw = text.encode("utf-8")[:max_len]
+        if raw:
+            out[i, 1 : len(raw) + 1] = torch.frombuffer(bytearray(raw), dtype=torch.uint8).long()
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class LMRun:
+    """A trained tiny byte LM and its checkpoint curve (eval_accuracy = next-byte accuracy)."""
+
+    curve: pl.DataFrame
+    max_len: int
+    model: nn.Module = field(repr=False, compare=False)
+    device: torch.device = field(repr=False, compare=False)
+
+    def per_example_loss(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+        """Mean next-byte NLL (nats) per text over its first max_len bytes; NaN for an empty text."""
+        tokens = _encode_bytes(texts, self.max_len, what="per_example_loss texts")
+        out = np.empty(len(texts), dtype=np.float64)
+        self.model.eval()
+        with torch.no_grad():
+            for s in range(0, len(texts), batch_size):
+                nll, count = _token_nll(self.model, tokens[s : s + batch_size].to(self.device))
+                out[s : s + batch_size] = (nll.sum(dim=1) / count).double().cpu().numpy()
+        return out
+
+
+def _token_nll(model: nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-position NLL (0 on padding) and per-row count of real target bytes."""
+    logits = model(tokens[:, :-1])
+    target = tokens[:, 1:]
+    nll = nn.functional.cross_entropy(
+        logits.reshape(-1, _VOCAB), target.reshape(-1), ignore_index=_PAD, reduction="none"
+    ).view_as(target)
+    count = (target != _PAD).sum(dim=1).to(nll.dtype)
+    return nll, count.where(count > 0, torch.full_like(count, float("nan")))
+
+
+def train_tiny_lm(
+    texts: Sequence[str],
+    *,
+    eval_texts: Sequence[str],
+    epochs: int = 3,
+    batch_size: int = 32,
+    lr: float = 3e-3,
+    d_model: int = 64,
+    n_layers: int = 2,
+    max_len: int = 128,
+    checkpoints_per_epoch: int = 1,
+    seed: int = 0,
+    device: str | None = None,
+) -> LMRun:
+    """Train a tiny causal byte LM; eval mean next-byte NLL (eval_loss) and accuracy at checkpoints."""
+    _check_loop(epochs, batch_size, lr, checkpoints_per_epoch, "train_tiny_lm")
+    check_interval("d_model", d_model, 4, None, caller="train_tiny_lm")
+    check_interval("n_layers", n_layers, 1, None, caller="train_tiny_lm")
+    check_interval("max_len", max_len, 1, None, caller="train_tiny_lm")
+    if d_model % 4:
+        raise InputError(f"train_tiny_lm d_model must be a multiple of 4 (4 heads); got {d_model}.")
+    train = _encode_bytes(texts, max_len, what="train_tiny_lm texts")
+    held = _encode_bytes(eval_texts, max_len, what="train_tiny_lm eval_texts")
+    dev = _device(device)
+    gen = torch.Generator().manual_seed(seed)
+    model = _ByteLM(d_model=d_model, n_layers=n_layers, max_len=max_len)
+    _seeded_init(model, gen)
+    model.to(dev)
+    train, held = train.to(dev), held.to(dev)
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        nll, count = _token_nll(model, train[idx.to(dev)])
+        return nll.sum() / count.nan_to_num(0.0).sum().clamp(min=1.0)
+
+    def evaluate() -> tuple[float, float | None]:
+        total, correct, count = 0.0, 0.0, 0.0
+        for s in range(0, held.shape[0], 256):
+            chunk = held[s : s + 256]
+            logits = model(chunk[:, :-1])
+            target = chunk[:, 1:]
+            real = target != _PAD
+            nll = nn.functional.cross_entropy(logits[real], target[real], reduction="sum")
+            total += float(nll)
+            correct += float((logits.argmax(dim=-1)[real] == target[real]).sum())
+            count += float(real.sum())
+        return total / max(count, 1.0), correct / max(count, 1.0)
+
+    curve = _train_curve(
+        model,
+        n=train.shape[0],
+        batch_loss=batch_loss,
+        evaluate=evaluate,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        checkpoints_per_epoch=checkpoints_per_epoch,
+        gen=gen,
+    )
+    return LMRun(curve=curve, max_len=max_len, model=model.eval(), device=dev)
