@@ -26,7 +26,7 @@ Policy = Literal["keep_hard", "keep_easy", "cluster_balanced", "random", "all"]
 
 
 def canonical_float(x: float, *, name: str = "value") -> float:
-    """`x` rounded to 12 significant digits (the one float form a manifest stores); finite or ManifestError."""
+    """`x` rounded to 12 significant digits, the one float form a manifest stores; must be finite."""
     if not (isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)):
         raise ManifestError(f"manifest field '{name}' must be a finite number; got {x!r}.")
     return float(f"{x:.12g}")
@@ -85,7 +85,9 @@ class Prediction:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "value", canonical_float(self.value, name="prediction.value"))
-        object.__setattr__(self, "interval", tuple(canonical_float(x, name="prediction.interval") for x in self.interval))
+        object.__setattr__(
+            self, "interval", tuple(canonical_float(x, name="prediction.interval") for x in self.interval)
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,7 +99,11 @@ class Law:
     fit_error: float
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "params", {k: canonical_float(v, name=f"laws.params.{k}") for k, v in sorted(self.params.items())})
+        object.__setattr__(
+            self,
+            "params",
+            {k: canonical_float(v, name=f"laws.params.{k}") for k, v in sorted(self.params.items())},
+        )
         object.__setattr__(self, "fit_error", canonical_float(self.fit_error, name="laws.fit_error"))
 
 
@@ -121,7 +127,7 @@ class Provenance:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MixtureManifest:
-    """A filtered, weighted training mix with its evidence (DESIGN.md section 4); validated at construction."""
+    """A filtered, weighted training mix with its evidence (DESIGN.md section 4), checked when built."""
 
     sources: tuple[SourcePlan, ...]
     budget: Budget
@@ -147,7 +153,9 @@ class MixtureManifest:
                 raise ManifestError(f"manifest field 'sources[{i}].weight' must be >= 0; got {s.weight}.")
         total = math.fsum(s.weight for s in self.sources)
         if abs(total - 1.0) > WEIGHT_TOLERANCE:
-            raise ManifestError(f"manifest field 'sources[].weight' must sum to 1; got {total:.9g} ({names}).")
+            raise ManifestError(
+                f"manifest field 'sources[].weight' must sum to 1; got {total:.9g} ({names})."
+            )
         if self.schema_version != SCHEMA_VERSION:
             raise ManifestError(
                 f"manifest field 'schema_version' must be {SCHEMA_VERSION}; got {self.schema_version!r}."
@@ -162,7 +170,7 @@ class MixtureManifest:
         return _plain(self)
 
     def to_json(self) -> str:
-        """Canonical JSON: sorted keys, two-space indent, trailing newline; equal manifests give equal bytes."""
+        """Canonical JSON (sorted keys, 2-space indent, final newline): equal manifests, equal bytes."""
         return json.dumps(self.to_dict(), sort_keys=True, indent=2, allow_nan=False) + "\n"
 
     @classmethod
@@ -268,4 +276,3 @@ def read_manifest(path: Path) -> MixtureManifest:
         return MixtureManifest.from_json(text)
     except ManifestError as exc:
         raise ManifestError(f"{path}: {exc}") from exc
-

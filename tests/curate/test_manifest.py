@@ -167,9 +167,7 @@ def manifests(draw: st.DrawFn) -> MixtureManifest:
     lo = draw(_floats)
     prediction = draw(
         st.none()
-        | st.builds(
-            Prediction, metric=_names, value=_floats, interval=st.just((lo, lo + 1.0)), method=_names
-        )
+        | st.builds(Prediction, metric=_names, value=_floats, interval=st.just((lo, lo + 1.0)), method=_names)
     )
     laws = draw(
         st.dictionaries(
