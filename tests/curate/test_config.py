@@ -106,4 +106,4 @@ def test_config_is_frozen() -> None:
     cfg = parse_config(MINIMAL)
     assert isinstance(cfg, CurateConfig)
     with pytest.raises(ValueError, match="frozen"):
-        cfg.seed = 4  # type: ignore[misc]
+        cfg.seed = 4
