@@ -30,4 +30,5 @@ lint: setup
 	$(BIN)/mypy
 
 test: lint
+	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)  # report.html browser test
 	$(BIN)/pytest -q
