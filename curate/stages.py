@@ -54,10 +54,18 @@ class Counts:
         self.rows_out += rows_out
 
 
+Progress = Callable[[int], None]  # called with how many units of work just finished
+
+
 class Executor(Protocol):
-    """Maps a Stage over Parquet files into `out_dir` (part-*.parquet) and returns on-disk counts."""
+    """Maps a Stage over Parquet files into `out_dir` (part-*.parquet) and returns on-disk counts;
+    maps a task function over the rows of a task table (ingest: one row per group of input files)."""
 
     def map_batches(self, stage: Stage, files: Sequence[Path], out_dir: Path) -> Counts: ...
+
+    def map_tasks(
+        self, fn: Callable[[pa.Table], pa.Table], tasks: pa.Table, *, on_progress: Progress | None = None
+    ) -> pa.Table: ...
 
 
 def check_same_rows(batch: pa.Table, out: pa.Table, *, stage: str) -> None:
@@ -91,6 +99,20 @@ class LocalExecutor:
                         bar.update(batch.num_rows)
         counts.add(total, parquet_rows(parquet_files(out_dir)))
         return counts
+
+    def map_tasks(
+        self, fn: Callable[[pa.Table], pa.Table], tasks: pa.Table, *, on_progress: Progress | None = None
+    ) -> pa.Table:
+        """Call `fn` on each row of `tasks` (a one-row table), in order; the results concatenated."""
+        results = []
+        with tqdm(total=tasks.num_rows, desc="tasks", unit="task", disable=not self.progress) as bar:
+            for i in range(tasks.num_rows):
+                out = fn(tasks.slice(i, 1))
+                results.append(out)
+                bar.update(1)
+                if on_progress is not None:
+                    on_progress(out.num_rows)
+        return pa.concat_tables(results) if results else pa.table({})
 
 
 @dataclass(frozen=True)
