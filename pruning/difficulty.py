@@ -1,0 +1,193 @@
+"""Difficulty scores from a proxy model, and distance to a target set; larger = harder / further.
+
+- EL2N (Paul et al. 2021, "Deep learning on a data diet", eq. 2): `||softmax(f(x)) - onehot(y)||_2` of a
+  proxy model early in training, averaged over seeds; the same runs give the per-example proxy loss
+  `-log softmax(f(x))_y`. As in the paper, the proxy is trained on all the examples it then scores (no
+  held-out folds): the score is read after a few epochs, before the model has memorised them.
+- Unlabelled text: mean next-byte NLL of a tiny byte LM trained for a short while on a seeded sample.
+- Target distance: `1 - cos(z, mu_T)` with `mu_T` the normalised mean of the normalised target embeddings.
+The proxy models are `scaling.proxy.train_probe` / `train_tiny_lm` (shared with the scaling fits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+
+from curate._validation import check_embeddings, check_interval
+from curate.errors import InputError
+from pruning.prototypes import Labels, normalize_rows
+from scaling.proxy import LMRun, ProbeRun, train_probe, train_tiny_lm
+
+EVAL_ROWS = 256  # the probes' eval curve is not used here; a small slice keeps it cheap
+
+
+def seed_stream(seed: int, n: int) -> list[int]:
+    """`n` independent integer seeds derived from `seed` (numpy SeedSequence)."""
+    return [int(s) for s in np.random.SeedSequence(seed).generate_state(n)]
+
+
+class EL2NScorer:
+    """EL2N and proxy loss from `n_seeds` MLP probes trained `epochs` epochs on the scored embeddings.
+
+    Fitted: `classes_` (sorted label strings; class id = position), `runs_` (one ProbeRun per seed).
+    """
+
+    def __init__(
+        self,
+        *,
+        epochs: int = 3,
+        n_seeds: int = 3,
+        hidden: int = 128,
+        batch_size: int = 64,
+        lr: float = 1e-3,
+        seed: int = 0,
+    ) -> None:
+        self.epochs = epochs
+        self.n_seeds = n_seeds
+        self.hidden = hidden
+        self.batch_size = batch_size
+        self.lr = lr
+        self.seed = seed
+
+    def _class_ids(self, y: Labels, n: int, *, what: str) -> np.ndarray:
+        values = y.to_list() if isinstance(y, pl.Series) else list(y)
+        if len(values) != n or any(v is None for v in values):
+            raise InputError(f"{what} must hold {n} labels, one per row and none missing; got {len(values)}.")
+        ys = np.array([str(v) for v in values], dtype=str)
+        pos = np.searchsorted(self.classes_, ys).clip(0, len(self.classes_) - 1)
+        unseen = sorted(set(ys[self.classes_[pos] != ys].tolist()))
+        if unseen:
+            raise InputError(f"{what} holds labels unseen in fit(): {', '.join(unseen[:5])}.")
+        return pos.astype(np.int64)
+
+    def fit(self, x: np.ndarray, y: Labels) -> EL2NScorer:
+        """Train one probe per derived seed on all rows of (x, y); needs at least two classes."""
+        check_interval("n_seeds", self.n_seeds, 1, None, caller="EL2NScorer")
+        xs = check_embeddings(x, what="EL2NScorer.fit x", min_rows=2)
+        values = y.to_list() if isinstance(y, pl.Series) else list(y)
+        self.classes_ = np.unique(np.array([str(v) for v in values if v is not None], dtype=str))
+        if len(self.classes_) < 2:
+            raise InputError(
+                f"EL2NScorer.fit y needs at least 2 classes; got {len(self.classes_)} ({self.classes_})."
+            )
+        ids = self._class_ids(y, xs.shape[0], what="EL2NScorer.fit y")
+        held = slice(0, min(EVAL_ROWS, xs.shape[0]))
+        self.runs_: list[ProbeRun] = [
+            train_probe(
+                xs,
+                ids,
+                x_eval=xs[held],
+                y_eval=ids[held],
+                n_classes=len(self.classes_),
+                epochs=self.epochs,
+                batch_size=self.batch_size,
+                lr=self.lr,
+                hidden=self.hidden,
+                seed=s,
+                device="cpu",
+            )
+            for s in seed_stream(self.seed, self.n_seeds)
+        ]
+        return self
+
+    def score(self, x: np.ndarray, y: Labels) -> pl.DataFrame:
+        """Frame of el2n and loss (float32), each the mean over the fitted probes."""
+        if not hasattr(self, "runs_"):
+            raise InputError("EL2NScorer.score() needs a fitted scorer; call fit() first.")
+        xs = check_embeddings(x, what="EL2NScorer.score x", min_rows=0)
+        ids = self._class_ids(y, xs.shape[0], what="EL2NScorer.score y")
+        onehot = np.eye(len(self.classes_))[ids]
+        el2n = np.zeros(xs.shape[0])
+        loss = np.zeros(xs.shape[0])
+        for run in self.runs_:
+            p = run.predict_proba(xs)
+            el2n += np.linalg.norm(p - onehot, axis=1)
+            loss -= np.log(np.clip(p[np.arange(len(ids)), ids], 1e-12, None))
+        k = len(self.runs_)
+        return pl.DataFrame({"el2n": (el2n / k).astype(np.float32), "loss": (loss / k).astype(np.float32)})
+
+
+def el2n_scores(
+    x: np.ndarray, y: Labels, *, epochs: int = 3, n_seeds: int = 3, seed: int = 0
+) -> pl.DataFrame:
+    """EL2N and proxy loss of every row of (x, y) (Paul et al. 2021), averaged over `n_seeds` probes."""
+    return EL2NScorer(epochs=epochs, n_seeds=n_seeds, seed=seed).fit(x, y).score(x, y)
+
+
+class LMLossScorer:
+    """Per-document loss of tiny byte LMs trained `epochs` epochs on a seeded sample of the texts.
+
+    Fitted attribute: `runs_` (one LMRun per seed).
+    """
+
+    def __init__(
+        self,
+        *,
+        epochs: int = 1,
+        n_seeds: int = 1,
+        sample_size: int = 2000,
+        max_len: int = 128,
+        seed: int = 0,
+    ) -> None:
+        self.epochs = epochs
+        self.n_seeds = n_seeds
+        self.sample_size = sample_size
+        self.max_len = max_len
+        self.seed = seed
+
+    def fit(self, texts: Sequence[str]) -> LMLossScorer:
+        """Train one tiny LM per derived seed on up to `sample_size` texts (a seeded sample)."""
+        check_interval("n_seeds", self.n_seeds, 1, None, caller="LMLossScorer")
+        check_interval("sample_size", self.sample_size, 1, None, caller="LMLossScorer")
+        if not any(t.strip() for t in texts):
+            raise InputError("LMLossScorer.fit texts must hold at least one non-empty text; got none.")
+        rng = np.random.default_rng(self.seed)
+        pick = np.arange(len(texts))
+        if len(texts) > self.sample_size:
+            pick = np.sort(rng.choice(len(texts), size=self.sample_size, replace=False))
+        sample = [texts[int(i)] for i in pick]
+        self.runs_: list[LMRun] = [
+            train_tiny_lm(
+                sample,
+                eval_texts=sample[:EVAL_ROWS],
+                epochs=self.epochs,
+                max_len=self.max_len,
+                seed=s,
+                device="cpu",
+            )
+            for s in seed_stream(self.seed, self.n_seeds)
+        ]
+        return self
+
+    def score(self, texts: Sequence[str]) -> pl.DataFrame:
+        """Frame of lm_loss (float32, mean next-byte NLL in nats; null for an empty text)."""
+        if not hasattr(self, "runs_"):
+            raise InputError("LMLossScorer.score() needs a fitted scorer; call fit() first.")
+        if not texts:
+            return pl.DataFrame({"lm_loss": pl.Series([], dtype=pl.Float32)})
+        loss = np.mean([run.per_example_loss(list(texts)) for run in self.runs_], axis=0)
+        return pl.DataFrame({"lm_loss": loss.astype(np.float32)}).with_columns(
+            pl.col("lm_loss").fill_nan(None)
+        )
+
+
+def lm_loss_scores(
+    texts: Sequence[str], *, epochs: int = 1, n_seeds: int = 1, sample_size: int = 2000, seed: int = 0
+) -> pl.DataFrame:
+    """Tiny-LM per-document loss of every text (lm_loss, nats per byte), averaged over `n_seeds` LMs."""
+    scorer = LMLossScorer(epochs=epochs, n_seeds=n_seeds, sample_size=sample_size, seed=seed)
+    return scorer.fit(texts).score(texts)
+
+
+def target_distance(x: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """`1 - cos(z, mean target embedding)` per row of `x` (float32); both must share one embedding space."""
+    z = normalize_rows(check_embeddings(x, what="target_distance x", min_rows=0))
+    t = normalize_rows(check_embeddings(target, what="target_distance target", dim=z.shape[1]))
+    mean = t.mean(axis=0)
+    norm = float(np.linalg.norm(mean))
+    if norm == 0.0:
+        raise InputError("target_distance target has a zero mean embedding (all-zero or cancelling rows).")
+    return (1.0 - z @ (mean / norm)).astype(np.float32)
