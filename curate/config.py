@@ -60,9 +60,10 @@ class EmbedConfig(_Section):
 
 
 class ScoreConfig(_Section):
-    """Scores and the pruning policy: which score buckets and prunes, how many buckets, what fraction."""
+    """Scores: which one cuts quality buckets (QQT), which one the pruning policy ranks, what it keeps."""
 
-    metric: Literal["target_sim", "proto_dist", "difficulty"] = "target_sim"
+    bucket_metric: Literal["target_sim", "proto_dist", "difficulty"] = "target_sim"
+    prune_metric: Literal["proto_dist", "target_sim", "difficulty"] = "proto_dist"
     n_clusters: int = Field(default=0, ge=0)  # 0 = chosen from the data
     policy: Literal["auto", "keep_hard", "keep_easy", "cluster_balanced", "random", "all"] = "auto"
     keep_fraction: float = Field(default=0.8, gt=0, le=1)
