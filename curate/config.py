@@ -65,7 +65,8 @@ class ScoreConfig(_Section):
     bucket_metric: Literal["target_sim", "proto_dist", "difficulty"] = "target_sim"
     prune_metric: Literal["proto_dist", "target_sim", "difficulty"] = "proto_dist"
     n_clusters: int = Field(default=0, ge=0)  # 0 = chosen from the data
-    policy: Literal["auto", "keep_hard", "keep_easy", "cluster_balanced", "random", "all"] = "auto"
+    policy: Literal["auto", "keep_hard", "keep_easy", "random", "all"] = "auto"
+    balance: Literal["cluster", "class", "none"] = "cluster"
     keep_fraction: float = Field(default=0.8, gt=0, le=1)
     n_buckets: int = Field(default=4, ge=1, le=20)
 
