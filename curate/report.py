@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from rich.console import Group
 from rich.table import Table
 
 from curate.errors import InputError
@@ -87,36 +88,23 @@ def load_report(work: Path) -> IngestReport:
     return IngestReport.from_stage(output)
 
 
-def report_table(report: IngestReport) -> Table:
-    """A rich table: one row per source plus a total; rejects by reason in one cell."""
+def report_table(report: IngestReport) -> Group:
+    """Rich tables: one row per source plus a total, then the rejects per source and reason."""
     table = Table(title=f"ingest {report.key[:12]}  ({report.path})", title_justify="left")
-    for name in ("source", "files", "MB", "read", "kept", "rejected", "exact dups", "rejected by reason"):
-        table.add_column(name, justify="left" if name in ("source", "rejected by reason") else "right")
-    detail = {
-        s: ", ".join(f"{r}={n}" for r, n in zip(g["reason"], g["rows"], strict=True))
-        for (s,), g in report.reasons.group_by("source")
-    }
-    for row in report.sources.iter_rows(named=True):
+    for name in ("source", "files", "MB", "read", "kept", "rejected", "exact dups"):
+        table.add_column(name, justify="left" if name == "source" else "right")
+    rows = [(r["source"], r) for r in report.sources.iter_rows(named=True)]
+    for i, (name, r) in enumerate([*rows, ("total", report.totals)]):
+        cells = (r["files"], f"{r['bytes'] / 1e6:.2f}", r["rows_read"], r["documents"], r["rejected"])
         table.add_row(
-            row["source"],
-            str(row["files"]),
-            f"{row['bytes'] / 1e6:.2f}",
-            str(row["rows_read"]),
-            str(row["documents"]),
-            str(row["rejected"]),
-            str(row["exact_duplicates"]),
-            detail.get(row["source"], ""),
+            name,
+            *(str(c) for c in (*cells, r["exact_duplicates"])),
+            style="bold" if i == len(rows) else None,
+            end_section=i == len(rows) - 1,
         )
-    t = report.totals
-    table.add_row(
-        "total",
-        str(t["files"]),
-        f"{t['bytes'] / 1e6:.2f}",
-        str(t["rows_read"]),
-        str(t["documents"]),
-        str(t["rejected"]),
-        str(t["exact_duplicates"]),
-        "",
-        style="bold",
-    )
-    return table
+    reasons = Table(title="rejected by reason", title_justify="left")
+    for name in ("source", "reason", "rows"):
+        reasons.add_column(name, justify="right" if name == "rows" else "left")
+    for source, reason, n in report.reasons.sort("source", "reason").iter_rows():
+        reasons.add_row(source, reason, str(n))
+    return Group(table, reasons) if report.reasons.height else Group(table)

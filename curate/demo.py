@@ -1,0 +1,130 @@
+"""The demo corpus: real registry data sets (shared/DATA.md) written as messy multi-format shards.
+
+Four clean sources of different domains and formats (Wikipedia EN as JSONL.zst, Wikipedia FR as JSONL.gz,
+State of the Union paragraphs as CSV, BBC News as a folder of .txt) plus one degraded "web" source
+(boilerplate, shuffled words, near-copies and exact copies of other sources, a few malformed lines).
+Deterministic for a seed; the files are rewritten byte for byte, so re-ingesting them is a no-op.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import zstandard
+
+from curate import corpora
+from curate.io import atomic_file
+
+DEMO_SIZES = {"wiki_en": 1000, "wiki_fr": 600, "sotu": 1000, "bbc": 800}
+_BOILERPLATE = (
+    "Subscribe to our newsletter for the latest updates. © {year} {site}. All rights reserved. "
+    "Privacy Policy | Terms of Use | Cookie settings",
+    "This website uses cookies to improve your experience. By continuing to browse {site} you agree "
+    "to our use of cookies. Learn more. Accept all.",
+    "Page not found. The page you are looking for on {site} may have been removed, had its name changed "
+    "or is temporarily unavailable. Return to the home page.",
+    "Share this article: Facebook Twitter LinkedIn Email. Related stories from {site}. Sponsored content. "
+    "Copyright {year}.",
+)
+_SITES = ("example.com", "news-daily.net", "bestdeals.shop", "infohub.org")
+_MALFORMED = (
+    b'{"text": "unterminated string, id: 1}',
+    b"{text: 'single quotes are not JSON'}",
+    b'{"text": "trailing comma",}',
+    b"not json at all",
+    b'{"text": ""}',
+    b'{"text": "   \\n\\t  "}',
+    b'{"text": null}',
+    b'{"text": 42}',
+    b'{"text": ["a", "list"]}',
+    b'{"body": "the text lives under another field"}',
+    b'{"title": "no text field either"}',
+    b'{"text": "caf\xe9 in Latin-1, not UTF-8"}',
+)
+
+
+def _write_bytes(dest: Path, data: bytes) -> None:
+    with atomic_file(dest) as tmp:
+        tmp.write_bytes(data)
+
+
+def _jsonl(records: Sequence[dict[str, object]]) -> bytes:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+
+
+def _near_copy(text: str, rng: np.random.Generator, *, edit_rate: float = 0.05) -> str:
+    """`text` with about `edit_rate` of its words dropped or doubled: a near duplicate."""
+    words = text.split()
+    out: list[str] = []
+    for w in words:
+        u = rng.random()
+        if u < edit_rate / 2:
+            continue
+        out.append(w)
+        if u > 1 - edit_rate / 2:
+            out.append(w)
+    return " ".join(out)
+
+
+def _web_records(others: dict[str, pl.DataFrame], rng: np.random.Generator) -> list[bytes]:
+    """~800 degraded records (each with meta 'kind') and the malformed lines, in a seeded order."""
+    recs: list[dict[str, object]] = []
+    for _ in range(160):
+        template = _BOILERPLATE[int(rng.integers(len(_BOILERPLATE)))]
+        site = _SITES[int(rng.integers(len(_SITES)))]
+        recs.append(
+            {"text": template.format(year=2015 + int(rng.integers(4)), site=site), "kind": "boilerplate"}
+        )
+    wiki = others["wiki_en"]["text"].to_list()
+    for i in rng.choice(len(wiki), size=200, replace=False):
+        words = wiki[int(i)].split()
+        recs.append({"text": " ".join(rng.permutation(words).tolist()), "kind": "shuffled"})
+    pool = others["sotu"]["text"].to_list() + others["bbc"]["text"].to_list()
+    for i in rng.choice(len(pool), size=250, replace=False):
+        recs.append({"text": _near_copy(pool[int(i)], rng), "kind": "near_copy"})
+    for i in rng.choice(len(wiki), size=60, replace=False):
+        recs.append({"text": wiki[int(i)], "kind": "exact_copy"})
+    for text in corpora.wiki(120, lang="es", seed=int(rng.integers(1 << 31)))["text"]:
+        recs.append({"text": text, "kind": "off_language"})
+    lines = [
+        json.dumps({"url": f"https://web.example/{k}", **r}, ensure_ascii=False).encode()
+        for k, r in enumerate(recs)
+    ]
+    lines.extend(_MALFORMED)
+    return [lines[int(i)] for i in rng.permutation(len(lines))]
+
+
+def build_demo_corpus(root: Path, *, seed: int = 0) -> dict[str, str]:
+    """Write the demo shards under `root`; returns source name -> folder to ingest (label field: `label`)."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    frames = {
+        "wiki_en": corpora.wiki(DEMO_SIZES["wiki_en"], lang="en", seed=seed),
+        "wiki_fr": corpora.wiki(DEMO_SIZES["wiki_fr"], lang="fr", seed=seed),
+        "sotu": corpora.sotu_paragraphs(DEMO_SIZES["sotu"], seed=seed),
+        "bbc": corpora.bbc_news(DEMO_SIZES["bbc"], seed=seed),
+    }
+    en = frames["wiki_en"].select("id", "text", "label").to_dicts()
+    half = len(en) // 2
+    zstd = zstandard.ZstdCompressor(level=3)
+    for k, part in enumerate((en[:half], en[half:])):
+        _write_bytes(root / "wiki_en" / f"part-{k:02d}.jsonl.zst", zstd.compress(_jsonl(part)))
+    fr = _jsonl(frames["wiki_fr"].select("id", "text", "label").to_dicts())
+    _write_bytes(root / "wiki_fr" / "wiki_fr.jsonl.gz", gzip.compress(fr, mtime=0))
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["id", "year", "label", "text"])
+    writer.writerows(frames["sotu"].select("id", "year", "label", "text").iter_rows())
+    _write_bytes(root / "sotu" / "sotu.csv", buf.getvalue().encode("utf-8"))
+    for row in frames["bbc"].iter_rows(named=True):
+        name = row["id"].replace(":", "-")
+        _write_bytes(root / "bbc" / row["label"] / f"{name}.txt", row["text"].encode("utf-8"))
+    _write_bytes(root / "web" / "scrape.jsonl", b"\n".join(_web_records(frames, rng)) + b"\n")
+    return {name: str(root / name) for name in (*DEMO_SIZES, "web")}
