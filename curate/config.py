@@ -6,7 +6,6 @@ ConfigError naming the dotted key, what is allowed and what came. Globs are rela
 
 from __future__ import annotations
 
-import glob
 import itertools
 import re
 import tomllib
@@ -53,10 +52,11 @@ class DedupConfig(_Section):
 
 
 class EmbedConfig(_Section):
-    """The embedder: static (model2vec) on CPU, MiniLM on GPU, or forced."""
+    """The embedder: static (model2vec) on CPU, MiniLM on GPU, or forced; where the static model is cached."""
 
     kind: Literal["auto", "minilm", "static"] = "auto"
     batch_size: int = Field(default=256, ge=1)
+    cache_dir: str = ""  # "" = the user cache (~/.cache/curate/embedders)
 
 
 class ScoreConfig(_Section):
@@ -151,14 +151,6 @@ class CurateConfig(_Section):
         """`pattern` as an absolute path (relative globs are taken from the config file's folder)."""
         p = Path(pattern).expanduser()
         return p if p.is_absolute() else Path(self.base_dir) / p
-
-    def shards(self, source: SourceConfig, *, what: str) -> list[Path]:
-        """The files a source's glob matches, sorted; ConfigError naming `what` when none match."""
-        files = sorted(Path(f) for f in glob.glob(str(self.resolve(source.path)), recursive=True))
-        files = [f for f in files if f.is_file()]
-        if not files:
-            raise ConfigError(f"config key '{what}.path': the glob '{source.path}' matches no files.")
-        return files
 
     def dump(self) -> dict[str, Any]:
         """JSON-able dict of every key (defaults included), as recorded in manifest provenance."""
