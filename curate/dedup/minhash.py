@@ -16,6 +16,7 @@ every distinct token is hashed once per batch and the n-gram hash is a vectorise
 
 from __future__ import annotations
 
+import struct
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -105,8 +106,8 @@ def shingles(text: str, *, ngram: int = 5, shingle: Shingle = "word") -> list[tu
 
 def shingle_hash(shingle: tuple[str, ...]) -> int:
     """32-bit hash of one shingle: xxh32 over its tokens' xxh32 values (the scalar twin of the batch code)."""
-    token_hashes = np.array([xxhash.xxh32_intdigest(t.encode("utf-8")) for t in shingle], dtype="<u4")
-    return xxhash.xxh32_intdigest(token_hashes.tobytes())
+    token_hashes = [xxhash.xxh32_intdigest(t.encode("utf-8")) for t in shingle]
+    return xxhash.xxh32_intdigest(struct.pack(f"<{len(token_hashes)}I", *token_hashes))
 
 
 def _token_hashes(token_lists: pl.Series) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 DupKind = Literal["exact", "fuzzy", "semantic"]
-DEDUP_COLUMNS = {"doc_id": pl.String, "dup_of": pl.String, "dup_kind": pl.String, "cluster_id": pl.String}
+DEDUP_COLUMNS = pl.Schema({c: pl.String() for c in ("doc_id", "dup_of", "dup_kind", "cluster_id")})
 
 
 def pair_clusters(a: pl.Series, b: pl.Series) -> pl.DataFrame:
@@ -33,7 +33,7 @@ def dedup_rows(doc_ids: pl.Series, clusters: pl.DataFrame, *, kind: DupKind) -> 
         dup_of=pl.when(dup).then("kept"),
         dup_kind=pl.when(dup).then(pl.lit(kind)),
         cluster_id=pl.col("kept"),
-    ).cast(DEDUP_COLUMNS)  # type: ignore[arg-type]
+    ).cast(DEDUP_COLUMNS)
 
 
 def combine_duplicates(*tables: pl.DataFrame) -> pl.DataFrame:
@@ -42,7 +42,7 @@ def combine_duplicates(*tables: pl.DataFrame) -> pl.DataFrame:
     cluster_id comes from the table that marked the doc; a doc no table marks keeps the first non-null one.
     """
     first, *rest = tables
-    out = first.select(list(DEDUP_COLUMNS)).cast(DEDUP_COLUMNS)  # type: ignore[arg-type]
+    out = first.select(list(DEDUP_COLUMNS)).cast(DEDUP_COLUMNS)
     for i, other in enumerate(rest):
         o = (
             other.select(list(DEDUP_COLUMNS))
