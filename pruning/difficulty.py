@@ -3,7 +3,9 @@
 - EL2N (Paul et al. 2021, "Deep learning on a data diet", eq. 2): `||softmax(f(x)) - onehot(y)||_2` of a
   proxy model early in training, averaged over seeds; the same runs give the per-example proxy loss
   `-log softmax(f(x))_y`. As in the paper, the proxy is trained on all the examples it then scores (no
-  held-out folds): the score is read after a few epochs, before the model has memorised them.
+  held-out folds): the score is read early, before the model has memorised them. Defaults (5 epochs,
+  Adam lr 1e-2) were picked on Wikipedia topics: mislabelled examples separate clearly from the rest
+  at 5 epochs, while by 20 epochs the probe has memorised them (every EL2N near 0).
 - Unlabelled text: mean next-byte NLL of a tiny byte LM trained for a short while on a seeded sample.
 - Target distance: `1 - cos(z, mu_T)` with `mu_T` the normalised mean of the normalised target embeddings.
 The proxy models are `scaling.proxy.train_probe` / `train_tiny_lm` (shared with the scaling fits).
@@ -30,7 +32,7 @@ def seed_stream(seed: int, n: int) -> list[int]:
 
 
 class EL2NScorer:
-    """EL2N and proxy loss from `n_seeds` MLP probes trained `epochs` epochs on the scored embeddings.
+    """EL2N and proxy loss from `n_seeds` MLP probes trained `epochs` epochs on the scored rows.
 
     Fitted: `classes_` (sorted label strings; class id = position), `runs_` (one ProbeRun per seed).
     """
@@ -38,11 +40,11 @@ class EL2NScorer:
     def __init__(
         self,
         *,
-        epochs: int = 3,
+        epochs: int = 5,
         n_seeds: int = 3,
         hidden: int = 128,
         batch_size: int = 64,
-        lr: float = 1e-3,
+        lr: float = 1e-2,
         seed: int = 0,
     ) -> None:
         self.epochs = epochs
@@ -111,7 +113,7 @@ class EL2NScorer:
 
 
 def el2n_scores(
-    x: np.ndarray, y: Labels, *, epochs: int = 3, n_seeds: int = 3, seed: int = 0
+    x: np.ndarray, y: Labels, *, epochs: int = 5, n_seeds: int = 3, seed: int = 0
 ) -> pl.DataFrame:
     """EL2N and proxy loss of every row of (x, y) (Paul et al. 2021), averaged over `n_seeds` probes."""
     return EL2NScorer(epochs=epochs, n_seeds=n_seeds, seed=seed).fit(x, y).score(x, y)
