@@ -74,14 +74,12 @@ def similar_pairs(
     check_interval("false_negative_weight", false_negative_weight, 0.0, 1.0, caller="similar_pairs")
     _check_docs(docs, caller="similar_pairs")
     texts = docs["text"].fill_null("")
-    sig = np.concatenate(
-        [
-            minhash_signatures(
-                texts[i : i + _BATCH], num_perm=num_perm, ngram=ngram, shingle=shingle, seed=seed
-            )
-            for i in range(0, max(texts.len(), 1), _BATCH)
-        ]
-    )
+    sig = np.empty((texts.len(), num_perm), np.uint32)
+    for i in range(0, texts.len(), _BATCH):
+        batch = texts[i : i + _BATCH]
+        sig[i : i + _BATCH] = minhash_signatures(
+            batch, num_perm=num_perm, ngram=ngram, shingle=shingle, seed=seed
+        )
     bands, rows = lsh_params(
         threshold,
         num_perm,

@@ -72,7 +72,7 @@ def bucket_pairs(keys: np.ndarray, members: np.ndarray) -> np.ndarray:
 def candidate_pairs(signatures: np.ndarray, *, bands: int, rows: int) -> np.ndarray:
     """Unique (i, j) row pairs, i < j, sharing at least one band key; rows without shingles are left out."""
     members = np.flatnonzero(has_shingles(signatures))
-    keys = band_keys(signatures[members], bands=bands, rows=rows)
+    keys = band_keys(signatures, bands=bands, rows=rows)[members]
     pairs = [bucket_pairs(keys[:, band], members) for band in range(bands)]
     return unique_pairs(np.concatenate(pairs))
 
