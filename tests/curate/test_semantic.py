@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
@@ -106,3 +108,30 @@ def test_bad_inputs_are_named(kwargs: dict[str, object], exc: type[Exception], m
     x = kwargs.pop("x", np.eye(3, 2))
     with pytest.raises(exc, match=match):
         semantic_duplicates(ids, x, **kwargs)  # type: ignore[arg-type]
+
+
+def test_work_dir_runs_semantic_after_exact_and_fuzzy(
+    edited_paragraphs: tuple[pl.DataFrame, np.ndarray], tmp_path: Path
+) -> None:
+    """With a committed embed stage, semantic marks only docs exact and fuzzy left; the first kind wins."""
+    import json
+
+    from curate.api import embed_documents, ingest
+    from curate.dedup.step import dedup_summary, dedup_work
+
+    docs, _ = edited_paragraphs
+    texts = (
+        docs["text"].to_list()[:20] + docs["text"].to_list()[60:64] + [docs["text"][0]]
+    )  # 4 edited, 1 exact
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in texts) + "\n")
+    work = tmp_path / "work"
+    ingest({"sotu": str(tmp_path / "src")}, work)
+    with pytest.raises(InputError, match="no committed embed output"):
+        dedup_work(work, methods=["semantic"])
+    embed_documents(work, embedder="minilm")
+    table = dedup_work(work, methods=["semantic", "exact"]).scan().collect()
+    counts = dict(table["dup_kind"].drop_nulls().value_counts().iter_rows())
+    assert counts == {"exact": 1, "semantic": 4}
+    summary = dedup_summary(work).row(0, named=True)
+    assert (summary["n_docs"], summary["n_exact"], summary["n_semantic"], summary["n_fuzzy"]) == (25, 1, 4, 0)
