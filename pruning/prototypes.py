@@ -64,8 +64,9 @@ class PrototypeScorer:
         """Fit k-means on a seeded sample of the non-zero rows of `x`; class means on all labelled rows."""
         check_interval("sample_size", self.sample_size, 1, None, caller="PrototypeScorer")
         check_interval("n_iter", self.n_iter, 1, None, caller="PrototypeScorer")
-        z = normalize_rows(check_embeddings(x, what="PrototypeScorer.fit x"))
-        usable = np.flatnonzero(np.linalg.norm(z, axis=1) > 0)
+        x = check_embeddings(x, what="PrototypeScorer.fit x")
+        norms = np.linalg.norm(x, axis=1)
+        usable = np.flatnonzero(norms > 0)
         k = default_k(len(usable)) if self.k is None else self.k
         check_interval("k", k, 1, None, caller="PrototypeScorer")
         if len(usable) < k:
@@ -76,9 +77,9 @@ class PrototypeScorer:
         rng = np.random.default_rng(self.seed)
         if len(usable) > self.sample_size:
             usable = np.sort(rng.choice(usable, size=self.sample_size, replace=False))
-        sample = np.ascontiguousarray(z[usable])
+        sample = np.ascontiguousarray(normalize_rows(x[usable]))
         km = faiss.Kmeans(
-            z.shape[1],
+            x.shape[1],
             k,
             niter=self.n_iter,
             spherical=True,
@@ -94,36 +95,37 @@ class PrototypeScorer:
         self.classes_: np.ndarray | None = None
         self.class_centroids_: np.ndarray | None = None
         if labels is not None:
-            known, ys = _known_labels(labels, z.shape[0], what="PrototypeScorer.fit labels")
+            known, ys = _known_labels(labels, x.shape[0], what="PrototypeScorer.fit labels")
             self.classes_ = np.unique(ys)
-            zk = z[known]
-            self.class_centroids_ = normalize_rows(
-                np.stack([zk[ys == c].mean(axis=0) for c in self.classes_]).reshape(-1, z.shape[1])
-            )
+            rows = np.flatnonzero(known)
+            means = [normalize_rows(x[rows[ys == c]]).mean(axis=0) for c in self.classes_]
+            self.class_centroids_ = normalize_rows(np.stack(means).reshape(-1, x.shape[1]))
         return self
 
     def score(self, x: np.ndarray, *, labels: Labels | None = None) -> pl.DataFrame:
         """Frame of cluster_id (int32), proto_dist, class_proto_dist (float32; null where no known label)."""
         if not hasattr(self, "centroids_"):
             raise InputError("PrototypeScorer.score() needs a fitted scorer; call fit() first.")
-        z = normalize_rows(
-            check_embeddings(x, what="PrototypeScorer.score x", dim=self.centroids_.shape[1], min_rows=0)
-        )
-        index = faiss.IndexFlatIP(z.shape[1])
+        x = check_embeddings(x, what="PrototypeScorer.score x", dim=self.centroids_.shape[1], min_rows=0)
+        norms = np.linalg.norm(x, axis=1)
+        inv = np.divide(
+            1.0, norms, out=np.zeros_like(norms), where=norms > 0
+        )  # cos = x.mu / |x|, no copy of x
+        index = faiss.IndexFlatIP(x.shape[1])
         index.add(self.centroids_)
-        sims, ids = index.search(np.ascontiguousarray(z), 1)
-        class_dist = np.full(z.shape[0], np.nan, dtype=np.float32)
+        sims, ids = index.search(np.ascontiguousarray(x), 1)
+        class_dist = np.full(x.shape[0], np.nan, dtype=np.float32)
         if labels is not None and self.classes_ is not None and self.class_centroids_ is not None:
-            known, ys = _known_labels(labels, z.shape[0], what="PrototypeScorer.score labels")
+            known, ys = _known_labels(labels, x.shape[0], what="PrototypeScorer.score labels")
             pos = np.searchsorted(self.classes_, ys).clip(0, max(len(self.classes_) - 1, 0))
             seen = self.classes_[pos] == ys if len(self.classes_) else np.zeros(len(ys), dtype=bool)
             rows = np.flatnonzero(known)[seen]
-            cos = np.einsum("ij,ij->i", z[rows], self.class_centroids_[pos[seen]])
+            cos = np.einsum("ij,ij->i", x[rows], self.class_centroids_[pos[seen]]) * inv[rows]
             class_dist[rows] = 1.0 - cos
         return pl.DataFrame(
             {
                 "cluster_id": ids[:, 0].astype(np.int32),
-                "proto_dist": (1.0 - sims[:, 0]).astype(np.float32),
+                "proto_dist": (1.0 - sims[:, 0] * inv).astype(np.float32),
                 "class_proto_dist": pl.Series(class_dist).fill_nan(None),
             }
         )
