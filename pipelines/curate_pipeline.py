@@ -382,6 +382,17 @@ def _sizes(run: _Run) -> pl.DataFrame:
     return docs.scan().select("doc_id", size=doc_size(pl.col("n_chars"), unit=run.cfg.budget.unit)).collect()
 
 
+def _check_budget(run: _Run, scores: StageOutput) -> None:
+    """ConfigError when the budget holds less than one proxy batch of documents (no plan can train on it)."""
+    b, batch = run.cfg.budget, run.cfg.proxy.batch_size
+    n = _budget_docs(run, scores)
+    if n < batch:
+        raise ConfigError(
+            f"config key 'budget.value' ({b.value} {b.unit}, about {n} documents) is smaller than one batch "
+            f"(proxy.batch_size = {batch} documents); raise the budget or lower the batch size."
+        )
+
+
 def _fit_mix(
     run: _Run, calib: StageOutput, emb: StageOutput, temb: StageOutput, scores: StageOutput
 ) -> StageOutput:
@@ -789,6 +800,7 @@ def run_pipeline(config: CurateConfig, *, work: PathLike, executor: Executor | N
     dedup = _dedup(run, docs, emb)
     _check_not_empty_after_dedup(_documents(docs, dedup), sorted(config.sources))
     scores = _score(run, docs, emb, temb, dedup)
+    _check_budget(run, scores)
     cache: dict[str, _ProxySet] = {}
 
     def proxy() -> _ProxySet:

@@ -1,0 +1,161 @@
+"""End-to-end curation on a few hundred real Wikipedia summaries: manifest, selection, resume, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from curate import corpora
+from curate.config import load_config
+from curate.errors import ConfigError, InputError
+from curate.manifest import MixtureManifest
+from pipelines.curate_pipeline import PipelineRun, execute
+from pipelines.plan import split_budget
+
+CONFIG = """seed = 0
+[sources.alpha]
+path = "alpha/*.jsonl"
+label_field = "label"
+[sources.beta]
+path = "beta/*.jsonl"
+label_field = "label"
+[sources.noisy]
+path = "noisy/*.jsonl"
+label_field = "label"
+[target]
+path = "target/*.jsonl"
+label_field = "label"
+[budget]
+unit = "{unit}"
+value = {value}
+[embed]
+kind = "static"
+[proxy]
+pilot_sizes = [64, 128]
+epochs = 4
+n_mixtures = 6
+eval_size = 100
+[score]
+n_buckets = 3
+"""
+
+
+def write_corpus(root: Path, *, unit: str = "samples", value: int = 400) -> Path:
+    """Three labelled sources (one with shuffled labels: the degraded one), a labelled target, the config."""
+    rows = corpora.wiki(700, labelled_only=True, seed=0).to_dicts()
+    labels = sorted({r["label"] for r in rows})
+    rng = np.random.default_rng(0)
+    parts = {"alpha": rows[:220], "beta": rows[220:440], "noisy": rows[440:600], "target": rows[600:]}
+    for r in parts["noisy"]:
+        r["label"] = labels[int(rng.integers(len(labels)))]
+    for name, part in parts.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        (root / name / "part.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+    (root / "curate.toml").write_text(CONFIG.format(unit=unit, value=value))
+    return root / "curate.toml"
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
+    """One in-process run of the small corpus."""
+    root = tmp_path_factory.mktemp("e2e")
+    return execute(write_corpus(root), local=True)
+
+
+def test_manifest_weights_selection_and_exports(finished: PipelineRun) -> None:
+    """Weights sum to 1, the selection realises weight x budget per source exactly, every export is there."""
+    m = finished.manifest
+    assert MixtureManifest.from_json(finished.manifest_path.read_text()) == m
+    assert sum(m.weights().values()) == pytest.approx(1.0, abs=1e-9)
+    sel = pl.read_parquet(finished.out_dir / m.selection.path)
+    counts = dict(sel.group_by("source").agg(pl.col("repeats").sum()).iter_rows())
+    planned = split_budget(m.weights(), m.budget.value)
+    assert counts == {s: n for s, n in planned.items() if n > 0}
+    assert sel["doc_id"].is_unique().all() and (sel["repeats"] > 0).all()
+    for s in m.sources:
+        got = sel.filter(pl.col("source") == s.name)
+        assert got.height == (s.n_kept if s.weight > 0 else 0)
+        assert float(got["weight"].sum()) == pytest.approx(planned[s.name] / m.budget.value)
+    hf = json.loads((finished.out_dir / "hf_interleave.json").read_text())
+    assert dict(zip(hf["datasets"], hf["probabilities"], strict=True)) == {
+        s.name: s.weight for s in m.sources if s.weight > 0
+    }
+    assert (finished.out_dir / "megatron_data_path.txt").read_text().split()[1::2] == [
+        f"data/{s.name}" for s in m.sources if s.weight > 0
+    ]
+    assert "<img" in finished.report_path.read_text()
+
+
+def test_provenance_pins_inputs_and_config(finished: PipelineRun) -> None:
+    """Provenance lists every input shard with its digest and the config without runtime-only keys."""
+    prov = finished.manifest.provenance
+    assert sorted(prov.inputs) == [
+        "alpha/part.jsonl",
+        "beta/part.jsonl",
+        "noisy/part.jsonl",
+        "target/part.jsonl",
+    ]
+    assert "ray" not in prov.config and prov.config["budget"] == {"unit": "samples", "value": 400}
+
+
+def test_rerun_is_a_noop(finished: PipelineRun) -> None:
+    """A second run of the same config does no work: same step keys, no new folders, same manifest bytes."""
+    work = finished.out_dir.parents[1]
+    before = sorted(p for p in work.rglob("_stage.json"))
+    again = execute(work.parent / "curate.toml", local=True)
+    assert again.steps == finished.steps
+    assert sorted(p for p in work.rglob("_stage.json")) == before
+    assert again.manifest_path.read_bytes() == finished.manifest_path.read_bytes()
+
+
+def test_budget_change_reruns_only_the_plan(finished: PipelineRun, tmp_path: Path) -> None:
+    """Changing only the budget keeps every step up to calibration and reruns the fit, plan and publish."""
+    work = finished.out_dir.parents[1]
+    cfg = load_config(work.parent / "curate.toml")
+    cfg = cfg.model_copy(update={"budget": cfg.budget.model_copy(update={"value": 600})})
+    changed = execute(cfg, work=work, local=True)
+    same = ("ingest", "embed", "dedup", "score", "calibrate.mix")
+    assert {k: changed.steps[k] for k in same} == {k: finished.steps[k] for k in same}
+    assert all(changed.steps[k] != finished.steps[k] for k in ("fit.mix", "select", "publish"))
+    assert changed.manifest.budget.value == 600
+
+
+def test_glob_matching_nothing_is_an_input_error(tmp_path: Path) -> None:
+    """A source glob that matches no file stops the run before any work, naming the source."""
+    cfg = write_corpus(tmp_path)
+    cfg.write_text(cfg.read_text().replace('"beta/*.jsonl"', '"nowhere/*.jsonl"'))
+    with pytest.raises(InputError, match=r"source 'beta': .*nowhere/\*\.jsonl' matches no supported file"):
+        execute(cfg, local=True)
+
+
+def test_target_without_rows_is_an_input_error(tmp_path: Path) -> None:
+    """A target whose every row is rejected raises InputError naming the target and the reject reasons."""
+    cfg = write_corpus(tmp_path)
+    (tmp_path / "target" / "part.jsonl").write_text('{"text": ""}\n{"body": "x"}\n')
+    with pytest.raises(
+        InputError, match=r"target 'target' has no rows: 2 read, all rejected \(.*empty_text=1"
+    ):
+        execute(cfg, local=True)
+
+
+def test_source_empty_after_dedup_is_an_input_error(tmp_path: Path) -> None:
+    """A source made only of copies of another source's documents is reported as empty after dedup."""
+    cfg = write_corpus(tmp_path)
+    (tmp_path / "zcopy").mkdir()
+    (tmp_path / "zcopy" / "part.jsonl").write_text((tmp_path / "alpha" / "part.jsonl").read_text())
+    cfg.write_text(cfg.read_text() + '[sources.zcopy]\npath = "zcopy/*.jsonl"\nlabel_field = "label"\n')
+    with pytest.raises(InputError, match=r"source 'zcopy' is empty after dedup: every document duplicates"):
+        execute(cfg, local=True)
+
+
+def test_token_budget_below_one_batch_is_a_config_error(tmp_path: Path) -> None:
+    """A token budget worth fewer documents than one proxy batch is refused with the key named."""
+    cfg = write_corpus(tmp_path, unit="tokens", value=500)
+    with pytest.raises(
+        ConfigError, match=r"'budget\.value' \(500 tokens, about \d+ documents\) is smaller than one"
+    ):
+        execute(cfg, local=True)
