@@ -51,7 +51,10 @@ def has_shingles(signatures: np.ndarray) -> np.ndarray:
 
 
 def bucket_pairs(keys: np.ndarray, members: np.ndarray) -> np.ndarray:
-    """All (i, j) pairs, i < j, of `members` sharing a value of `keys` (one band): an (m, 2) int64 array."""
+    """All (i, j) pairs, i < j, of `members` sharing a value of `keys` (one band): an (m, 2) int64 array.
+
+    Quadratic in a bucket's size; the dedup step removes exact copies first, so buckets stay small.
+    """
     order = np.lexsort((members, keys))
     k, ids = keys[order], members[order]
     starts = np.flatnonzero(np.concatenate([[True], k[1:] != k[:-1]]))

@@ -13,6 +13,8 @@ import pytest
 import xxhash
 from datasketch import MinHash
 from datasketch.lsh import _optimal_param
+from hypothesis import given
+from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 from scipy.sparse import csr_matrix
 
@@ -310,3 +312,27 @@ def test_same_seed_same_result_other_seed_same_obvious_pairs() -> None:
     assert_frame_equal(fuzzy_duplicates(docs, seed=1), fuzzy_duplicates(docs, seed=1))
     other = fuzzy_duplicates(docs, seed=2)
     assert other.filter(pl.col("doc_id") >= "d00200")["dup_of"].to_list() == [f"d{i:05d}" for i in range(10)]
+
+
+@given(
+    st.lists(
+        st.lists(st.sampled_from(["red", "green", "blue", "cat", "dog", "sun"]), min_size=0, max_size=12),
+        min_size=1,
+        max_size=25,
+    )
+)
+def test_dedup_table_invariants(word_lists: list[list[str]]) -> None:
+    """Any input: one row per doc, in order; a dup points to its cluster's kept doc, the smallest doc_id."""
+    docs = _docs([" ".join(w) for w in word_lists])
+    out = fuzzy_duplicates(docs, num_perm=32)
+    assert out["doc_id"].to_list() == docs["doc_id"].to_list()
+    kept = set(out.filter(pl.col("dup_of").is_null())["doc_id"])
+    for row in out.iter_rows(named=True):
+        if row["dup_of"] is not None:
+            assert (
+                row["dup_of"] in kept and row["dup_of"] < row["doc_id"] and row["cluster_id"] == row["dup_of"]
+            )
+            assert row["dup_kind"] == "fuzzy"
+    sizes = out.drop_nulls("cluster_id").group_by("cluster_id").len()
+    assert (sizes["len"] >= 2).all()
+    assert set(sizes["cluster_id"]) <= kept
