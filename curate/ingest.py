@@ -55,6 +55,7 @@ SUFFIXES: dict[str, tuple[Format, Compression]] = {
     ".txt": ("txt", None),
 }
 _SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_FIRST_OBJECT = re.compile(rb"\s*\{")
 _BLANK_RE = r"^[\s\x1c-\x1f]*$"  # whitespace-only text (the same set normalize_text folds)
 _STATS = pa.schema(
     [
@@ -252,6 +253,8 @@ def _label_of(value: Any) -> str | None:
 
 def _jsonl_fast(data: bytes, text_field: str, label_field: str | None) -> pl.DataFrame | None:
     """Vectorised parse (pyarrow) of a clean JSONL buffer: row, text, label, meta; None if anything is off."""
+    if not _FIRST_OBJECT.match(data):  # pyarrow 26 crashes on a buffer that opens with a bare `null`
+        return None
     n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
     try:
         table = pj.read_json(io.BytesIO(data), read_options=pj.ReadOptions(block_size=32 << 20))

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -126,9 +127,12 @@ def test_rerun_does_no_work(
     stamp = (first.path / "_stage.json").read_text()
     calls: list[str] = []
     real = ingest_mod.read_shard
-    monkeypatch.setattr(
-        ingest_mod, "read_shard", lambda shard, *a, **k: calls.append(shard.path) or real(shard, *a, **k)
-    )
+
+    def spy(shard: ingest_mod.Shard, *args: Any, **kwargs: Any) -> int:
+        calls.append(shard.path)
+        return real(shard, *args, **kwargs)
+
+    monkeypatch.setattr(ingest_mod, "read_shard", spy)
     second = ingest_sources(sources, tmp_path)
     assert calls == []
     assert second.key == first.key

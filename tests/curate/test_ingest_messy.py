@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
@@ -22,7 +23,7 @@ from curate.schema import REJECT_REASONS
 MAX_CHARS = 2000
 
 
-def _lines(records: list[object]) -> bytes:
+def _lines(records: Sequence[object]) -> bytes:
     return b"".join(json.dumps(r).encode() + b"\n" for r in records)
 
 
@@ -218,3 +219,13 @@ def test_random_jsonl_never_crashes_and_accounts_every_row(batch: list[bytes]) -
     assert row["rows_read"] == row["documents"] + row["rejected"]
     assert row["documents"] == sum(_expected_doc(ln) for ln in non_blank)
     assert set(report.reasons["reason"]) <= set(REJECT_REASONS)
+
+
+@pytest.mark.parametrize("data", [b"null\n", b'\n  null\n{"text": "a"}\n', b"nulll\n"])
+def test_jsonl_opening_with_bare_null_is_a_reject_not_a_crash(tmp_path: Path, data: bytes) -> None:
+    """A buffer opening with `null` (which crashes pyarrow's JSON reader) goes through the per-line path."""
+    (tmp_path / "a.jsonl").write_bytes(data)
+    report = ingest_sources({"s": str(tmp_path / "a.jsonl")}, tmp_path / "w")
+    reasons = dict(report.reasons.select("reason", "rows").iter_rows())
+    assert reasons == ({"bad_json": 1} if data == b"nulll\n" else {"bad_record": 1})
+    assert report.totals["documents"] == data.count(b'"text"')
