@@ -67,7 +67,7 @@ def dedup_work(
         caller="dedup_work",
     )
     ordered = [m for m in METHODS if m in methods]
-    ingest = _require(work, "ingest", f"curate ingest ... --work {work}")
+    ingest = _require(work, "ingest", f"curate ingest {work} --source NAME=GLOB")
     inputs = [ingest.key]
     embed = None
     if "semantic" in ordered:
@@ -130,7 +130,7 @@ def dedup_summary(work: Path) -> pl.DataFrame:
     """
     work = Path(work)
     dedup = _require(work, STAGE, f"curate dedup {work}")
-    docs = _require(work, "ingest", f"curate ingest ... --work {work}").scan()
+    docs = _require(work, "ingest", f"curate ingest {work} --source NAME=GLOB").scan()
     joined = docs.select("doc_id", "source", n_bytes=pl.col("text").str.len_bytes()).join(
         dedup.scan(), on="doc_id", how="left"
     )
