@@ -83,7 +83,7 @@ def semantic_duplicates(
         "dup_of",
         dup_kind=pl.when(pl.col("t") >= 0).then(pl.lit("semantic")),
         cluster_id=pl.coalesce("dup_of", pl.when(pl.col("doc_id").is_in(kept_with_dups)).then("doc_id")),
-    ).cast(DEDUP_COLUMNS)  # type: ignore[arg-type]
+    ).cast(DEDUP_COLUMNS)
 
 
 def spherical_kmeans_labels(x: np.ndarray, *, n_clusters: int, seed: int = 0) -> np.ndarray:
