@@ -79,6 +79,7 @@ class ProxyConfig(_Section):
     epochs: int = Field(default=6, ge=1)
     hidden: int = Field(default=128, ge=1)
     batch_size: int = Field(default=64, ge=1)
+    lr: float = Field(default=3e-3, gt=0, le=1)
     n_mixtures: int = Field(default=12, ge=2)
     eval_size: int = Field(default=256, ge=8)
 
@@ -93,7 +94,7 @@ class ProxyConfig(_Section):
 class MixtureConfig(_Section):
     """How source weights are chosen: Projektor (OT-based prediction) or a named baseline."""
 
-    method: Literal["projektor", "uniform", "proportional"] = "projektor"
+    method: Literal["projektor", "uniform", "proportional", "dml", "best_grid"] = "projektor"
 
 
 class RayConfig(_Section):

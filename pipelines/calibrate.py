@@ -47,6 +47,7 @@ class ProbeTask:
     n_classes: int
     hidden: int
     batch_size: int
+    lr: float
 
     def __call__(self, task: pa.Table) -> pa.Table:
         row = task.to_pylist()[0]
@@ -59,6 +60,7 @@ class ProbeTask:
             n_classes=self.n_classes,
             epochs=row["epochs"],
             batch_size=self.batch_size,
+            lr=self.lr,
             hidden=self.hidden,
             checkpoints_per_epoch=row["checkpoints"],
             seed=row["seed"],

@@ -41,6 +41,7 @@ from pipelines.calibrate import LMTask, ProbeTask, bucket_runs, mixture_grid, mi
 from pipelines.plan import doc_size, quality_buckets, realised_share, selection_table, split_budget
 
 VERSION = 1
+OT_MAX_POINTS = 2000  # OT subsamples each side above this many points (fixed seed)
 PUBLISH_FILES = ("manifest.json", "report.html")
 
 
@@ -260,14 +261,33 @@ def _score(
 
 @dataclass(frozen=True)
 class _ProxySet:
-    """The proxy task (training pool arrays + target eval set) and its pool rows (doc_id, source, row)."""
+    """The proxy task and what OT needs: pool rows (doc_id, source, row), their embeddings and labels, and
+    the target eval set's embeddings and labels (labels only with the probe)."""
 
     task: ProbeTask | LMTask
     pool: pl.DataFrame
+    x: np.ndarray
+    x_eval: np.ndarray
+    labels: np.ndarray | None
+    eval_labels: np.ndarray | None
 
     def rows(self, ids: pl.Series) -> np.ndarray:
         """Task rows of the documents `ids` that are in the proxy pool."""
         return self.pool.filter(pl.col("doc_id").is_in(ids.implode()))["row"].to_numpy()
+
+    def distance(self, sources: list[str], *, seed: int) -> Any:
+        """Projektor's OT source: S_eps between a mixture of the source pools and the target eval set."""
+        from scaling.ot import MixtureDistance
+
+        rows = {s: self.pool.filter(pl.col("source") == s)["row"].to_numpy() for s in sources}
+        return MixtureDistance(
+            {s: self.x[r] for s, r in rows.items()},
+            self.x_eval,
+            pool_labels=None if self.labels is None else {s: self.labels[r] for s, r in rows.items()},
+            target_labels=self.eval_labels,
+            max_points=OT_MAX_POINTS,
+            seed=seed,
+        )
 
 
 def _proxy_set(
@@ -277,13 +297,9 @@ def _proxy_set(
     p = run.cfg.proxy
     pool = scores.scan().select("doc_id", "source", "label").sort("doc_id").collect()
     target = tdocs.scan().select("doc_id", "text", "label").sort("doc_id").collect()
-    pick = np.sort(
-        np.random.default_rng(run.cfg.seed).choice(
-            target.height, size=min(p.eval_size, target.height), replace=False
-        )
-    )
-    evals = target[pick]
-    task: ProbeTask | LMTask
+    rng = np.random.default_rng(run.cfg.seed)
+    evals = target[np.sort(rng.choice(target.height, size=min(p.eval_size, target.height), replace=False))]
+    classes: list[str] = []
     if p.kind == "probe":
         classes = sorted(set(evals["label"].drop_nulls().to_list()))
         if len(classes) < 2:
@@ -293,15 +309,24 @@ def _proxy_set(
             )
         pool = pool.filter(pl.col("label").is_in(classes))
         evals = evals.filter(pl.col("label").is_in(classes))
+    missing = sorted(set(run.cfg.sources) - set(pool["source"].unique().to_list()))
+    if missing:
+        hint = " (none has a label among the target's classes; use proxy.kind = 'lm')" if classes else ""
+        raise InputError(f"source(s) {missing} have no documents the '{p.kind}' proxy can train on{hint}.")
+    x, _ = _matrix(emb, pool["doc_id"])
+    x_eval, _ = _matrix(temb, evals["doc_id"])
+    task: ProbeTask | LMTask
+    if classes:
         code = {c: i for i, c in enumerate(classes)}
         task = ProbeTask(
-            x=_matrix(emb, pool["doc_id"])[0],
+            x=x,
             y=np.array([code[v] for v in pool["label"]], dtype=np.int64),
-            x_eval=_matrix(temb, evals["doc_id"])[0],
+            x_eval=x_eval,
             y_eval=np.array([code[v] for v in evals["label"]], dtype=np.int64),
             n_classes=len(classes),
             hidden=p.hidden,
             batch_size=p.batch_size,
+            lr=p.lr,
         )
     else:
         texts = pool.select("doc_id").join(
@@ -312,15 +337,14 @@ def _proxy_set(
             eval_texts=tuple(evals["text"].to_list()),
             batch_size=p.batch_size,
         )
-    missing = sorted(set(run.cfg.sources) - set(pool["source"].unique().to_list()))
-    if missing:
-        hint = (
-            " (none has a label among the target's classes; use proxy.kind = 'lm')"
-            if p.kind == "probe"
-            else ""
-        )
-        raise InputError(f"source(s) {missing} have no documents the '{p.kind}' proxy can train on{hint}.")
-    return _ProxySet(task=task, pool=pool.select("doc_id", "source", row=pl.int_range(pl.len())))
+    return _ProxySet(
+        task=task,
+        pool=pool.select("doc_id", "source", row=pl.int_range(pl.len())),
+        x=x,
+        x_eval=x_eval,
+        labels=pool["label"].to_numpy() if classes else None,
+        eval_labels=evals["label"].to_numpy() if classes else None,
+    )
 
 
 def _proxy_params(run: _Run) -> dict[str, JSONValue]:
@@ -339,14 +363,17 @@ def _calibrate_mix(run: _Run, proxy: Callable[[], _ProxySet], inputs: list[Stage
         specs = mixture_runs(pools, grid, p.pilot_sizes, epochs=p.epochs, seed=run.cfg.seed)
         curves = run_tasks(ps.task, specs, executor=run.executor)
         final = curves.group_by("run").agg(pl.all().sort_by("samples_seen").last())
+        distance = ps.distance(sources, seed=run.cfg.seed)
+        ot = [distance.value(g) for g in grid]
         table = pl.DataFrame(
             {
                 "run": [str(r["run"]) for r in specs],
                 "mixture": [i for i in range(len(grid)) for _ in p.pilot_sizes],
                 "n": [n for _ in grid for n in p.pilot_sizes],
                 **{s: [float(g[j]) for g in grid for _ in p.pilot_sizes] for j, s in enumerate(sources)},
+                "ot": [float(d) for d in ot for _ in p.pilot_sizes],
             }
-        ).join(final.select("run", "eval_loss", "eval_accuracy"), on="run", how="left")
+        ).join(final.select("run", metric="eval_loss", eval_accuracy="eval_accuracy"), on="run", how="left")
         write_table(table.sort("run").to_arrow(), tmp / "runs.parquet")
         return {"runs": table.height}
 
@@ -394,35 +421,64 @@ def _check_budget(run: _Run, scores: StageOutput) -> None:
 
 
 def _fit_mix(
-    run: _Run, calib: StageOutput, emb: StageOutput, temb: StageOutput, scores: StageOutput
+    run: _Run, calib: StageOutput, proxy: Callable[[], _ProxySet], scores: StageOutput
 ) -> StageOutput:
-    """Source weights (Projektor optimum or a named baseline), the predicted metric with its interval, and
-    Projektor's held-out predictions for the report."""
+    """Source weights (Projektor's optimum, Kang et al. 2023, or a named baseline), the predicted metric
+    at the budget with its interval, and Projektor's predictions of held-out mixtures (every 4th)."""
     m = run.cfg.mixture
     n_budget = _budget_docs(run, scores)
     params: dict[str, JSONValue] = {"method": m.method, "n": n_budget, "seed": run.cfg.seed}
 
     def build(tmp: Path) -> dict[str, Any]:
-        try:
-            from scaling.projektor import fit_projektor
-        except ImportError as exc:
-            raise StageError(
-                "step 'fit.mix' needs scaling.projektor.fit_projektor (issue 7), which is not available yet."
-            ) from exc
+        from scaling.mixture import plan_weights
+        from scaling.projektor import fit_projektor
+
         runs = _read(calib, "runs.parquet")
         sources = sorted(run.cfg.sources)
-        projektor = fit_projektor(runs, sources=sources)
-        weights = projektor.optimize(n_budget) if m.method == "projektor" else _baseline(m.method, scores)
-        pred = projektor.predict(n_budget, [weights[s] for s in sources])
-        _write_json(tmp / "weights.json", {s: float(weights[s]) for s in sources})
-        _write_json(tmp / "prediction.json", {"value": pred.value, "interval": list(pred.interval)})
-        return {"n": n_budget}
+        ps = proxy()
+        distance = ps.distance(sources, seed=run.cfg.seed)
+        sizes = dict(scores.scan().group_by("source").len().collect().iter_rows())
+        plan = plan_weights(
+            runs,
+            sources=sources,
+            n=n_budget,
+            method=m.method,
+            source_sizes=sizes,
+            distance=distance,
+            seed=run.cfg.seed,
+        )
+        held = (pl.col("mixture") % 4) == 3
+        model = fit_projektor(runs.filter(~held), sources=sources, distance=distance)
+        n1 = int(runs["n"].max())  # type: ignore[arg-type]
+        test = runs.filter(held & (pl.col("n") == n1))
+        holdout = test.select(
+            "run",
+            predicted=pl.Series(
+                [model.predict(n1, [r[s] for s in sources]).value for r in test.iter_rows(named=True)]
+            ),
+            observed="metric",
+        ).rename({"run": "mixture"})
+        mae = (
+            float(np.mean(np.abs(holdout["predicted"].to_numpy() - holdout["observed"].to_numpy())))
+            if test.height
+            else 0.0
+        )
+        full = fit_projektor(runs, sources=sources, distance=distance)
+        coef = {f"n{f.n}.c{i}": float(c) for f in full.fits for i, c in enumerate(f.coef)}
+        pred = plan.prediction
+        _write_json(tmp / "weights.json", dict(plan.weights))
+        _write_json(
+            tmp / "prediction.json",
+            {"metric": pred.metric, "value": pred.value, "interval": list(pred.interval)},
+        )
+        _write_json(
+            tmp / "laws.json",
+            {"projektor": {"form": "projektor_kang2023_stage1", "params": coef, "fit_error": mae}},
+        )
+        write_table(holdout.to_arrow(), tmp / "holdout.parquet")
+        return {"n": n_budget, "holdout_mae": mae}
 
-    return run.step("fit.mix", params, [calib, emb, temb, scores], build)
-
-
-def _baseline(method: str, scores: StageOutput) -> dict[str, float]:
-    raise StageError(f"mixture method '{method}' needs the baselines of scaling.mixture (issue 7).")
+    return run.step("fit.mix", params, [calib, scores], build)
 
 
 def _prune(run: _Run, scores: StageOutput, fit_mix: StageOutput) -> StageOutput:
@@ -772,7 +828,7 @@ def _build_manifest(
         sources=tuple(sources),
         budget=Budget(unit=cfg.budget.unit, value=cfg.budget.value),
         prediction=Prediction(
-            metric=f"proxy {pred.get('metric', 'eval_loss')} on the target",
+            metric=f"proxy {pred['metric']} on the target",
             value=pred["value"],
             interval=(pred["interval"][0], pred["interval"][1]),
             method=f"projektor at {cfg.mixture.method} weights",
@@ -809,7 +865,7 @@ def run_pipeline(config: CurateConfig, *, work: PathLike, executor: Executor | N
         return cache["set"]
 
     cal_mix = _calibrate_mix(run, proxy, [scores, emb, tdocs, temb])
-    fit_mix = _fit_mix(run, cal_mix, emb, temb, scores)
+    fit_mix = _fit_mix(run, cal_mix, proxy, scores)
     prune = _prune(run, scores, fit_mix)
     cal_qqt = _calibrate_qqt(run, proxy, scores, prune)
     fit_qqt = _fit_qqt(run, cal_qqt, fit_mix)

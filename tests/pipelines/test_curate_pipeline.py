@@ -16,6 +16,10 @@ from curate.manifest import MixtureManifest
 from pipelines.curate_pipeline import PipelineRun, execute
 from pipelines.plan import split_budget
 
+# The QQT and Projektor fits on a few hundred documents are poorly identified (FitWarning); their quality is
+# tested in tests/scaling, here only the plumbing is.
+pytestmark = pytest.mark.filterwarnings("ignore::curate.errors.FitWarning")
+
 CONFIG = """seed = 0
 [sources.alpha]
 path = "alpha/*.jsonl"
