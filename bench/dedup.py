@@ -134,6 +134,29 @@ def _run_datasketch(docs: pl.DataFrame) -> tuple[float, dict[str, str | None]]:
     return seconds, dict(zip(ids, kept, strict=True))
 
 
+def _bench_ray(n: int, tmp: Path) -> None:
+    """Ray Data (embedded, 2 CPUs) vs in-process on the same file; asserts the same DEDUP table."""
+    from pipelines.dedup_ray import fuzzy_duplicates_ray
+    from pipelines.runtime import init_ray, shutdown_ray
+
+    docs, _ = synthetic_docs(n, seed=3)
+    path = tmp / "ray-docs.parquet"
+    docs.write_parquet(path)
+    t0 = time.perf_counter()
+    local = fuzzy_duplicates(docs, false_negative_weight=FN_WEIGHT)
+    sec_local = time.perf_counter() - t0
+    init_ray(None, num_cpus=2)
+    try:
+        t0 = time.perf_counter()
+        fuzzy_duplicates_ray([path], tmp / "ray-out", false_negative_weight=FN_WEIGHT)
+        sec_ray = time.perf_counter() - t0
+    finally:
+        shutdown_ray()
+    same = pl.read_parquet(tmp / "ray-out" / "part-*.parquet").sort("doc_id").equals(local.sort("doc_id"))
+    print(f"\nRay Data ({n} docs, 2 CPUs): {sec_ray:.1f} s vs in-process {sec_local:.1f} s "
+          f"({sec_ray / sec_local:.2f}x); same table: {same}")  # fmt: skip
+
+
 def main() -> None:
     """Run the benchmark and print the tables."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -141,6 +164,9 @@ def main() -> None:
     ap.add_argument("--n-baseline", type=int, default=50_000, help="documents for the datasketch LSH run")
     ap.add_argument("--n-sig", type=int, default=20_000, help="documents for our signature throughput")
     ap.add_argument("--n-sig-baseline", type=int, default=2_000, help="documents for datasketch signatures")
+    ap.add_argument(
+        "--n-ray", type=int, default=0, help="also run pipelines.dedup_ray on this many docs (0: skip)"
+    )
     args = ap.parse_args()
     print(f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.1f} (shared machine: timings under contention)")
     bands = lsh_params(
@@ -178,6 +204,8 @@ def main() -> None:
                       f"{rss_ds:>14.2f}{rec_ds:>16.4f}   (RSS: this process, incl. generation)")  # fmt: skip
                 print(f"  ratio at {n} docs: curate is {sec_ds / sec:.1f}x faster than datasketch")
             del docs, pairs
+        if args.n_ray:
+            _bench_ray(args.n_ray, Path(tmp))
 
 
 if __name__ == "__main__":
