@@ -161,11 +161,10 @@ class _Rows:
         `raw(positions)` returns the raw records of the rejected positions (computed only when needed).
         """
         text = pl.col("text")
-        frame = frame.with_columns(
-            text.str.len_chars().cast(pl.Int32).alias("n_chars"),
+        frame = frame.with_columns(text.str.len_chars().cast(pl.Int32).alias("n_chars")).with_columns(
             pl.when(text.str.contains(_BLANK_RE))
             .then(pl.lit("empty_text"))
-            .when(text.str.len_chars() > self.max_chars)
+            .when(pl.col("n_chars") > self.max_chars)
             .then(pl.lit("too_long"))
             .alias("reason"),
         )
