@@ -174,7 +174,10 @@ class MiniLMEmbedder:
     n_truncated: int = 0
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 32) -> np.ndarray:
-        """Normalised float32 rows; texts past the window embed their first `max_seq_length` tokens."""
+        """Normalised float32 rows; texts past the window embed their first `max_seq_length` tokens.
+
+        SentenceTransformer.encode sorts the texts by length before batching, so padding stays short.
+        """
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         rows = [i for i, t in enumerate(texts) if t.strip()]
         if not rows:
