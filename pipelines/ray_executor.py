@@ -6,6 +6,7 @@ come from the Parquet footers of what was written, never from what the workers b
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -119,9 +120,17 @@ class RayExecutor:
 
 @contextmanager
 def ray_executor(address: str | None = None, **options: Any) -> Iterator[RayExecutor]:
-    """A RayExecutor on an embedded runtime or the cluster at `address`; shuts down only what it started."""
+    """A RayExecutor on an embedded runtime or the cluster at `address`; shuts down only what it started.
+
+    Ray Data's progress bars and console log lines below ERROR stay off (Curate's CLI draws progress);
+    the session log file under /tmp/ray keeps them.
+    """
     started = not ray.is_initialized()
     init_ray(address)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setLevel(logging.ERROR)
     try:
         yield RayExecutor(**options)
     finally:
