@@ -82,6 +82,7 @@ class ProxyConfig(_Section):
     lr: float = Field(default=3e-3, gt=0, le=1)
     n_mixtures: int = Field(default=12, ge=2)
     eval_size: int = Field(default=256, ge=8)
+    bootstrap: int = Field(default=20, ge=0)  # bootstrap refits of each QQT fit (its intervals)
 
     @field_validator("pilot_sizes")
     @classmethod
@@ -95,6 +96,7 @@ class MixtureConfig(_Section):
     """How source weights are chosen: Projektor (OT-based prediction) or a named baseline."""
 
     method: Literal["projektor", "uniform", "proportional", "dml", "best_grid"] = "projektor"
+    ot_max_points: int = Field(default=2000, ge=2)  # OT subsamples each side above this (fixed seed)
 
 
 class RayConfig(_Section):

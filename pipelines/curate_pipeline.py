@@ -41,7 +41,6 @@ from pipelines.calibrate import LMTask, ProbeTask, bucket_runs, mixture_grid, mi
 from pipelines.plan import doc_size, quality_buckets, realised_share, selection_table, split_budget
 
 VERSION = 1
-OT_MAX_POINTS = 2000  # OT subsamples each side above this many points (fixed seed)
 PUBLISH_FILES = ("manifest.json", "report.html")
 
 
@@ -275,7 +274,7 @@ class _ProxySet:
         """Task rows of the documents `ids` that are in the proxy pool."""
         return self.pool.filter(pl.col("doc_id").is_in(ids.implode()))["row"].to_numpy()
 
-    def distance(self, sources: list[str], *, seed: int) -> Any:
+    def distance(self, sources: list[str], *, max_points: int, seed: int) -> Any:
         """Projektor's OT source: S_eps between a mixture of the source pools and the target eval set."""
         from scaling.ot import MixtureDistance
 
@@ -285,7 +284,7 @@ class _ProxySet:
             self.x_eval,
             pool_labels=None if self.labels is None else {s: self.labels[r] for s, r in rows.items()},
             target_labels=self.eval_labels,
-            max_points=OT_MAX_POINTS,
+            max_points=max_points,
             seed=seed,
         )
 
@@ -348,7 +347,8 @@ def _proxy_set(
 
 
 def _proxy_params(run: _Run) -> dict[str, JSONValue]:
-    return {**run.cfg.proxy.model_dump(mode="json"), "seed": run.cfg.seed}
+    """What decides a proxy run's curve: the [proxy] keys (bar the fit's bootstrap) and the seed."""
+    return {**run.cfg.proxy.model_dump(mode="json", exclude={"bootstrap"}), "seed": run.cfg.seed}
 
 
 def _calibrate_mix(run: _Run, proxy: Callable[[], _ProxySet], inputs: list[StageOutput]) -> StageOutput:
@@ -363,7 +363,7 @@ def _calibrate_mix(run: _Run, proxy: Callable[[], _ProxySet], inputs: list[Stage
         specs = mixture_runs(pools, grid, p.pilot_sizes, epochs=p.epochs, seed=run.cfg.seed)
         curves = run_tasks(ps.task, specs, executor=run.executor)
         final = curves.group_by("run").agg(pl.all().sort_by("samples_seen").last())
-        distance = ps.distance(sources, seed=run.cfg.seed)
+        distance = ps.distance(sources, max_points=run.cfg.mixture.ot_max_points, seed=run.cfg.seed)
         ot = [distance.value(g) for g in grid]
         table = pl.DataFrame(
             {
@@ -377,7 +377,8 @@ def _calibrate_mix(run: _Run, proxy: Callable[[], _ProxySet], inputs: list[Stage
         write_table(table.sort("run").to_arrow(), tmp / "runs.parquet")
         return {"runs": table.height}
 
-    return run.step("calibrate.mix", _proxy_params(run), inputs, build)
+    params = {**_proxy_params(run), "ot_max_points": run.cfg.mixture.ot_max_points}
+    return run.step("calibrate.mix", params, inputs, build)
 
 
 def _read(out: StageOutput, name: str) -> pl.DataFrame:
@@ -427,7 +428,7 @@ def _fit_mix(
     at the budget with its interval, and Projektor's predictions of held-out mixtures (every 4th)."""
     m = run.cfg.mixture
     n_budget = _budget_docs(run, scores)
-    params: dict[str, JSONValue] = {"method": m.method, "n": n_budget, "seed": run.cfg.seed}
+    params: dict[str, JSONValue] = {**m.model_dump(mode="json"), "n": n_budget, "seed": run.cfg.seed}
 
     def build(tmp: Path) -> dict[str, Any]:
         from scaling.mixture import plan_weights
@@ -436,7 +437,7 @@ def _fit_mix(
         runs = _read(calib, "runs.parquet")
         sources = sorted(run.cfg.sources)
         ps = proxy()
-        distance = ps.distance(sources, seed=run.cfg.seed)
+        distance = ps.distance(sources, max_points=run.cfg.mixture.ot_max_points, seed=run.cfg.seed)
         sizes = dict(scores.scan().group_by("source").len().collect().iter_rows())
         plan = plan_weights(
             runs,
@@ -579,7 +580,7 @@ def _calibrate_qqt(
 def _fit_qqt(run: _Run, cal: StageOutput, fit_mix: StageOutput) -> StageOutput:
     """Per source: QQT (Goyal et al. 2024) on its bucket curves, and the best union of its top buckets at the
     source's share of the budget, scaled to the proxy's pool size so the number of passes is the same."""
-    params: dict[str, JSONValue] = {"seed": run.cfg.seed}
+    params: dict[str, JSONValue] = {"bootstrap": run.cfg.proxy.bootstrap, "seed": run.cfg.seed}
 
     def build(tmp: Path) -> dict[str, Any]:
         from scaling.qqt import fit_qqt
@@ -597,7 +598,8 @@ def _fit_qqt(run: _Run, cal: StageOutput, fit_mix: StageOutput) -> StageOutput:
                 continue
             names = pp["pool"].to_list()
             c = curves.filter(pl.col("pool").is_in(names)).select("pool", "samples_seen", error="eval_loss")
-            fit = fit_qqt(c, dict(zip(names, pp["proxy_rows"].to_list(), strict=True)), seed=run.cfg.seed)
+            sizes = dict(zip(names, pp["proxy_rows"].to_list(), strict=True))
+            fit = fit_qqt(c, sizes, n_bootstrap=run.cfg.proxy.bootstrap, seed=run.cfg.seed)
             scale = float(pp["proxy_rows"].sum()) / float(pp["n_docs"].sum())
             at = max(1, round(n_docs[source] * scale))
             best = fit.best_union([at]).row(0, named=True)

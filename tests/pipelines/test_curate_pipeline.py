@@ -43,6 +43,9 @@ pilot_sizes = [64, 128]
 epochs = 4
 n_mixtures = 6
 eval_size = 100
+bootstrap = 2
+[mixture]
+ot_max_points = 200
 [score]
 n_buckets = 3
 """
