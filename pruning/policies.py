@@ -26,7 +26,9 @@ GROUP_COLUMN = {"class": "label", "cluster": "cluster_id"}
 # drop_reason codes: what the policy considered the dropped row to be
 DROP_REASON: dict[Policy, str] = {"keep_hard": "too_easy", "keep_easy": "too_hard", "random": "random_drop"}
 NO_SCORE = "no_score"  # the score is null or NaN: never kept, never counted in a quota
-ABUNDANT_RATIO = 2.0  # at least this many candidates per budgeted example counts as abundant (heuristic)
+# recommend_policy heuristics, calibrated by bench/pruning_scaling.py (Wikipedia topics, MLP probe):
+ABUNDANT_RATIO = 2.0  # at least this many candidates per budgeted example counts as abundant
+HARD_MIN_BUDGET = 1000  # below this many kept examples keep-easy won there even when data were abundant
 
 
 def _quotas(sizes: pl.DataFrame, group: str, keep_fraction: float) -> pl.DataFrame:
@@ -123,23 +125,29 @@ def recommend_policy(
     """Keep-hard when data are abundant, keep-easy when scarce (Sorscher et al. 2022, section 3).
 
     `budget` = examples one run trains on. Without a sweep: keep_hard iff n_available / budget >=
-    ABUNDANT_RATIO. With a sweep (columns policy, keep_fraction, `metric`, optional n_initial), the policy
-    with the best mean `metric` at the nearest n_initial and keep fraction wins.
+    ABUNDANT_RATIO and budget >= HARD_MIN_BUDGET (a small kept set learns more from typical examples).
+    With a sweep (columns policy, keep_fraction, `metric`, optional n_initial), the policy with the best
+    mean `metric` at the nearest n_initial and keep fraction wins.
     """
     check_interval("n_available", n_available, 1, None, caller="recommend_policy")
     check_interval("budget", budget, 1, None, caller="recommend_policy")
     ratio = n_available / budget
     keep = min(1.0, budget / n_available)
     if sweep is None:
-        policy: Policy = "keep_hard" if ratio >= ABUNDANT_RATIO else "keep_easy"
-        word = "abundant" if policy == "keep_hard" else "scarce"
+        abundant = ratio >= ABUNDANT_RATIO
+        policy: Policy = "keep_hard" if abundant and budget >= HARD_MIN_BUDGET else "keep_easy"
+        why = (
+            f"{n_available} candidates for a budget of {budget} ({ratio:.2g}x) counts as "
+            f"{'abundant' if abundant else 'scarce'} (threshold {ABUNDANT_RATIO:g}x)"
+        )
+        if abundant and budget < HARD_MIN_BUDGET:
+            why += f", but a budget under {HARD_MIN_BUDGET} examples favours typical ones"
         return PolicyAdvice(
             policy=policy,
             keep_fraction=keep,
             data_to_budget=ratio,
             basis="ratio",
-            reason=f"{n_available} candidates for a budget of {budget} ({ratio:.2g}x) counts as {word} "
-            f"(threshold {ABUNDANT_RATIO:g}x): {policy.replace('_', '-')}.",
+            reason=f"{why}: {policy.replace('_', '-')}.",
         )
     check_columns(sweep, {"policy": pl.String, "keep_fraction": float, metric: float}, what="sweep")
     rows = sweep.filter(pl.col("policy").is_in(POLICIES) & pl.col(metric).is_not_null())

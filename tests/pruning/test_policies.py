@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from curate.errors import ConfigError, InputError, SchemaError
-from pruning.policies import ABUNDANT_RATIO, recommend_policy, select
+from pruning.policies import ABUNDANT_RATIO, HARD_MIN_BUDGET, recommend_policy, select
 
 
 def score_frame(n: int, *, groups: int = 4, seed: int = 0) -> pl.DataFrame:
@@ -144,15 +144,22 @@ def test_select_rejects_bad_params(kwargs: dict[str, object], exc: type, match: 
 
 
 @pytest.mark.parametrize(
-    ("n", "budget", "policy", "keep"), [(10_000, 1_000, "keep_hard", 0.1), (1_000, 800, "keep_easy", 0.8)]
+    ("n", "budget", "policy", "keep"),
+    [
+        (10_000, 1_000, "keep_hard", 0.1),  # abundant and a large budget
+        (1_000, 800, "keep_easy", 0.8),  # scarce: little to prune
+        (2_000, 200, "keep_easy", 0.1),  # abundant, but a small kept set favours typical examples
+        (500, 1_000, "keep_easy", 1.0),  # fewer candidates than the budget: keep everything
+    ],
 )
 def test_recommend_policy_from_the_data_to_budget_ratio(
     n: int, budget: int, policy: str, keep: float
 ) -> None:
-    """Abundant data (>= ABUNDANT_RATIO candidates per budgeted example) -> keep-hard, else keep-easy."""
+    """keep-hard iff >= ABUNDANT_RATIO candidates per budgeted example and budget >= HARD_MIN_BUDGET."""
     advice = recommend_policy(n, budget)
     assert (advice.policy, advice.keep_fraction, advice.basis) == (policy, pytest.approx(keep), "ratio")
-    assert (advice.data_to_budget >= ABUNDANT_RATIO) == (policy == "keep_hard")
+    hard = advice.data_to_budget >= ABUNDANT_RATIO and budget >= HARD_MIN_BUDGET
+    assert hard == (policy == "keep_hard")
 
 
 def test_recommend_policy_follows_a_sweep_at_the_nearest_size_and_fraction() -> None:
