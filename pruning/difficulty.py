@@ -1,6 +1,6 @@
 """Difficulty scores from a proxy model, and distance to a target set; larger = harder / further.
 
-- EL2N (Paul et al. 2021, "Deep learning on a data diet", eq. 2): `||softmax(f(x)) - onehot(y)||_2` of a
+- EL2N (Paul et al. 2021, "Deep learning on a data diet"): `||softmax(f(x)) - onehot(y)||_2` of a
   proxy model early in training, averaged over seeds; the same runs give the per-example proxy loss
   `-log softmax(f(x))_y`. As in the paper, the proxy is trained on all the examples it then scores (no
   held-out folds): the score is read early, before the model has memorised them. Defaults (5 epochs,

@@ -122,7 +122,7 @@ def recommend_policy(
     metric: str = "accuracy",
     higher_is_better: bool = True,
 ) -> PolicyAdvice:
-    """Keep-hard when data are abundant, keep-easy when scarce (Sorscher et al. 2022, section 3).
+    """Keep-hard when data are abundant, keep-easy when scarce (Sorscher et al. 2022, pruning theory).
 
     `budget` = examples one run trains on. Without a sweep: keep_hard iff n_available / budget >=
     ABUNDANT_RATIO and budget >= HARD_MIN_BUDGET (a small kept set learns more from typical examples).

@@ -1,4 +1,4 @@
-"""Prototype pruning metric (Sorscher et al. 2022, "Beyond neural scaling laws", section 5 / eq. for SSP).
+"""Prototype pruning metric (Sorscher et al. 2022, "Beyond neural scaling laws": self-supervised prototypes).
 
 Self-supervised prototypes: spherical k-means (faiss) on L2-normalised embeddings, then
 `proto_dist = 1 - max_c cos(z, mu_c)`. Supervised prototypes: `class_proto_dist = 1 - cos(z, mu_y)` with
