@@ -61,6 +61,19 @@ class QQTFit:
             pool_size=tuple(int(sizes[i]) for i in rows),
         )
 
+    def with_pool_sizes(self, pool_sizes: Mapping[str, int]) -> QQTFit:
+        """The same laws for pools of other sizes (proxy buckets fitted on a sample, planned at full size)."""
+        names = self.params["pool"].to_list()
+        missing = [p for p in names if p not in pool_sizes]
+        if missing:
+            raise ConfigError(f"QQTFit.with_pool_sizes lacks pool(s) {missing}; it has {sorted(pool_sizes)}.")
+        for pool in names:
+            check_interval(
+                f"pool_sizes[{pool!r}]", pool_sizes[pool], 1, None, caller="QQTFit.with_pool_sizes"
+            )
+        sizes = pl.Series("pool_size", [int(pool_sizes[p]) for p in names], dtype=pl.Int64)
+        return QQTFit(a=self.a, d=self.d, params=self.params.with_columns(sizes), law=self.law)
+
     def predict(self, pools: Sequence[str], samples_seen: int) -> float:
         """Predicted error of training on the union of `pools` for `samples_seen` samples."""
         _check_budgets([samples_seen], caller="QQTFit.predict")
