@@ -77,7 +77,8 @@ class ProxyConfig(_Section):
     kind: Literal["probe", "lm"] = "probe"
     pilot_sizes: list[int] = Field(default_factory=lambda: [256, 1024], min_length=2)
     epochs: int = Field(default=6, ge=1)
-    hidden: int = Field(default=128, ge=1)
+    hidden: int = Field(default=128, ge=4, multiple_of=4)  # probe hidden width / LM model width
+    max_len: int = Field(default=128, ge=8)  # bytes per text the LM reads
     batch_size: int = Field(default=64, ge=1)
     lr: float = Field(default=3e-3, gt=0, le=1)
     n_mixtures: int = Field(default=12, ge=2)

@@ -76,6 +76,9 @@ class LMTask:
     texts: tuple[str, ...]
     eval_texts: tuple[str, ...]
     batch_size: int
+    d_model: int = 64
+    max_len: int = 128
+    lr: float = 3e-3
 
     def __call__(self, task: pa.Table) -> pa.Table:
         row = task.to_pylist()[0]
@@ -84,6 +87,9 @@ class LMTask:
             eval_texts=self.eval_texts,
             epochs=row["epochs"],
             batch_size=self.batch_size,
+            lr=self.lr,
+            d_model=self.d_model,
+            max_len=self.max_len,
             checkpoints_per_epoch=row["checkpoints"],
             seed=row["seed"],
             device="cpu",

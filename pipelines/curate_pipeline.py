@@ -335,6 +335,9 @@ def _proxy_set(
             texts=tuple(texts["text"].to_list()),
             eval_texts=tuple(evals["text"].to_list()),
             batch_size=p.batch_size,
+            d_model=p.hidden,
+            max_len=p.max_len,
+            lr=p.lr,
         )
     return _ProxySet(
         task=task,
