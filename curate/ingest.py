@@ -63,8 +63,6 @@ _STATS = pa.schema(
         ("relpath", pa.string()),
         ("bytes", pa.int64()),
         ("rows_read", pa.int64()),
-        ("documents", pa.int64()),
-        ("rejected", pa.int64()),
     ]
 )
 
@@ -136,7 +134,7 @@ def resolve_source(name: str, pattern: str) -> list[Shard]:
 
 @dataclass
 class _Rows:
-    """Accumulates one shard group's outputs: good rows as columns, rejects as dicts, rows read per file."""
+    """Accumulates one shard group's outputs: documents as Arrow tables, rejects as dicts."""
 
     source: str
     max_chars: int
@@ -500,11 +498,9 @@ class ReadShards:
             t["paths"], t["relpaths"], t["fmts"], t["compressions"], strict=True
         ):
             shard = Shard(t["source"], path, relpath, fmt, comp)
-            n_docs, n_rej = sum(d.num_rows for d in rows.docs), len(rows.rejects)
             n = read_shard(shard, rows, text_field=self.text_field, label_field=self.label_field)
             size = os.path.getsize(path) if os.path.exists(path) else 0
-            docs = sum(d.num_rows for d in rows.docs) - n_docs
-            stats.append((t["source"], relpath, size, n, docs, len(rows.rejects) - n_rej))
+            stats.append((t["source"], relpath, size, n))
         out = Path(self.out_dir)
         write_table(rows.documents(), out / f"part-{t['index']:05d}.parquet")
         if rows.rejects:
