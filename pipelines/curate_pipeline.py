@@ -38,7 +38,7 @@ from curate.manifest import (
 )
 from curate.stages import CODE_VERSION, Executor, LocalExecutor, StageOutput, commit_step, load_committed
 from pipelines.calibrate import LMTask, ProbeTask, bucket_runs, mixture_grid, mixture_runs, run_tasks
-from pipelines.plan import doc_size, quality_buckets, realised_share, selection_table, split_budget
+from pipelines.plan import doc_size, realised_share, selection_table, split_budget
 
 VERSION = 1
 PUBLISH_FILES = ("manifest.json", "report.html")
@@ -547,25 +547,27 @@ def _calibrate_qqt(
     params = {**_proxy_params(run), "bucket_metric": s.bucket_metric, "n_buckets": s.n_buckets}
 
     def build(tmp: Path) -> dict[str, Any]:
+        from scaling.buckets import bucket_name, quality_buckets
+
         ps = proxy()
         kept = _read(prune, "prune.parquet").filter("kept").select("doc_id")
-        table = scores.scan().select("doc_id", "source", s.bucket_metric).collect().join(kept, on="doc_id")
-        parts = []
-        for source in sorted(run.cfg.sources):
-            part = table.filter(pl.col("source") == source).sort(s.bucket_metric, "doc_id")
-            parts.append(part.with_columns(quality_buckets(part[s.bucket_metric], n_buckets=s.n_buckets)))
-        table = pl.concat(parts)
+        metric = s.bucket_metric
+        table = scores.scan().select("doc_id", "source", metric).collect().join(kept, on="doc_id")
+        table = pl.concat(
+            quality_buckets(table.filter(pl.col("source") == source), column=metric, n_buckets=s.n_buckets)
+            for source in sorted(run.cfg.sources)
+        ).filter(pl.col("bucket").is_not_null())
         members = {}
         for (source, bucket), part in table.group_by("source", "bucket"):
             rows = ps.rows(part["doc_id"])
             if len(rows):
-                members[f"{source}/q{bucket}"] = rows
+                members[f"{source}/{bucket_name(bucket)}"] = rows
         specs = bucket_runs(members, epochs=p.epochs, max_rows=p.pilot_sizes[-1], seed=run.cfg.seed)
         curves = run_tasks(ps.task, specs, executor=run.executor).rename({"run": "pool"})
         sizes = (
             table.group_by("source", "bucket")
             .len("n_docs")
-            .with_columns(pool=pl.format("{}/q{}", "source", "bucket"))
+            .with_columns(pool=pl.format("{}/q{}", "source", "bucket"))  # scaling.buckets.bucket_name
         )
         proxy_rows = pl.DataFrame(
             {"pool": list(members), "proxy_rows": [min(len(r), p.pilot_sizes[-1]) for r in members.values()]}
@@ -581,14 +583,15 @@ def _calibrate_qqt(
 
 
 def _fit_qqt(run: _Run, cal: StageOutput, fit_mix: StageOutput) -> StageOutput:
-    """Per source: QQT (Goyal et al. 2024) on its bucket curves, and the best union of its top buckets at the
-    source's share of the budget, scaled to the proxy's pool size so the number of passes is the same."""
+    """Per source: QQT (Goyal et al. 2024) fitted on its bucket curves (proxy-sized pools), then moved to the
+    full bucket sizes; the best union of its top buckets at the source's share of the budget."""
     params: dict[str, JSONValue] = {"bootstrap": run.cfg.proxy.bootstrap, "seed": run.cfg.seed}
 
     def build(tmp: Path) -> dict[str, Any]:
+        from scaling.buckets import qqt_curves
         from scaling.qqt import fit_qqt
 
-        curves = _read(cal, "curves.parquet")
+        curves = qqt_curves(_read(cal, "curves.parquet"), metric="loss")
         pools = _read(cal, "pools.parquet")
         n_docs = split_budget(_read_json(fit_mix, "weights.json"), int(fit_mix.info["n"]))
         choice: dict[str, Any] = {}
@@ -600,19 +603,18 @@ def _fit_qqt(run: _Run, cal: StageOutput, fit_mix: StageOutput) -> StageOutput:
                 choice[source] = {"buckets": [], "error": None}
                 continue
             names = pp["pool"].to_list()
-            c = curves.filter(pl.col("pool").is_in(names)).select("pool", "samples_seen", error="eval_loss")
+            c = curves.filter(pl.col("pool").is_in(names))
             sizes = dict(zip(names, pp["proxy_rows"].to_list(), strict=True))
             fit = fit_qqt(c, sizes, n_bootstrap=run.cfg.proxy.bootstrap, seed=run.cfg.seed)
-            scale = float(pp["proxy_rows"].sum()) / float(pp["n_docs"].sum())
-            at = max(1, round(n_docs[source] * scale))
+            predicted = [fit.predict([p], int(n)) for p, n in c.select("pool", "samples_seen").iter_rows()]
+            fit = fit.with_pool_sizes(dict(zip(names, pp["n_docs"].to_list(), strict=True)))
+            at = n_docs[source]
             best = fit.best_union([at]).row(0, named=True)
             choice[source] = {
                 "buckets": sorted(int(p.rsplit("/q", 1)[1]) for p in best["pools"]),
                 "error": best["error"],
-                "proxy_samples": at,
             }
             laws[f"qqt/{source}"] = fit.to_laws()["qqt"]
-            predicted = [fit.predict([p], int(n)) for p, n in c.select("pool", "samples_seen").iter_rows()]
             fitted.append(
                 c.with_columns(predicted=pl.Series(predicted, dtype=pl.Float64)).rename(
                     {"pool": "bucket", "error": "observed"}
@@ -621,7 +623,7 @@ def _fit_qqt(run: _Run, cal: StageOutput, fit_mix: StageOutput) -> StageOutput:
             grid = sorted({max(1, round(at * f)) for f in (0.25, 0.5, 1.0, 2.0, 4.0)})
             unions.append(
                 fit.unions(grid).select(
-                    budget=(pl.col("budget") / scale).round().cast(pl.Int64),
+                    "budget",
                     union=pl.format("{} top-{}", pl.lit(source), "n_pools"),
                     predicted="error",
                 )

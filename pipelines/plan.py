@@ -1,4 +1,4 @@
-"""The plan turned into documents: the budget split by weight, quality buckets, and exact repeats per doc.
+"""The plan turned into documents: the budget split by weight, and exact repeats per document.
 
 Pure functions on frames (no Ray). The selection table they build realises the plan exactly: per source the
 repeats x size sum to the source's integer share of the budget, within one document in token units.
@@ -35,16 +35,6 @@ def doc_size(n_chars: pl.Expr, *, unit: BudgetUnit) -> pl.Expr:
     if unit == "samples":
         return pl.lit(1, pl.Int64)
     return ((n_chars.cast(pl.Int64) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN).clip(lower_bound=1)
-
-
-def quality_buckets(score: pl.Series, *, n_buckets: int) -> pl.Series:
-    """Bucket id per row (0 = best = smallest score): equal-count buckets by rank, ties by position."""
-    n = score.len()
-    if n == 0:
-        return pl.Series("bucket", [], dtype=pl.Int32)
-    rank = score.rank("ordinal").cast(pl.Int64) - 1
-    k = max(1, min(n_buckets, n))
-    return (rank * k // n).cast(pl.Int32).alias("bucket")
 
 
 def realise(pool: pl.DataFrame, target: int) -> pl.DataFrame:

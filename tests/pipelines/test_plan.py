@@ -1,4 +1,4 @@
-"""Plan helpers: budget split, quality buckets and the exact realisation of repeats."""
+"""Plan helpers: the budget split by weight and the exact realisation of repeats."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 
 from curate.errors import InputError
 from pipelines.plan import (
-    quality_buckets,
     realise,
     realised_share,
     selection_table,
@@ -65,9 +64,3 @@ def test_selection_counts_match_targets() -> None:
         pytest.approx(0.3),
     ]
     assert sel["doc_id"].to_list() == sorted(sel["doc_id"].to_list())
-
-
-def test_quality_buckets_by_rank() -> None:
-    """Scores 0.9/0.1/0.5/0.3 in 2 buckets: the two smallest (0.1, 0.3) are bucket 0."""
-    assert quality_buckets(pl.Series([0.9, 0.1, 0.5, 0.3]), n_buckets=2).to_list() == [1, 0, 1, 0]
-    assert quality_buckets(pl.Series([0.2]), n_buckets=4).to_list() == [0]
