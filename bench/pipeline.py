@@ -1,0 +1,184 @@
+"""End-to-end pipeline benchmark: docs/s, time share and peak RSS of every step on real + synthetic documents.
+
+Corpus: every real document of the registry corpora (Wikipedia EN/FR summaries, State of the Union
+paragraphs, BBC News) plus synthetic ones up to --docs: near copies (5% word edits, for fuzzy dedup), word
+shuffles (for semantic dedup), and random-word texts drawn from the real vocabulary. The target is a held-out
+sample of the real documents. Baseline in the same run: a plain polars read of every shard (the floor of any
+pass over the data). Peak RSS per step comes from sampling this process every 50 ms against the step's
+start and end times in its `_stage.json`. Timings on a shared machine are noisy; the script says the size.
+
+    python bench/pipeline.py [--docs 100000] [--work DIR] [--ray]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import psutil
+
+from curate import corpora
+from curate.config import load_config
+
+CONFIG = """seed = 0
+[sources]
+wiki = "wiki/*.parquet"
+sotu = "sotu/*.parquet"
+bbc = "bbc/*.parquet"
+synth_near = "synth_near/*.parquet"
+synth_shuffle = "synth_shuffle/*.parquet"
+synth_random = "synth_random/*.parquet"
+[target]
+path = "target/*.parquet"
+[budget]
+unit = "samples"
+value = {budget}
+[score]
+n_buckets = 3
+[proxy]
+kind = "lm"
+pilot_sizes = [64, 160]
+epochs = 3
+hidden = 32
+max_len = 64
+batch_size = 32
+n_mixtures = 10
+eval_size = 128
+bootstrap = 5
+[mixture]
+ot_max_points = 800
+"""
+
+
+def _write(root: Path, name: str, texts: list[str], *, shards: int = 4) -> None:
+    (root / name).mkdir(parents=True, exist_ok=True)
+    for i, part in enumerate(np.array_split(np.arange(len(texts)), shards)):
+        pl.DataFrame({"text": [texts[j] for j in part]}).write_parquet(root / name / f"part-{i}.parquet")
+
+
+def build_corpus(root: Path, n_docs: int, *, seed: int = 0) -> int:
+    """Write the benchmark shards and config under `root`; returns the number of source documents."""
+    rng = np.random.default_rng(seed)
+    real = {
+        "wiki": pl.concat([corpora.wiki(lang="en")["text"], corpora.wiki(lang="fr")["text"]]).to_list(),
+        "sotu": corpora.sotu_paragraphs()["text"].to_list(),
+        "bbc": corpora.bbc_news()["text"].to_list(),
+    }
+    pool = [t for texts in real.values() for t in texts]
+    target_idx = set(rng.choice(len(pool), size=512, replace=False).tolist())
+    _write(root, "target", [pool[i] for i in sorted(target_idx)], shards=1)
+    offset = 0
+    for name, texts in real.items():
+        keep = [t for i, t in enumerate(texts) if i + offset not in target_idx]
+        offset += len(texts)
+        _write(root, name, keep)
+    n_real = len(pool) - len(target_idx)
+    n_synth = max(0, n_docs - n_real)
+    vocab = np.array(" ".join(pool[:5000]).split())
+    near, shuffle, random_words = [], [], []
+    for k in range(n_synth):
+        base = pool[int(rng.integers(len(pool)))].split()
+        if k % 3 == 0:
+            mask = rng.random(len(base)) > 0.05
+            near.append(" ".join(w for w, m in zip(base, mask, strict=True) if m))
+        elif k % 3 == 1:
+            shuffle.append(" ".join(rng.permutation(base).tolist()))
+        else:
+            random_words.append(" ".join(rng.choice(vocab, size=int(rng.integers(20, 120))).tolist()))
+    for name, texts in (("synth_near", near), ("synth_shuffle", shuffle), ("synth_random", random_words)):
+        _write(root, name, texts)
+    (root / "curate.toml").write_text(CONFIG.format(budget=max(1000, (n_real + n_synth) // 10)))
+    return n_real + n_synth
+
+
+class RSSSampler:
+    """Samples this process's RSS (with children) every `interval` seconds in a daemon thread."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._proc = psutil.Process()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            rss = self._proc.memory_info().rss
+            for child in self._proc.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    rss += child.memory_info().rss
+            self.samples.append((time.time(), rss))
+            time.sleep(0.05)
+
+    def __enter__(self) -> RSSSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def peak(self, start: float, end: float) -> int:
+        """Largest RSS sampled in [start, end] (the nearest sample when none falls inside)."""
+        inside = [r for t, r in self.samples if start <= t <= end]
+        if inside:
+            return max(inside)
+        return min(self.samples, key=lambda s: abs(s[0] - start))[1] if self.samples else 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", type=int, default=100_000, help="source documents, real + synthetic")
+    parser.add_argument("--work", type=Path, default=None, help="folder for shards and work dir")
+    parser.add_argument("--ray", action="store_true", help="run on an embedded Ray runtime")
+    args = parser.parse_args()
+    root = args.work or Path(tempfile.mkdtemp(prefix="curate-bench-"))
+    n = build_corpus(root, args.docs)
+    shards = sorted(str(p) for p in root.glob("*/part-*.parquet") if p.parent.name != "target")
+    t0 = time.perf_counter()
+    baseline_rows = pl.scan_parquet(shards).select(pl.col("text").str.len_bytes().sum()).collect()
+    baseline = time.perf_counter() - t0
+    from pipelines.curate_pipeline import execute
+
+    cfg = load_config(root / "curate.toml")
+    with RSSSampler() as rss:
+        t0 = time.perf_counter()
+        result = execute(cfg, work=root / "work", local=not args.ray)
+        total = time.perf_counter() - t0
+    rows = []
+    for record in sorted(root.glob("work/**/_stage.json")):
+        info = json.loads(record.read_text())
+        if info["name"] == "static":  # the distilled embedder cache, not a pipeline step
+            continue
+        name = info["name"] + (" (target)" if "target" in record.relative_to(root / "work").parts[:1] else "")
+        rows.append(
+            {
+                "step": name,
+                "seconds": info["seconds"],
+                "share": info["seconds"] / total,
+                "peak_rss_mib": rss.peak(info["started_at"], info["finished_at"]) / 2**20,
+                "started": info["started_at"],
+            }
+        )
+    table = pl.DataFrame(rows).sort("started").drop("started")
+    pl.Config.set_tbl_rows(50)
+    print(f"corpus: {n:,} source documents ({root}); executor: {'ray' if args.ray else 'local'}")
+    print(table)
+    overall_peak = max(r for _, r in rss.samples) / 2**20
+    print(
+        f"end to end: {total:.1f} s, {n / total:,.0f} docs/s, peak RSS {overall_peak:,.0f} MiB; "
+        f"baseline polars read of the shards ({baseline_rows.item():,} text bytes): {baseline:.2f} s, "
+        f"pipeline / baseline = {total / baseline:,.0f}x"
+    )
+    weights = ", ".join(f"{s.name} {s.weight:.3f}" for s in result.manifest.sources)
+    print(f"weights: {weights}")
+
+
+if __name__ == "__main__":
+    main()
