@@ -225,7 +225,7 @@ def _qqt_form(names: list[str], epochs_seen: np.ndarray, df: pl.DataFrame, d: fl
     log_d_hi = math.log(y_min) - 1e-9
     bounds = (
         ((-60.0, 60.0),)
-        + (() if d is not None else ((-30.0, log_d_hi),))
+        + (() if d is not None else ((None, log_d_hi),))
         + (_B_BOUNDS,) * p
         + (_LOG_TAU_BOUNDS,) * p
     )
