@@ -1,4 +1,4 @@
-"""Quality-bucket plan: real wiki topics, bucket proxies as tasks (local and Ray give the same curves), QQT."""
+"""Quality-bucket plan on real wiki topics: bucket proxies as tasks (local and Ray agree), QQT fit."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ BUDGETS = [500, 2000, 8000]
 
 @pytest.fixture(scope="module")
 def topic_pool() -> tuple[pl.DataFrame, np.ndarray, list[str]]:
-    """900 labelled wiki summaries: 64-d TF-IDF/SVD vectors and their class-prototype distance as the score."""
+    """900 labelled wiki summaries: 64-d TF-IDF/SVD vectors, class-prototype distance as the score."""
     docs = corpora.wiki(900, labelled_only=True, seed=1)
     tfidf = TfidfVectorizer(min_df=2).fit_transform(docs["text"].to_list())
     x = TruncatedSVD(64, random_state=0).fit_transform(tfidf).astype(np.float32)
