@@ -7,8 +7,10 @@ import json
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
+from itertools import pairwise
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import xxhash
@@ -17,11 +19,10 @@ JSONScalar = str | int | float | bool | None
 JSONValue = JSONScalar | list["JSONValue"] | dict[str, "JSONValue"]
 
 _WHITESPACE = re.compile(r"\s+")
-# The same whitespace set in Rust regex syntax (Python's \s also matches U+001C..U+001F), and a pattern that
-# matches only the runs that folding changes (2+ spaces, or any run holding a non-space whitespace), so that
-# clean text passes through without a rewrite.
-_WS = r"[\s\x1c-\x1f]"
-_ODD_WHITESPACE = rf"{_WS}*[\s\x1c-\x1f&&[^ ]]{_WS}*| {{2,}}"
+# Bytes after which a UTF-8 text may change under normalize_text: ASCII whitespace other than the space
+# (Python's \s also matches U+001C..U+001F) and every non-ASCII byte (NFC and Unicode whitespace).
+_MAY_CHANGE = np.zeros(256, dtype=np.uint8)
+_MAY_CHANGE[[9, 10, 11, 12, 13, 28, 29, 30, 31, *range(128, 256)]] = 1
 
 
 def normalize_text(text: str) -> str:
@@ -35,13 +36,41 @@ def content_hash(text: str) -> bytes:
 
 
 def content_hashes(texts: pa.Array | pa.ChunkedArray | pl.Series) -> pa.FixedSizeBinaryArray:
-    """`content_hash` of every string in `texts` (no nulls), with the whitespace folding vectorised."""
-    folded = pl.Series(texts).str.replace_all(_ODD_WHITESPACE, " ").str.strip_chars(" ")
-    nfc = unicodedata.normalize
+    """`content_hash` of every string in `texts` (no nulls); texts normalize_text leaves alone skip it.
+
+    Which texts those are is decided over the UTF-8 buffer at once (ASCII, no whitespace but single inner
+    spaces); only the rest go through normalize_text, then one tight blake2b loop runs over the bytes.
+    """
+    series = pl.Series(texts).cast(pl.String)
+    arr = _large_strings(series)
+    data, ends = _buffers(arr)
+    odd = np.append(_MAY_CHANGE[np.frombuffer(data, dtype=np.uint8)[ends[0] : ends[-1]]], np.uint8(0))
+    starts = ends[:-1] - ends[0]
+    changes = (np.maximum.reduceat(odd, starts) if len(starts) else odd[:0]).astype(bool)
+    changes &= ends[1:] > ends[:-1]  # reduceat reads one byte for an empty text
+    folds = series.str.contains("  ", literal=True) | series.str.starts_with(" ") | series.str.ends_with(" ")
+    todo = np.flatnonzero(changes | folds.to_numpy())
+    if len(todo):
+        fixed = pl.Series([normalize_text(t) for t in series.gather(todo)], dtype=pl.String)
+        data, ends = _buffers(_large_strings(series.scatter(todo, fixed)))
     blake = hashlib.blake2b
-    digests = b"".join([blake(nfc("NFC", t).encode("utf-8"), digest_size=16).digest() for t in folded])
-    n = len(folded)
-    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), n, [None, pa.py_buffer(digests)])
+    digests = b"".join([blake(data[a:b], digest_size=16).digest() for a, b in pairwise(ends.tolist())])
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(series), [None, pa.py_buffer(digests)])
+
+
+def _large_strings(series: pl.Series) -> pa.LargeStringArray:
+    """One contiguous Arrow large_string array of `series`."""
+    arr = series.to_arrow()
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    return arr.cast(pa.large_string())
+
+
+def _buffers(arr: pa.LargeStringArray) -> tuple[memoryview, np.ndarray]:
+    """The UTF-8 bytes of `arr` and its len(arr) + 1 offsets into them."""
+    data = memoryview(arr.buffers()[2] or b"")
+    ends = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
+    return data, ends
 
 
 def make_doc_id(source: str, origin: str) -> str:

@@ -47,3 +47,11 @@ def test_stage_key_ignores_input_order_and_sees_params() -> None:
     assert stage_key("s", 1, {"b": "x", "a": 1}, ["k2", "k1"]) == base
     assert stage_key("s", 1, {"a": 2, "b": "x"}, ["k1", "k2"]) != base
     assert stage_key("s", 2, {"a": 1, "b": "x"}, ["k1", "k2"]) != base
+
+
+def test_vectorised_hashes_of_sliced_chunked_input_and_edge_texts() -> None:
+    """Sliced, chunked input with empty, blank, accented and odd-whitespace texts hashes like content_hash."""
+    texts = ["", " ", "plain text", "two  spaces", " lead", "trail ", "tab\there", "Cafe\u0301", "\u3000x"]
+    chunked = pa.chunked_array([pa.array(["skip", *texts[:4]]), pa.array([*texts[4:], "skip"])]).slice(1, 9)
+    assert content_hashes(chunked).to_pylist() == [content_hash(t) for t in texts]
+    assert content_hashes(pa.array([], pa.string())).to_pylist() == []
