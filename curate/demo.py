@@ -12,7 +12,7 @@ import csv
 import gzip
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -101,16 +101,21 @@ def _web_records(others: dict[str, pl.DataFrame], rng: np.random.Generator) -> l
     return [lines[int(i)] for i in rng.permutation(len(lines))]
 
 
+def _clean_frames(seed: int, sizes: Mapping[str, int | None] = DEMO_SIZES) -> dict[str, pl.DataFrame]:
+    """The four clean sources (id, text, label, ...), `sizes[name]` rows each (None = the whole corpus)."""
+    return {
+        "wiki_en": corpora.wiki(sizes["wiki_en"], lang="en", seed=seed),
+        "wiki_fr": corpora.wiki(sizes["wiki_fr"], lang="fr", seed=seed),
+        "sotu": corpora.sotu_paragraphs(sizes["sotu"], seed=seed),
+        "bbc": corpora.bbc_news(sizes["bbc"], seed=seed),
+    }
+
+
 def build_demo_corpus(root: Path, *, seed: int = 0) -> dict[str, str]:
     """Write the demo shards under `root`; returns source name -> folder to ingest (label field: `label`)."""
     root = Path(root)
     rng = np.random.default_rng(seed)
-    frames = {
-        "wiki_en": corpora.wiki(DEMO_SIZES["wiki_en"], lang="en", seed=seed),
-        "wiki_fr": corpora.wiki(DEMO_SIZES["wiki_fr"], lang="fr", seed=seed),
-        "sotu": corpora.sotu_paragraphs(DEMO_SIZES["sotu"], seed=seed),
-        "bbc": corpora.bbc_news(DEMO_SIZES["bbc"], seed=seed),
-    }
+    frames = _clean_frames(seed)
     en = frames["wiki_en"].select("id", "text", "label").to_dicts()
     half = len(en) // 2
     zstd = zstandard.ZstdCompressor(level=3)
@@ -128,3 +133,66 @@ def build_demo_corpus(root: Path, *, seed: int = 0) -> dict[str, str]:
         _write_bytes(root / "bbc" / row["label"] / f"{name}.txt", row["text"].encode("utf-8"))
     _write_bytes(root / "web" / "scrape.jsonl", b"\n".join(_web_records(frames, rng)) + b"\n")
     return {name: str(root / name) for name in (*DEMO_SIZES, "web")}
+
+
+# --- the demo's target and pipeline config (issue 8) ---
+
+DEMO_TARGET_PER_SOURCE = 64
+DEMO_CONFIG = """# The `curate demo` run: five sources (one degraded), a target of held-out clean documents.
+seed = {seed}
+
+[sources]
+wiki_en = {{ path = "corpus/wiki_en", label_field = "label" }}
+wiki_fr = {{ path = "corpus/wiki_fr", label_field = "label" }}
+sotu = {{ path = "corpus/sotu", label_field = "label" }}
+bbc = {{ path = "corpus/bbc", label_field = "label" }}
+web = {{ path = "corpus/web", label_field = "label" }}
+
+[target]
+path = "corpus/target/*.jsonl"
+
+[budget]
+unit = "samples"
+value = 1000
+
+[score]
+n_buckets = 3
+
+[proxy]
+kind = "lm"          # the web and BBC sources carry no labels: a tiny byte LM scores mixtures on the target
+pilot_sizes = [48, 128]
+epochs = 2
+hidden = 32
+max_len = 64
+batch_size = 32
+n_mixtures = 24     # stage 1 of Projektor has 4 x 5 + 2 = 22 coefficients for five sources
+eval_size = 128
+bootstrap = 5
+
+[mixture]
+ot_max_points = 800
+"""
+
+
+def build_demo_target(root: Path, *, seed: int = 0, per_source: int = DEMO_TARGET_PER_SOURCE) -> str:
+    """Write `root/target/target.jsonl`: `per_source` documents of each clean corpus that are not in its
+    training shards (the target is never trained on); returns the file's path."""
+    root = Path(root)
+    used = _clean_frames(seed)
+    full = _clean_frames(seed, dict.fromkeys(DEMO_SIZES))
+    rng = np.random.default_rng(seed + 1)
+    records: list[dict[str, object]] = []
+    for name in DEMO_SIZES:
+        rest = full[name].join(used[name].select("id"), on="id", how="anti")
+        pick = rest[np.sort(rng.choice(rest.height, size=min(per_source, rest.height), replace=False))]
+        records.extend({"id": i, "text": t} for i, t in pick.select("id", "text").iter_rows())
+    dest = root / "target" / "target.jsonl"
+    _write_bytes(dest, _jsonl(records))
+    return str(dest)
+
+
+def write_demo_config(work: Path, *, seed: int = 0) -> Path:
+    """Write `work/curate.toml`, the pipeline config of the demo corpus in `work/corpus`; returns the path."""
+    dest = Path(work) / "curate.toml"
+    _write_bytes(dest, DEMO_CONFIG.format(seed=seed).encode("utf-8"))
+    return dest

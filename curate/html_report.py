@@ -159,7 +159,7 @@ def _weights(m: MixtureManifest) -> str:
             "n_docs": [s.n_docs for s in m.sources],
             "n_kept": [s.n_kept for s in m.sources],
             "repeats": [s.repeats for s in m.sources],
-            "buckets": [",".join(map(str, s.buckets)) or "all" for s in m.sources],
+            "buckets": [",".join(map(str, s.buckets)) or ("all" if s.weight else "-") for s in m.sources],
             "filters": [
                 "; ".join(f"{f.policy}({f.score}, keep {f.keep_fraction:.3g})" for f in s.filters) or "none"
                 for s in m.sources

@@ -166,3 +166,24 @@ def test_token_budget_below_one_batch_is_a_config_error(tmp_path: Path) -> None:
         ConfigError, match=r"'budget\.value' \(500 tokens, about \d+ documents\) is smaller than one"
     ):
         execute(cfg, local=True)
+
+
+def test_cli_run_prints_the_plan(finished: PipelineRun, capsys: pytest.CaptureFixture[str]) -> None:
+    """`curate run CONFIG --local` on a finished run exits 0, printing the weights and where the files are."""
+    from curate.cli import main
+
+    config = finished.out_dir.parents[2] / "curate.toml"
+    assert main(["run", str(config), "--local"]) == 0
+    out = capsys.readouterr().out
+    assert str(finished.manifest_path) in out.replace("\n", "")
+    for s in finished.manifest.sources:
+        assert s.name in out and f"{s.weight:.3f}" in out
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_ray_from_scratch_gives_byte_identical_manifest(finished: PipelineRun, tmp_path: Path) -> None:
+    """The same config and seed run from scratch on Ray give the local run's manifest byte for byte."""
+    config = finished.out_dir.parents[2] / "curate.toml"
+    on_ray = execute(config, work=tmp_path / "work")
+    assert on_ray.manifest_path.read_bytes() == finished.manifest_path.read_bytes()
