@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from itertools import pairwise
@@ -18,16 +17,12 @@ import xxhash
 JSONScalar = str | int | float | bool | None
 JSONValue = JSONScalar | list["JSONValue"] | dict[str, "JSONValue"]
 
-_WHITESPACE = re.compile(r"\s+")
-# Bytes after which a UTF-8 text may change under normalize_text: ASCII whitespace other than the space
-# (Python's \s also matches U+001C..U+001F) and every non-ASCII byte (NFC and Unicode whitespace).
-_MAY_CHANGE = np.zeros(256, dtype=np.uint8)
-_MAY_CHANGE[[9, 10, 11, 12, 13, 28, 29, 30, 31, *range(128, 256)]] = 1
+_ASCII_ODD_WHITESPACE = r"[\t-\r\x1c-\x1f]"  # ASCII whitespace but the space (Python's \s has U+001C..U+001F)
 
 
 def normalize_text(text: str) -> str:
     """Unicode NFC, whitespace runs folded to one space, stripped: the form that is hashed."""
-    return _WHITESPACE.sub(" ", unicodedata.normalize("NFC", text)).strip()
+    return " ".join(unicodedata.normalize("NFC", text).split())  # split() cuts at every \s run
 
 
 def content_hash(text: str) -> bytes:
@@ -36,46 +31,44 @@ def content_hash(text: str) -> bytes:
 
 
 def content_hashes(texts: pa.Array | pa.ChunkedArray | pl.Series) -> pa.FixedSizeBinaryArray:
-    """`content_hash` of every string in `texts` (no nulls); texts normalize_text leaves alone skip it.
+    """`content_hash` of every string in `texts` (no nulls), normalised vectorised where that is exact.
 
-    Which texts those are is decided over the UTF-8 buffer at once (ASCII, no whitespace but single inner
-    spaces); only the rest go through normalize_text, then one tight blake2b loop runs over the bytes.
+    ASCII texts without whitespace other than spaces need no NFC: their space runs are folded by polars;
+    only the rest go through normalize_text. Then one tight blake2b loop runs over the UTF-8 bytes.
     """
-    series = pl.Series(texts).cast(pl.String)
-    arr = _large_strings(series)
-    data, ends = _buffers(arr)
-    odd = np.append(_MAY_CHANGE[np.frombuffer(data, dtype=np.uint8)[ends[0] : ends[-1]]], np.uint8(0))
-    starts = ends[:-1] - ends[0]
-    changes = (np.maximum.reduceat(odd, starts) if len(starts) else odd[:0]).astype(bool)
-    changes &= ends[1:] > ends[:-1]  # reduceat reads one byte for an empty text
-    folds = series.str.contains("  ", literal=True) | series.str.starts_with(" ") | series.str.ends_with(" ")
-    todo = np.flatnonzero(changes | folds.to_numpy())
-    if len(todo):
-        fixed = pl.Series([normalize_text(t) for t in series.gather(todo)], dtype=pl.String)
-        data, ends = _buffers(_large_strings(series.scatter(todo, fixed)))
-    blake = hashlib.blake2b
-    digests = b"".join([blake(data[a:b], digest_size=16).digest() for a, b in pairwise(ends.tolist())])
-    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(series), [None, pa.py_buffer(digests)])
-
-
-def _large_strings(series: pl.Series) -> pa.LargeStringArray:
-    """One contiguous Arrow large_string array of `series`."""
+    series = pl.Series("text", texts).cast(pl.String)
+    text = pl.col("text")
+    masks = series.to_frame().select(
+        odd=(text.str.len_bytes() != text.str.len_chars()) | text.str.contains(_ASCII_ODD_WHITESPACE),
+        spaces=text.str.contains("  ", literal=True) | text.str.starts_with(" ") | text.str.ends_with(" "),
+    )
+    odd = masks["odd"].to_numpy()
+    spaces = np.flatnonzero(masks["spaces"].to_numpy() & ~odd)
+    odd = np.flatnonzero(odd)
+    if len(spaces):
+        folded = series.gather(spaces).str.replace_all(" {2,}", " ").str.strip_chars(" ")
+        series = series.scatter(spaces, folded)
+    if len(odd):
+        normalised = pl.Series([normalize_text(t) for t in series.gather(odd)], dtype=pl.String)
+        series = series.scatter(odd, normalised)
     arr = series.to_arrow()
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    return arr.cast(pa.large_string())
-
-
-def _buffers(arr: pa.LargeStringArray) -> tuple[memoryview, np.ndarray]:
-    """The UTF-8 bytes of `arr` and its len(arr) + 1 offsets into them."""
+    arr = (arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr).cast(pa.large_string())
     data = memoryview(arr.buffers()[2] or b"")
-    ends = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
-    return data, ends
+    ends = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1].tolist()
+    blake = hashlib.blake2b
+    digests = b"".join([blake(data[a:b], digest_size=16).digest() for a, b in pairwise(ends)])
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(arr), [None, pa.py_buffer(digests)])
 
 
 def make_doc_id(source: str, origin: str) -> str:
     """Stable document id `<source>-<xxh64 hex of origin>`: same shard path and row, same id."""
     return f"{source}-{xxhash.xxh64_hexdigest(origin.encode('utf-8'))}"
+
+
+def make_doc_ids(source: str, origins: pl.Series) -> pa.StringArray:
+    """`make_doc_id(source, origin)` of every origin (no nulls), in one tight loop."""
+    prefix, xxh64 = f"{source}-", xxhash.xxh64_hexdigest
+    return pa.array([prefix + xxh64(o) for o in origins.cast(pl.Binary).to_list()], pa.string())
 
 
 def file_digest(path: Path) -> str:

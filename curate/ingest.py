@@ -17,12 +17,13 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from curate._validation import check_interval
-from curate.dedup.exact import mark_exact
+from curate.dedup.exact import kept_doc_id
 from curate.errors import ConfigError, InputError, StageError, UnreadableFileWarning
 from curate.hashing import JSONValue, file_digest, stage_key
-from curate.io import PathLike, parquet_files, write_table
+from curate.io import PathLike, atomic_file, parquet_files, write_table
 from curate.readers import STAGE, SUFFIXES, Rows, Shard, format_of, read_shard
 from curate.report import IngestReport
 from curate.stages import Executor, LocalExecutor, Progress, commit_step
@@ -108,7 +109,16 @@ class ReadShards:
             size = os.path.getsize(path) if os.path.exists(path) else 0
             stats.append((t["source"], relpath, size, n))
         out = Path(self.out_dir)
-        write_table(rows.documents(), out / f"part-{t['index']:05d}.parquet")
+        with atomic_file(out / f"part-{t['index']:05d}.parquet") as tmp:
+            # zstd level 1; only the low-cardinality columns get dictionaries; no min/max statistics
+            pq.write_table(
+                rows.documents(),
+                tmp,
+                compression="zstd",
+                compression_level=1,
+                use_dictionary=["source", "label"],
+                write_statistics=False,
+            )
         if rows.rejects:
             write_table(rows.reject_table(), out / "rejects" / f"part-{t['index']:05d}.parquet")
         return pa.Table.from_pylist([dict(zip(_STATS.names, s, strict=True)) for s in stats], schema=_STATS)
@@ -204,9 +214,14 @@ def _account(tmp: Path, stats: pl.DataFrame, names: Sequence[str]) -> dict[str, 
             UnreadableFileWarning,
             stacklevel=5,
         )
-    dedup = mark_exact(docs).join(docs.select("doc_id", "source").collect(), on="doc_id")
-    n_docs = dict(dedup.group_by("source").len().iter_rows())
-    n_dups = dict(dedup.filter(pl.col("dup_kind") == "exact").group_by("source").len().iter_rows())
+    per_source = (
+        docs.select("source", dup=pl.col("doc_id") != kept_doc_id())
+        .group_by("source")
+        .agg(pl.len().alias("n"), pl.col("dup").sum().alias("dups"))
+        .collect()
+    )
+    n_docs = dict(per_source.select("source", "n").iter_rows())
+    n_dups = dict(per_source.select("source", "dups").iter_rows())
     by_reason = rejects.group_by("source", "reason").len()
     read = stats.group_by("source").agg(
         pl.len().alias("files"), pl.col("bytes").sum(), pl.col("rows_read").sum()

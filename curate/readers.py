@@ -23,7 +23,7 @@ import pyarrow.json as pj
 import pyarrow.parquet as pq
 import zstandard
 
-from curate.hashing import content_hashes, make_doc_id
+from curate.hashing import content_hashes, make_doc_ids
 from curate.schema import DOCUMENTS, REJECTS
 
 STAGE = "ingest"  # the stage name rejects carry
@@ -114,17 +114,17 @@ class Rows:
                 )
                 self.reject(relpath, row, reason, detail, rec)
         good = frame.filter(pl.col("reason").is_null())
-        origins = [f"{relpath}:{r}" for r in good["row"]]
+        origins = good.select(pl.format("{}:{}", pl.lit(relpath), "row")).to_series()
         self.docs.append(
             pa.table(
                 {
-                    "doc_id": [make_doc_id(self.source, o) for o in origins],
+                    "doc_id": make_doc_ids(self.source, origins),
                     "source": pa.repeat(self.source, good.height).cast(pa.string()),
                     "text": good["text"].to_arrow().cast(pa.large_string()),
                     "label": good["label"].to_arrow().cast(pa.string()),
                     "content_hash": content_hashes(good["text"]),
                     "n_chars": good["n_chars"].to_arrow(),
-                    "origin": origins,
+                    "origin": origins.to_arrow().cast(pa.string()),
                     "meta": good["meta"].to_arrow().cast(pa.string()),
                 },
                 schema=DOCUMENTS,
@@ -188,7 +188,7 @@ def _jsonl_fast(data: bytes, text_field: str, label_field: str | None) -> pl.Dat
         return None
     n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
     try:
-        table = pj.read_json(io.BytesIO(data), read_options=pj.ReadOptions(block_size=32 << 20))
+        table = pj.read_json(io.BytesIO(data), read_options=pj.ReadOptions(block_size=8 << 20))
         table.validate(full=True)  # the JSON reader does not check UTF-8 itself
     except (pa.ArrowException, UnicodeDecodeError, ValueError):
         return None

@@ -7,6 +7,11 @@ import polars as pl
 from curate._validation import check_columns
 
 
+def kept_doc_id() -> pl.Expr:
+    """The doc_id an exact-duplicate group keeps: the smallest doc_id with the row's content_hash."""
+    return pl.col("doc_id").min().over("content_hash")
+
+
 def mark_exact(docs: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     """DEDUP rows for every document, sorted by doc_id: dup_of/cluster_id = smallest doc_id of its hash group.
 
@@ -19,7 +24,7 @@ def mark_exact(docs: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
         docs.lazy()
         .select("doc_id", "content_hash")
         .with_columns(
-            pl.col("doc_id").min().over("content_hash").alias("_keep"),
+            kept_doc_id().alias("_keep"),
             pl.len().over("content_hash").alias("_size"),
         )
         .select(

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import hashlib
+import re
+import unicodedata
 from pathlib import Path
 
+import polars as pl
 import pyarrow as pa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from curate.hashing import content_hash, content_hashes, file_digest, make_doc_id, normalize_text, stage_key
+from curate.hashing import (
+    content_hash,
+    content_hashes,
+    file_digest,
+    make_doc_id,
+    make_doc_ids,
+    normalize_text,
+    stage_key,
+)
 
 WHITESPACE = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2001\u2007\u2028\u2029\u202f\u205f\u3000"
 
@@ -24,6 +35,12 @@ def test_normalize_text_hand_values() -> None:
 chars = st.one_of(st.characters(exclude_categories=["Cs"]), st.sampled_from(WHITESPACE))
 
 
+@given(st.text(alphabet=chars, max_size=60))
+def test_normalize_text_equals_the_regex_definition(text: str) -> None:
+    """normalize_text (split/join) equals NFC, then every \\s+ run replaced by one space, then strip()."""
+    assert normalize_text(text) == re.sub(r"\s+", " ", unicodedata.normalize("NFC", text)).strip()
+
+
 @given(st.lists(st.text(alphabet=chars, max_size=40), max_size=20))
 def test_vectorised_hashes_equal_the_scalar_definition(texts: list[str]) -> None:
     """content_hashes (polars folding, then NFC) equals content_hash row by row, for every whitespace kind."""
@@ -36,6 +53,8 @@ def test_doc_ids_and_digests(tmp_path: Path) -> None:
     assert make_doc_id("wiki", "a.jsonl:1") == make_doc_id("wiki", "a.jsonl:1")
     assert make_doc_id("wiki", "a.jsonl:1") != make_doc_id("wiki", "a.jsonl:2")
     assert make_doc_id("wiki", "a.jsonl:1").startswith("wiki-")
+    origins = ["a.jsonl:1", "dir/b.csv:10", "é.txt:1"]
+    assert make_doc_ids("wiki", pl.Series(origins)).to_pylist() == [make_doc_id("wiki", o) for o in origins]
     path = tmp_path / "f.bin"
     path.write_bytes(b"some bytes" * 1000)
     assert file_digest(path) == hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
