@@ -55,6 +55,7 @@ def proxy_runs(
     epochs: int = 10,
     hidden: int = 128,
     batch_size: int = 64,
+    lr: float = 1e-3,
     n_classes: int | None = None,
     metric: MetricKind = "loss",
     seed: int = 0,
@@ -90,7 +91,16 @@ def proxy_runs(
                         "seed": sd,
                     }
                 )
-    task = ProbeTask(x, y, target[0].astype(np.float32), target[1].astype(np.int64), k, hidden, batch_size)
+    task = ProbeTask(
+        x=x,
+        y=y,
+        x_eval=target[0].astype(np.float32),
+        y_eval=target[1].astype(np.int64),
+        n_classes=k,
+        hidden=hidden,
+        batch_size=batch_size,
+        lr=lr,
+    )
     curves = run_tasks(task, tasks, executor=executor)
     column = "eval_loss" if metric == "loss" else "eval_accuracy"
     best = curves.group_by("run").agg(
@@ -120,6 +130,7 @@ def calibrate_mixtures(
     epochs: int = 10,
     hidden: int = 128,
     batch_size: int = 64,
+    lr: float = 1e-3,
     metric: MetricKind = "loss",
     seed: int = 0,
 ) -> pl.DataFrame:
@@ -144,6 +155,7 @@ def calibrate_mixtures(
         epochs=epochs,
         hidden=hidden,
         batch_size=batch_size,
+        lr=lr,
         metric=metric,
         seed=seed,
     )

@@ -117,7 +117,7 @@ class OTSurrogate:
         q, inter = self.coef[:m], np.zeros((m, m))
         i, j = np.triu_indices(m, k=1)
         inter[i, j] = inter[j, i] = self.coef[m:]
-        return float(self._features(p) @ self.coef), q + inter @ p
+        return float((self._features(p) @ self.coef)[0]), q + inter @ p
 
 
 @dataclass
@@ -188,7 +188,7 @@ class Projektor:
         grad = value * (w1 * g1 / l1 - w0 * g0 / l0) if self.metric == "loss" else w1 * g1 - w0 * g0
         return value, grad
 
-    def optimize(self, n: float, *, steps: int = 40, eta0: float = 0.2) -> dict[str, float]:
+    def optimize(self, n: float, *, steps: int = 30, eta0: float = 0.2) -> dict[str, float]:
         """p* = argbest_p L̂(N, p): projected gradient from the best grid mixture, η_t = η0·0.9^t."""
         check_interval("n", n, 1, None, caller="Projektor.optimize")
         check_interval("steps", steps, 0, None, caller="Projektor.optimize")
