@@ -49,7 +49,7 @@ def test_components_equal_scipy_on_random_graphs(
 ) -> None:
     """Random graphs (duplicates, self-pairs, both orientations) as one disjoint union get scipy's labels."""
     pairs = [(f"g{i}-{a}", f"g{i}-{b}") for i, g in enumerate(graphs) for a, b in g]
-    got = _collect(pairs, batch_size=4)
+    got = _collect(pairs, batch_size=32)
     assert_frame_equal(got, _scipy_labels(pairs).sort("doc_id"))
 
 
@@ -58,7 +58,7 @@ def test_chain_in_random_order_converges_within_log2_n_plus_2_rounds(ray_runtime
     n = 64
     ids = [f"d{i:03d}" for i in np.random.default_rng(0).permutation(n)]
     pairs = [(ids[i], ids[i + 1]) for i in range(n - 1)]
-    got = _collect(pairs, batch_size=2, max_rounds=math.ceil(math.log2(n)) + 2)
+    got = _collect(pairs, batch_size=8, max_rounds=math.ceil(math.log2(n)) + 2)
     assert got["doc_id"].to_list() == sorted(ids)
     assert set(got["component"]) == {"d000"}
 
