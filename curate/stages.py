@@ -88,15 +88,19 @@ class LocalExecutor:
         total = parquet_rows(files)
         with tqdm(total=total, desc=stage.name, unit="row", disable=not self.progress) as bar:
             for i, path in enumerate(files):
-                with pq.ParquetWriter(out_dir / f"part-{i:05d}.parquet", schema, compression="zstd") as w:
-                    for rb in pq.ParquetFile(path).iter_batches(
-                        self.batch_size, columns=list(stage.input_columns)
-                    ):
-                        batch = pa.Table.from_batches([rb])
-                        out = stage(batch)
-                        check_same_rows(batch, out, stage=stage.name)
-                        w.write_table(out.cast(schema))
-                        bar.update(batch.num_rows)
+                part = out_dir / f"part-{i:05d}.parquet"
+                try:
+                    with pq.ParquetWriter(part, schema, compression="zstd") as w:
+                        for rb in pq.ParquetFile(path).iter_batches(
+                            self.batch_size, columns=list(stage.input_columns)
+                        ):
+                            batch = pa.Table.from_batches([rb])
+                            out = stage(batch)
+                            check_same_rows(batch, out, stage=stage.name)
+                            w.write_table(out.cast(schema))
+                            bar.update(batch.num_rows)
+                except OSError as exc:
+                    raise StageError(f"could not write '{part}': {exc.strerror or exc}") from exc
         counts.add(total, parquet_rows(parquet_files(out_dir)))
         return counts
 
@@ -192,7 +196,10 @@ def commit_step(
             "seconds": round(time.time() - started, 3),
             **info,
         }
-        (tmp / STAGE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
+        try:
+            (tmp / STAGE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
+        except OSError as exc:
+            raise StageError(f"could not write '{dest / STAGE_FILE}': {exc.strerror or exc}") from exc
     committed = load_committed(work, name, key)
     if committed is None:
         raise StageError(f"stage '{name}' did not commit to '{dest}'.")

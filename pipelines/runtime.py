@@ -45,6 +45,11 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
             ray.init(address=target, logging_level=logging.WARNING, log_to_driver=False)
     except ConnectionError as exc:
         raise ConfigError(f"could not connect to the Ray cluster at '{target}': {exc}") from exc
+    except ray.exceptions.AuthenticationError as exc:
+        raise ConfigError(
+            f"the Ray cluster at '{target}' refused this client's token; set RAY_AUTH_TOKEN_PATH to the "
+            f"cluster's token file ({exc})"
+        ) from exc
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = True

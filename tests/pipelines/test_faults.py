@@ -300,11 +300,6 @@ def test_read_only_work_dir_names_the_folder(
     assert not work.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LocalExecutor.map_batches (curate.stages) writes with pq.ParquetWriter, not curate.io, so ENOSPC "
-    "escapes as a bare OSError without the path (owner: helper A)",
-)
 def test_disk_full_in_a_stage_names_the_part_file(
     docs_input: StageOutput, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -317,11 +312,6 @@ def test_disk_full_in_a_stage_names_the_part_file(
     assert not _committed(tmp_path, "exit_once")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="curate.stages.commit_step writes _stage.json with Path.write_text outside curate.io, so ENOSPC "
-    "escapes as a bare OSError (owner: helper A)",
-)
 def test_disk_full_on_the_commit_record_names_it(
     tmp_path: Path, wiki_docs: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:
