@@ -21,6 +21,8 @@ from pipelines.calibrate import LMTask, ProbeTask, bucket_runs, run_tasks
 from scaling.buckets import Metric, bucket_name, qqt_curves, quality_buckets
 from scaling.qqt import QQTFit, fit_qqt
 
+CALIBRATION_RUN = "_all"  # proxy run on every bucket row together; its best error calibrates d
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BucketPlan:
@@ -58,6 +60,7 @@ def plan_buckets(
     With `labels` (aligned with `scores` rows) the proxy is the MLP probe on `vectors` (metric 1 - accuracy),
     otherwise the tiny byte LM on `texts` (metric: next-byte loss). `n_eval` seeded rows are held out as the
     evaluation set; each bucket trains on at most `max_rows` of its rows, and the plan is made at full size.
+    One more run on all bucket rows calibrates d (the proxy's floor) as its best error.
     """
     check_interval("n_eval", n_eval, 1, None, caller="plan_buckets")
     check_interval("max_rows", max_rows, 3, None, caller="plan_buckets")
@@ -88,21 +91,30 @@ def plan_buckets(
         rows = {k: v[y[v] >= 0] for k, v in rows.items()}
         task = ProbeTask(
             x=np.asarray(vectors, dtype=np.float32), y=np.maximum(y, 0), x_eval=vectors[eval_rows],
-            y_eval=y[eval_rows], n_classes=len(names), hidden=128, batch_size=64, lr=1e-3,
+            y_eval=y[eval_rows], n_classes=len(names), hidden=128, batch_size=32, lr=1e-2,
         )  # fmt: skip
         metric = "error"
     else:
         all_texts = tuple(texts or ())
         task = LMTask(texts=all_texts, eval_texts=tuple(all_texts[i] for i in eval_rows), batch_size=32)
         metric = "loss"
+    # d (irreducible error) is not identified by single-bucket curves (bench/qqt_real.py): calibrate it as the
+    # best error of one run on all bucket rows together, run alongside the bucket runs
+    everything = np.sort(np.concatenate(list(rows.values())))
     runs = bucket_runs(rows, epochs=epochs, max_rows=max_rows, seed=seed)
-    curves = qqt_curves(
+    runs += bucket_runs(
+        {CALIBRATION_RUN: everything}, epochs=epochs, max_rows=max_rows * len(rows), seed=seed
+    )
+    done = qqt_curves(
         run_tasks(task, runs, executor=executor or LocalExecutor(progress=False)),
         pool_column="run",
         metric=metric,
     )
+    curves = done.filter(pl.col("pool") != CALIBRATION_RUN)
+    floor = float(done.filter(pl.col("pool") == CALIBRATION_RUN)["error"].min())  # type: ignore[arg-type]
+    d = floor if floor < float(curves["error"].min()) else None  # type: ignore[arg-type]
     trained = {k: min(len(v), max_rows) for k, v in rows.items()}  # bucket_runs samples max_rows
-    fit = fit_qqt(curves, trained, n_bootstrap=n_bootstrap, seed=seed).with_pool_sizes(
+    fit = fit_qqt(curves, trained, d=d, n_bootstrap=n_bootstrap, seed=seed).with_pool_sizes(
         {k: len(v) for k, v in rows.items()}
     )
     return BucketPlan(score=score, buckets=buckets, curves=curves, fit=fit, plan=fit.best_union(budgets))

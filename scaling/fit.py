@@ -61,8 +61,8 @@ class FittedLaw:
             draws = np.array(
                 [torch.exp(self.form.log_predict(torch.as_tensor(t), xt)).numpy() for t in self.boot]
             )
-        lo, hi = _band(draws, level, mean.shape)
-        return pl.DataFrame({"prediction": mean, "lo": lo, "hi": hi})
+        lo, hi = _band(draws, level, mean.shape)  # widened to contain the estimate if the band is biased
+        return pl.DataFrame({"prediction": mean, "lo": np.minimum(lo, mean), "hi": np.maximum(hi, mean)})
 
     def intervals(self, *, level: float = 0.9) -> pl.DataFrame:
         """Columns param, value, lo, hi: each natural parameter with its bootstrap `level` interval."""

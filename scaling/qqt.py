@@ -89,7 +89,8 @@ class QQTFit:
         if not draws:
             return mean, math.nan, math.nan
         tail = 100.0 * (1.0 - level) / 2.0
-        return mean, float(np.percentile(draws, tail)), float(np.percentile(draws, 100.0 - tail))
+        lo, hi = float(np.percentile(draws, tail)), float(np.percentile(draws, 100.0 - tail))
+        return mean, min(lo, mean), max(hi, mean)  # a biased bootstrap band still contains the estimate
 
     def unions(self, budgets: Sequence[int], *, level: float = 0.9) -> pl.DataFrame:
         """Each top-m union (m = 1..pools, by b) at each budget: budget, n_pools, pools, error, lo, hi."""

@@ -36,7 +36,7 @@ def _plan(pool: tuple[pl.DataFrame, np.ndarray, list[str]], **kwargs: object) ->
     scores, x, labels = pool
     return plan_buckets(
         scores, score="class_proto_dist", budgets=BUDGETS, vectors=x, labels=labels, n_buckets=3, epochs=4,
-        max_rows=100, n_eval=200, n_bootstrap=5, seed=0, **kwargs,  # type: ignore[arg-type]
+        max_rows=240, n_eval=200, n_bootstrap=5, seed=0, **kwargs,  # type: ignore[arg-type]
     )  # fmt: skip
 
 
