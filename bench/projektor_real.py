@@ -94,7 +94,6 @@ def load_sources() -> tuple[
 
 
 def main() -> int:
-    from curate.stages import LocalExecutor
     from pipelines.projektor_runs import calibrate_mixtures, proxy_runs
     from pipelines.ray_executor import RayExecutor
     from pipelines.runtime import init_ray, shutdown_ray
@@ -106,9 +105,8 @@ def main() -> int:
     pools, target, classes = load_sources()
     sources = list(pools)
     sizes = {s: len(v[1]) for s, v in pools.items()}
-    print(
-        f"sources {sizes}; target {len(target[1])} rows, {len(classes)} classes; embed {time.perf_counter() - t0:.0f}s"
-    )
+    embed_s = time.perf_counter() - t0
+    print(f"sources {sizes}; target {len(target[1])} rows, {len(classes)} classes; embed {embed_s:.0f}s")
     distance = MixtureDistance(
         {s: v[0] for s, v in pools.items()},
         target[0],
