@@ -430,6 +430,47 @@ def _plan(args: argparse.Namespace) -> int:
 
 # --- mix (issue 7) ---
 
+
+def _mix_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="pipeline config (TOML) naming the sources, the target and the budget")
+    p.add_argument("-o", "--output", default="mix.json", help="manifest path to write (default mix.json)")
+    p.add_argument("--work", default=None, help="work dir (default: work/ beside the config file)")
+    p.add_argument(
+        "--method",
+        choices=["projektor", "uniform", "proportional", "dml", "best_grid"],
+        default=None,
+        help="override [mixture] method (default: the config's, projektor)",
+    )
+
+
+@command("mix", "Plan source weights (Projektor on the target); write the mixture manifest.", _mix_arguments)
+def _mix(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.table import Table
+
+    from curate.api import plan_mixture
+    from curate.config import load_config
+    from curate.manifest import write_manifest
+
+    cfg = load_config(args.config)
+    if args.method is not None:
+        cfg = cfg.model_copy(update={"mixture": cfg.mixture.model_copy(update={"method": args.method})})
+    manifest = plan_mixture(cfg, work=args.work)
+    write_manifest(manifest, Path(args.output))
+    table = Table(title=f"mix ({cfg.mixture.method})")
+    for column in ("source", "weight", "n_kept"):
+        table.add_column(column)
+    for s in manifest.sources:
+        table.add_row(s.name, f"{s.weight:.4f}", str(s.n_kept))
+    console.print(table)
+    if manifest.prediction is not None:
+        pred = manifest.prediction
+        lo, hi = pred.interval
+        console.print(f"predicted {pred.metric}: {pred.value:.4f} [{lo:.4f}, {hi:.4f}] ({pred.method})")
+    console.print(f"manifest: {args.output}", highlight=False)
+    return 0
+
 # --- run (issue 8) ---
 
 
