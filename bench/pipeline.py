@@ -8,7 +8,7 @@ sample of the real documents. Baseline in the same run: a plain polars read of e
 pass over the data). Peak RSS per step comes from sampling this process every 50 ms against the step's
 start and end times in its `_stage.json`. Timings on a shared machine are noisy; the script says the size.
 
-    python -P bench/pipeline.py [--docs 100000] [--work DIR] [--ray]   (-P: bench/ot.py must not shadow POT)
+    python bench/pipeline.py [--docs 100000] [--work DIR] [--ray]
 """
 
 from __future__ import annotations

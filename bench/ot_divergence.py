@@ -6,7 +6,7 @@ log-domain solves: OT(x,y), OT(x,x), OT(y,y)), numpy and torch backends. Baselin
 0.01)` with POT's defaults (one matrix-scaling solve, 1000 iterations max) on the same normalised cost.
 Each case runs in a fresh process so its peak RSS is its own. Timings are on the shared 2-core machine.
 
-Run: .venv/bin/python bench/ot.py [--sizes 1000 5000 10000]
+Run: .venv/bin/python bench/ot_divergence.py [--sizes 1000 5000 10000]
 """
 
 from __future__ import annotations
@@ -14,15 +14,10 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import resource
-import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
-
-# this script's folder must not shadow the POT package `ot` (python puts it first on sys.path)
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 
 def clouds(n: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
