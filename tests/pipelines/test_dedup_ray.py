@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -33,7 +34,32 @@ def test_ray_equals_local(tmp_path: Path, ray_runtime: None) -> None:
     assert_frame_equal(got, expected)
 
 
-def test_ray_rejects_bad_threshold(tmp_path: Path) -> None:
+@pytest.mark.ray
+def test_ray_single_partition_and_no_pairs(tmp_path: Path, ray_runtime: None) -> None:
+    """One partition, distinct paragraphs (no pair survives): every doc kept, one part file, none missing."""
+    texts = corpora.sotu_paragraphs(60, seed=2)["text"].unique().to_list()
+    docs = pl.DataFrame({"doc_id": [f"s{i:03d}" for i in range(len(texts))], "text": texts})
+    docs.write_parquet(tmp_path / "docs.parquet")
+    expected = fuzzy_duplicates(docs).sort("doc_id")
+    assert expected["dup_of"].null_count() == docs.height  # the independent path finds no pair either
+    rows = fuzzy_duplicates_ray(
+        [tmp_path / "docs.parquet"], tmp_path / "out", batch_size=16, num_partitions=1
+    )
+    got = pl.read_parquet(tmp_path / "out" / "part-*.parquet")
+    assert rows == docs.height
+    assert len(list((tmp_path / "out").glob("part-*.parquet"))) == 1
+    assert_frame_equal(got, expected)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"threshold": 1.2}, r"'threshold' parameter of fuzzy_duplicates_ray\(\)"),
+        ({"num_partitions": 0}, r"'num_partitions' parameter of fuzzy_duplicates_ray\(\)"),
+        ({"batch_size": 1}, r"'batch_size' parameter of fuzzy_duplicates_ray\(\)"),
+    ],
+)
+def test_ray_rejects_bad_params(tmp_path: Path, kwargs: dict[str, Any], match: str) -> None:
     """Parameters are checked before Ray is touched."""
-    with pytest.raises(ConfigError, match=r"'threshold' parameter of fuzzy_duplicates_ray\(\)"):
-        fuzzy_duplicates_ray([tmp_path / "x.parquet"], tmp_path / "out", threshold=1.2)
+    with pytest.raises(ConfigError, match=match):
+        fuzzy_duplicates_ray([tmp_path / "x.parquet"], tmp_path / "out", **kwargs)
