@@ -1,7 +1,9 @@
 """Fuzzy dedup on Ray: the result of `curate.dedup.fuzzy.fuzzy_duplicates`, no node holding all of it.
 
-1. Signatures: `read_parquet` (doc_id, text only) and `map_batches` of the `MinHashSignatures` stage; the text
-   is dropped there and never moves again.
+1. Signatures: one Ray task per Parquet row group reads doc_id and text in `batch_size` batches and returns
+   one (doc_id, signature) block per batch (`MinHashSignatures` stage); the text never leaves that task.
+   Parallelism is across row groups (ingest writes many part files). Ray Data's `read_parquet` +
+   `map_batches` did the same in 6 s at 100k docs vs 1.8 s for these tasks (2 CPUs).
 2. Band keys: one Ray task per signature block computes the (bands, rows) LSH keys and scatters one row
    (band, key, doc_id, signature) per band by `key % P` into P pieces (P = `num_partitions`).
 3. One reducer task per partition gets every row of its band buckets, forms the candidate pairs inside each
@@ -22,7 +24,7 @@ one integer per partition, never pairs, ids or texts.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import ray
 
 from curate._validation import check_interval
@@ -69,6 +72,25 @@ def _split(table: pa.Table, part: np.ndarray, parts: int) -> list[pa.Table]:
 
 def _refs(out: Any, parts: int) -> list[Any]:
     return list(out) if parts > 1 else [out]
+
+
+def _row_groups(files: Sequence[Path], batch_size: int) -> list[tuple[Path, int, int]]:
+    """(file, row group, signature blocks) of every non-empty row group, from the Parquet footers."""
+    out = []
+    for path in files:
+        meta = pq.ParquetFile(path).metadata
+        for g in range(meta.num_row_groups):
+            if rows := meta.row_group(g).num_rows:
+                out.append((path, g, -(-rows // batch_size)))
+    return out
+
+
+@ray.remote
+def _sign(path: Path, group: int, batch_size: int, stage: MinHashSignatures) -> Iterator[pa.Table]:
+    """Signature blocks (doc_id, signature) of one row group, `batch_size` docs each; the text stays here."""
+    reader = pq.ParquetFile(path)
+    for batch in reader.iter_batches(batch_size=batch_size, row_groups=[group], columns=["doc_id", "text"]):
+        yield stage(pa.Table.from_batches([batch]))
 
 
 @ray.remote
@@ -169,10 +191,11 @@ def fuzzy_duplicates_ray(
     )
     parts = num_partitions
     stage = MinHashSignatures(num_perm=num_perm, ngram=ngram, shingle=shingle, seed=seed)
-    docs = ray.data.read_parquet([str(f) for f in files]).select_columns(["doc_id", "text"])
-    sig_blocks = list(
-        docs.map_batches(stage, batch_format="pyarrow", batch_size=batch_size).materialize().to_arrow_refs()
-    )
+    sig_blocks = [
+        ref
+        for path, group, k in _row_groups(files, batch_size)
+        for ref in _refs(_sign.options(num_returns=k).remote(path, group, batch_size, stage), k)
+    ]
     scattered = [
         _refs(_scatter_bands.options(num_returns=parts).remote(b, parts, bands, rows), parts)
         for b in sig_blocks
