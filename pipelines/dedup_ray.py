@@ -15,11 +15,12 @@
 Signatures travel with the band keys (`bands` copies of 4 * num_perm bytes per doc: 6 KiB at 12 x 10 and 128
 perms) rather than being looked up after the shuffle: a lookup needs the candidate pairs joined twice to a
 signature table partitioned by doc_id (two more shuffles, each a round of tasks and object-store writes).
-Carrying them is the simpler plan with one shuffle fewer; the lookup variant was not built or measured, so
+Carrying them is the simpler plan with two shuffles fewer; the lookup variant was not built or measured, so
 which is cheaper beyond the sizes in bench/dedup.py is open. Memory: a scatter task holds
 one block (`batch_size` docs, their `bands` key rows and signatures); a reducer holds about n * bands / P rows
-with their signatures, so P bounds it (raise `num_partitions` as n grows). The driver holds object refs and
-one integer per partition, never pairs, ids or texts.
+with their signatures, so P bounds it: by default P = ceil(n * bands / 2^20) from the Parquet footers
+(~0.55 GiB per reducer at 128 perms). A shuffle writes blocks x P pieces, which is what limits P upward.
+The driver holds object refs and one integer per partition, never pairs, ids or texts.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from pipelines.components import connected_components
 _PAIRS = pa.schema([pa.field("a", pa.string()), pa.field("b", pa.string())])
 _LABELS = pa.schema([pa.field("doc_id", pa.string()), pa.field("component", pa.string())])
 _IDS = pa.schema([_LABELS.field("doc_id")])
+_REDUCER_ROWS = 1 << 20  # default band rows per reducer: ~0.55 GiB with 128-perm signatures
 
 
 def _signature_matrix(table: pa.Table) -> np.ndarray:
@@ -74,14 +76,14 @@ def _refs(out: Any, parts: int) -> list[Any]:
     return list(out) if parts > 1 else [out]
 
 
-def _row_groups(files: Sequence[Path], batch_size: int) -> list[tuple[Path, int, int]]:
-    """(file, row group, signature blocks) of every non-empty row group, from the Parquet footers."""
+def _row_groups(files: Sequence[Path]) -> list[tuple[Path, int, int]]:
+    """(file, row group, rows) of every non-empty row group, from the Parquet footers."""
     out = []
     for path in files:
         meta = pq.ParquetFile(path).metadata
         for g in range(meta.num_row_groups):
             if rows := meta.row_group(g).num_rows:
-                out.append((path, g, -(-rows // batch_size)))
+                out.append((path, g, rows))
     return out
 
 
@@ -166,12 +168,13 @@ def fuzzy_duplicates_ray(
     seed: int = 0,
     false_negative_weight: float = 0.8,
     batch_size: int = 4096,
-    num_partitions: int = 8,
+    num_partitions: int | None = None,
 ) -> int:
     """Write the fuzzy DEDUP table of the documents in `files` (doc_id, text) to `out_dir`; rows written.
 
     `batch_size` docs per signature block (and pairs per components batch); `num_partitions` reducers per
-    shuffle, each holding about docs * bands / num_partitions band rows. See the module doc for the steps.
+    shuffle, each holding about docs * bands / num_partitions band rows (None: ~`_REDUCER_ROWS` each).
+    See the module doc for the steps.
     """
     check_fuzzy_params(
         threshold=threshold,
@@ -182,18 +185,22 @@ def fuzzy_duplicates_ray(
         caller="fuzzy_duplicates_ray",
     )
     check_interval("batch_size", batch_size, 2, None, caller="fuzzy_duplicates_ray")
-    check_interval("num_partitions", num_partitions, 1, None, caller="fuzzy_duplicates_ray")
+    if num_partitions is not None:
+        check_interval("num_partitions", num_partitions, 1, None, caller="fuzzy_duplicates_ray")
     bands, rows = lsh_params(
         threshold,
         num_perm,
         false_positive_weight=1.0 - false_negative_weight,
         false_negative_weight=false_negative_weight,
     )
-    parts = num_partitions
+    groups = _row_groups(files)
+    docs = sum(rows for *_, rows in groups)
+    parts = num_partitions or max(1, -(-docs * bands // _REDUCER_ROWS))
     stage = MinHashSignatures(num_perm=num_perm, ngram=ngram, shingle=shingle, seed=seed)
     sig_blocks = [
         ref
-        for path, group, k in _row_groups(files, batch_size)
+        for path, group, rows in groups
+        for k in [-(-rows // batch_size)]
         for ref in _refs(_sign.options(num_returns=k).remote(path, group, batch_size, stage), k)
     ]
     scattered = [
