@@ -55,7 +55,7 @@ class EmbedConfig(_Section):
     """The embedder: static (model2vec) on CPU, MiniLM on GPU, or forced; where the static model is cached."""
 
     kind: Literal["auto", "minilm", "static"] = "auto"
-    batch_size: int = Field(default=256, ge=1)
+    batch_size: int = Field(default=256, ge=1, le=65_536)
     cache_dir: str = ""  # "" = the user cache (~/.cache/curate/embedders)
 
 
@@ -64,7 +64,7 @@ class ScoreConfig(_Section):
 
     bucket_metric: Literal["target_sim", "proto_dist", "difficulty"] = "target_sim"
     prune_metric: Literal["proto_dist", "target_sim", "difficulty"] = "proto_dist"
-    n_clusters: int = Field(default=0, ge=0)  # 0 = chosen from the data
+    n_clusters: int = Field(default=0, ge=0, le=100_000)  # 0 = chosen from the data
     policy: Literal["auto", "keep_hard", "keep_easy", "random", "all"] = "auto"
     balance: Literal["cluster", "class", "none"] = "cluster"
     keep_fraction: float = Field(default=0.8, gt=0, le=1)
@@ -76,14 +76,14 @@ class ProxyConfig(_Section):
 
     kind: Literal["probe", "lm"] = "probe"
     pilot_sizes: list[int] = Field(default_factory=lambda: [256, 1024], min_length=2)
-    epochs: int = Field(default=6, ge=1)
-    hidden: int = Field(default=128, ge=4, multiple_of=4)  # probe hidden width / LM model width
-    max_len: int = Field(default=128, ge=8)  # bytes per text the LM reads
-    batch_size: int = Field(default=64, ge=1)
+    epochs: int = Field(default=6, ge=1, le=1_000)
+    hidden: int = Field(default=128, ge=4, le=8_192, multiple_of=4)  # probe hidden width / LM model width
+    max_len: int = Field(default=128, ge=8, le=65_536)  # bytes per text the LM reads
+    batch_size: int = Field(default=64, ge=1, le=65_536)
     lr: float = Field(default=3e-3, gt=0, le=1)
-    n_mixtures: int = Field(default=12, ge=2)
-    eval_size: int = Field(default=256, ge=8)
-    bootstrap: int = Field(default=20, ge=0)  # bootstrap refits of each QQT fit (its intervals)
+    n_mixtures: int = Field(default=12, ge=2, le=1_000)
+    eval_size: int = Field(default=256, ge=8, le=1_000_000)
+    bootstrap: int = Field(default=20, ge=0, le=1_000)  # bootstrap refits of each QQT fit (its intervals)
 
     @field_validator("pilot_sizes")
     @classmethod
@@ -97,7 +97,9 @@ class MixtureConfig(_Section):
     """How source weights are chosen: Projektor (OT-based prediction) or a named baseline."""
 
     method: Literal["projektor", "uniform", "proportional", "dml", "best_grid"] = "projektor"
-    ot_max_points: int = Field(default=2000, ge=2)  # OT subsamples each side above this (fixed seed)
+    ot_max_points: int = Field(
+        default=2000, ge=2, le=1_000_000
+    )  # OT subsamples each side above this (fixed seed)
 
 
 class RayConfig(_Section):
@@ -106,8 +108,8 @@ class RayConfig(_Section):
     address: str = ""
     num_cpus: int = Field(default=0, ge=0)  # 0 = every local core (embedded runtime only)
     num_gpus: float = Field(default=0.0, ge=0)
-    batch_size: int = Field(default=4096, ge=1)
-    concurrency: int = Field(default=1, ge=1)
+    batch_size: int = Field(default=4096, ge=1, le=1_000_000)
+    concurrency: int = Field(default=1, ge=1, le=1_024)
 
 
 class CurateConfig(_Section):

@@ -43,6 +43,25 @@ _STATS = pa.schema(
 )
 
 
+def _printable(name: str) -> str:
+    """A file name as valid UTF-8: bytes that are not UTF-8 (kept as surrogates by the OS layer) escaped."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _input_key(shard: Shard) -> str:
+    """What the stage key holds for one shard: its path and content digest (or why it cannot be read)."""
+    try:
+        digest = file_digest(Path(shard.path))
+    except OSError as exc:  # read later as one 'unreadable_file' reject with the same cause
+        digest = f"unreadable:{exc.errno}"
+    return f"{shard.source}/{shard.relpath}@{digest}"
+
+
+def _walk(folder: str) -> list[str]:
+    """Every non-folder entry under `folder`; symlinked folders are not entered (no loops, no escapes)."""
+    return [os.path.join(d, f) for d, _, names in os.walk(folder, followlinks=False) for f in names]
+
+
 def _glob_root(pattern: str) -> Path:
     """The folder a glob's relative paths start from: its longest prefix without wildcards."""
     parts = Path(pattern).parts
@@ -60,21 +79,18 @@ def resolve_source(name: str, pattern: str) -> list[Shard]:
         )
     path = Path(pattern).expanduser()
     if path.is_dir():
-        root, matches = path, [str(p) for p in path.rglob("*")]
+        root, matches = path, [str(path)]
     else:
         root, matches = _glob_root(str(path)), glob.glob(str(path), recursive=True)
     files: list[str] = []
     for m in matches:
-        if Path(m).is_dir():
-            files.extend(str(p) for p in Path(m).rglob("*") if p.is_file())
-        else:
-            files.append(m)
+        files.extend(_walk(m) if os.path.isdir(m) else [m])
     shards = []
     for f in sorted(set(files)):
         kind = format_of(f)
         if kind is not None and not os.path.isdir(f):
-            rel = os.path.relpath(f, root)
-            shards.append(Shard(name, os.path.abspath(f), Path(rel).as_posix(), *kind))
+            rel = Path(os.path.relpath(f, root)).as_posix()
+            shards.append(Shard(name, os.path.abspath(f), _printable(rel), *kind))
     if not shards:
         found = f"{len(files)} file(s) of other types" if files else "nothing"
         raise InputError(
@@ -104,6 +120,7 @@ class ReadShards:
         for path, relpath, fmt, comp in zip(
             t["paths"], t["relpaths"], t["fmts"], t["compressions"], strict=True
         ):
+            path = os.fsdecode(path)  # carried as bytes: a file name need not be UTF-8
             shard = Shard(t["source"], path, relpath, fmt, comp)
             n = read_shard(shard, rows, text_field=self.text_field, label_field=self.label_field)
             size = os.path.getsize(path) if os.path.exists(path) else 0
@@ -137,7 +154,7 @@ def _tasks(shards: Sequence[Shard]) -> pa.Table:
             {
                 "index": i,
                 "source": g[0].source,
-                "paths": [s.path for s in g],
+                "paths": [os.fsencode(s.path) for s in g],
                 "relpaths": [s.relpath for s in g],
                 "fmts": [s.fmt for s in g],
                 "compressions": [s.compression for s in g],
@@ -183,7 +200,7 @@ def ingest_sources(
         "max_chars": int(max_chars),
         "sources": dict(sorted(sources.items())),
     }
-    inputs = [f"{s.source}/{s.relpath}@{file_digest(Path(s.path))}" for s in shards]
+    inputs = [_input_key(s) for s in shards]
     # The key holds what was read (the inputs), not how it was globbed.
     names: list[JSONValue] = [name for name in sorted(sources)]
     key = stage_key(STAGE, VERSION, {**params, "sources": names}, inputs)
