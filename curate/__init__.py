@@ -27,8 +27,13 @@ _API_NAMES = frozenset(
         "ingest",
         "read_documents",
         "find_duplicates",
+        "dedup_documents",
         "embed_texts",
+        "embed_documents",
         "score_dataset",
+        "score_documents",
+        "score_summary",
+        "plan_quality",
         "plan_mixture",
     }
 )
