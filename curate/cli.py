@@ -276,6 +276,7 @@ def _dedup(args: argparse.Namespace) -> int:
     console.print(f"side table: {out.path}")
     return 0
 
+
 # --- embed, score (issues 5, 10) ---
 
 
@@ -470,6 +471,7 @@ def _mix(args: argparse.Namespace) -> int:
         console.print(f"predicted {pred.metric}: {pred.value:.4f} [{lo:.4f}, {hi:.4f}] ({pred.method})")
     console.print(f"manifest: {args.output}", highlight=False)
     return 0
+
 
 # --- run (issue 8) ---
 
