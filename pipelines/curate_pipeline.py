@@ -12,6 +12,7 @@ a config change reruns only the steps it reaches. Ray is used only through the e
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ import polars as pl
 from rich.table import Table
 
 from curate.config import CurateConfig, load_config
-from curate.errors import ConfigError, InputError, StageError
+from curate.errors import ConfigError, FitWarning, InputError, StageError
 from curate.hashing import JSONValue, stage_key
 from curate.io import PathLike, write_table, write_text
 from curate.manifest import (
@@ -431,7 +432,12 @@ def _fit_mix(
     at the budget with its interval, and Projektor's predictions of held-out mixtures (every 4th)."""
     m = run.cfg.mixture
     n_budget = _budget_docs(run, scores)
-    params: dict[str, JSONValue] = {**m.model_dump(mode="json"), "n": n_budget, "seed": run.cfg.seed}
+    params: dict[str, JSONValue] = {
+        **m.model_dump(mode="json"),
+        "n": n_budget,
+        "seed": run.cfg.seed,
+        "guard": "holdout_mae_vs_mean",  # projektor falls back to best_grid when the mean predicts better
+    }
 
     def build(tmp: Path) -> dict[str, Any]:
         from scaling.mixture import plan_weights
@@ -442,15 +448,6 @@ def _fit_mix(
         ps = proxy()
         distance = ps.distance(sources, max_points=run.cfg.mixture.ot_max_points, seed=run.cfg.seed)
         sizes = dict(scores.scan().group_by("source").len().collect().iter_rows())
-        plan = plan_weights(
-            runs,
-            sources=sources,
-            n=n_budget,
-            method=m.method,
-            source_sizes=sizes,
-            distance=distance,
-            seed=run.cfg.seed,
-        )
         held = (pl.col("mixture") % 4) == 3
         model = fit_projektor(runs.filter(~held), sources=sources, distance=distance)
         n1 = int(runs["n"].max())  # type: ignore[arg-type]
@@ -458,14 +455,28 @@ def _fit_mix(
         holdout = test.select(
             "run",
             predicted=pl.Series(
-                [model.predict(n1, [r[s] for s in sources]).value for r in test.iter_rows(named=True)]
+                [model.predict(n1, [r[s] for s in sources]).value for r in test.iter_rows(named=True)],
+                dtype=pl.Float64,
             ),
             observed="metric",
         ).rename({"run": "mixture"})
-        mae = (
-            float(np.mean(np.abs(holdout["predicted"].to_numpy() - holdout["observed"].to_numpy())))
-            if test.height
-            else 0.0
+        mae, mean_mae = _holdout_errors(holdout, runs.filter(~held & (pl.col("n") == n1))["metric"])
+        method, reason = m.method, ""
+        if method == "projektor" and mae > mean_mae:
+            method = "best_grid"
+            reason = (
+                f"Projektor's held-out MAE {mae:.4g} is worse than the mean predictor's {mean_mae:.4g}; "
+                "weights fall back to the best calibrated mixture (best_grid)"
+            )
+            warnings.warn(f"fit.mix: {reason}.", FitWarning, stacklevel=2)
+        plan = plan_weights(
+            runs,
+            sources=sources,
+            n=n_budget,
+            method=method,
+            source_sizes=sizes,
+            distance=distance,
+            seed=run.cfg.seed,
         )
         full = fit_projektor(runs, sources=sources, distance=distance)
         coef = {f"n{f.n}.c{i}": float(c) for f in full.fits for i, c in enumerate(f.coef)}
@@ -473,16 +484,32 @@ def _fit_mix(
         _write_json(tmp / "weights.json", dict(plan.weights))
         _write_json(
             tmp / "prediction.json",
-            {"metric": pred.metric, "value": pred.value, "interval": list(pred.interval)},
+            {
+                "metric": pred.metric,
+                "value": pred.value,
+                "interval": list(pred.interval),
+                "method": method,
+                "fallback": reason,
+            },
         )
         _write_json(
             tmp / "laws.json",
             {"projektor": {"form": "projektor_kang2023_stage1", "params": coef, "fit_error": mae}},
         )
         write_table(holdout.to_arrow(), tmp / "holdout.parquet")
-        return {"n": n_budget, "holdout_mae": mae}
+        return {"n": n_budget, "holdout_mae": mae, "mean_holdout_mae": mean_mae, "method": method}
 
     return run.step("fit.mix", params, [calib, scores], build)
+
+
+def _holdout_errors(holdout: pl.DataFrame, train_metric: pl.Series) -> tuple[float, float]:
+    """Mean absolute held-out error of Projektor's predictions and of the mean training metric (the
+    baseline a fit must beat); both 0.0 when nothing is held out."""
+    if holdout.height == 0:
+        return 0.0, 0.0
+    observed = holdout["observed"].to_numpy()
+    mae = float(np.mean(np.abs(holdout["predicted"].to_numpy() - observed)))
+    return mae, float(np.mean(np.abs(float(train_metric.mean()) - observed)))  # type: ignore[arg-type]
 
 
 def _prune(run: _Run, scores: StageOutput, fit_mix: StageOutput) -> StageOutput:
@@ -789,6 +816,12 @@ def _maybe(path: Path) -> pl.DataFrame | None:
     return pl.read_parquet(path) if path.is_file() else None
 
 
+def _prediction_method(method: str, fallback: str) -> str:
+    """The manifest's prediction.method: which weights Projektor predicts, and why when it fell back."""
+    text = f"projektor at {method} weights"
+    return f"{text} (fallback: {fallback})" if fallback else text
+
+
 def _build_manifest(
     run: _Run,
     docs: StageOutput,
@@ -838,7 +871,7 @@ def _build_manifest(
             metric=f"proxy {pred['metric']} on the target",
             value=pred["value"],
             interval=(pred["interval"][0], pred["interval"][1]),
-            method=f"projektor at {cfg.mixture.method} weights",
+            method=_prediction_method(pred["method"], pred["fallback"]),
         ),
         laws=laws,
         selection=Selection(path="selection.parquet", sha256=summary["sha256"]),

@@ -187,3 +187,28 @@ def test_ray_from_scratch_gives_byte_identical_manifest(finished: PipelineRun, t
     config = finished.out_dir.parents[2] / "curate.toml"
     on_ray = execute(config, work=tmp_path / "work")
     assert on_ray.manifest_path.read_bytes() == finished.manifest_path.read_bytes()
+
+
+def test_projektor_guard_against_the_mean_predictor(finished: PipelineRun) -> None:
+    """fit.mix compares Projektor's held-out MAE with the mean predictor's and, when worse, plans the best
+    calibrated mixture and names the fallback in prediction.method."""
+    work = finished.out_dir.parents[1]
+    fit = work / "fit.mix" / finished.steps["fit.mix"]
+    info = json.loads((fit / "_stage.json").read_text())
+    runs = pl.read_parquet(work / "calibrate.mix" / finished.steps["calibrate.mix"] / "runs.parquet")
+    hold = pl.read_parquet(fit / "holdout.parquet")
+    top = runs.filter(pl.col("n") == runs["n"].max())
+    train_mean = float(top.filter(pl.col("mixture") % 4 != 3)["metric"].mean())  # type: ignore[arg-type]
+    observed = hold["observed"].to_numpy()
+    mae = float(np.abs(hold["predicted"].to_numpy() - observed).mean())
+    mean_mae = float(np.abs(train_mean - observed).mean())
+    assert (info["holdout_mae"], info["mean_holdout_mae"]) == pytest.approx((mae, mean_mae))
+    method = finished.manifest.prediction.method
+    if mae > mean_mae:
+        best = top.row(int(np.argmin(top["metric"].to_numpy())), named=True)
+        assert finished.manifest.weights() == pytest.approx(
+            {s.name: best[s.name] for s in finished.manifest.sources}
+        )
+        assert method.startswith("projektor at best_grid weights (fallback: Projektor's held-out MAE")
+    else:
+        assert method == "projektor at projektor weights"
