@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from curate import corpora
 from curate.config import load_config
-from curate.errors import ConfigError, InputError
+from curate.errors import ConfigError, FitWarning, InputError
 from curate.manifest import MixtureManifest
 from pipelines.curate_pipeline import PipelineRun, execute
 from pipelines.plan import split_budget
@@ -203,6 +204,7 @@ def test_projektor_guard_against_the_mean_predictor(finished: PipelineRun) -> No
     mae = float(np.abs(hold["predicted"].to_numpy() - observed).mean())
     mean_mae = float(np.abs(train_mean - observed).mean())
     assert (info["holdout_mae"], info["mean_holdout_mae"]) == pytest.approx((mae, mean_mae))
+    assert finished.manifest.prediction is not None
     method = finished.manifest.prediction.method
     if mae > mean_mae:
         best = top.row(int(np.argmin(top["metric"].to_numpy())), named=True)
@@ -212,3 +214,25 @@ def test_projektor_guard_against_the_mean_predictor(finished: PipelineRun) -> No
         assert method.startswith("projektor at best_grid weights (fallback: Projektor's held-out MAE")
     else:
         assert method == "projektor at projektor weights"
+
+
+def test_noise_calibration_falls_back_to_best_grid(finished: PipelineRun, tmp_path: Path) -> None:
+    """Calibration metrics that are pure noise (no mixture signal) make Projektor lose to the mean predictor:
+    the plan takes the best calibrated mixture and prediction.method says why."""
+    src = finished.out_dir.parents[1]
+    work = tmp_path / "work"
+    shutil.copytree(src, work)
+    calib = work / "calibrate.mix" / finished.steps["calibrate.mix"] / "runs.parquet"
+    runs = pl.read_parquet(calib)
+    noise = pl.Series(np.random.default_rng(0).normal(0.0, 0.5, runs.height))
+    runs = runs.with_columns(metric=pl.col("metric").mean() + noise)
+    runs.write_parquet(calib)
+    for step in ("fit.mix", "prune", "calibrate.qqt", "fit.qqt", "select", "publish"):
+        shutil.rmtree(work / step, ignore_errors=True)
+    with pytest.warns(FitWarning, match="held-out MAE .* is worse than the mean predictor"):
+        again = execute(load_config(src.parent / "curate.toml"), work=work, local=True)
+    top = runs.filter(pl.col("n") == runs["n"].max())
+    best = top.row(int(np.argmin(top["metric"].to_numpy())), named=True)
+    assert again.manifest.weights() == pytest.approx({s.name: best[s.name] for s in again.manifest.sources})
+    assert again.manifest.prediction is not None
+    assert again.manifest.prediction.method.startswith("projektor at best_grid weights (fallback: ")
