@@ -9,6 +9,8 @@ import polars as pl
 import pytest
 
 from curate.cli import main
+from curate.errors import FitWarning
+from curate.manifest import MixtureManifest
 
 
 @pytest.fixture
@@ -91,9 +93,17 @@ def test_every_subcommand_has_help(command: str, capsys: pytest.CaptureFixture[s
 
 
 def test_demo_builds_ingests_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`curate demo --local` ingests five sources of four formats and the degraded one shows its rejects."""
-    assert main(["demo", "--work", str(tmp_path), "--local"]) == 0
+    """`curate demo --local` runs the chain on five sources; the degraded one is rejected and downweighted."""
+    # On the demo's noisy pilots Projektor loses to the mean predictor, so the plan says so and falls back.
+    with pytest.warns(FitWarning, match="fall back to the best calibrated mixture"):
+        assert main(["demo", "--work", str(tmp_path), "--local"]) == 0
     assert "web" in capsys.readouterr().out
+    (manifest_path,) = tmp_path.rglob("manifest.json")
+    manifest = MixtureManifest.from_json(manifest_path.read_text())
+    weights = {s.name: s.weight for s in manifest.sources}
+    assert sum(weights.values()) == pytest.approx(1.0)
+    assert weights["web"] < min(w for name, w in weights.items() if name != "web")
+    assert manifest.prediction is not None and "fallback" in manifest.prediction.method
     assert main(["report", str(tmp_path), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert set(data["sources"]) == {"bbc", "sotu", "web", "wiki_en", "wiki_fr"}
