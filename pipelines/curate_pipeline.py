@@ -23,7 +23,7 @@ import polars as pl
 from rich.table import Table
 
 from curate.config import CurateConfig, load_config
-from curate.errors import ConfigError, FitWarning, InputError, StageError
+from curate.errors import ConfigError, FitError, FitWarning, InputError, StageError
 from curate.hashing import JSONValue, stage_key
 from curate.io import PathLike, write_table, write_text
 from curate.manifest import (
@@ -632,7 +632,16 @@ def _fit_qqt(run: _Run, cal: StageOutput, fit_mix: StageOutput) -> StageOutput:
             names = pp["pool"].to_list()
             c = curves.filter(pl.col("pool").is_in(names))
             sizes = dict(zip(names, pp["proxy_rows"].to_list(), strict=True))
-            fit = fit_qqt(c, sizes, n_bootstrap=run.cfg.proxy.bootstrap, seed=run.cfg.seed)
+            try:
+                fit = fit_qqt(c, sizes, n_bootstrap=run.cfg.proxy.bootstrap, seed=run.cfg.seed)
+            except FitError as exc:  # e.g. curves that do not decrease: keep every bucket, say why
+                warnings.warn(
+                    f"fit.qqt: source '{source}' keeps all its buckets; its QQT fit failed: {exc}",
+                    FitWarning,
+                    stacklevel=2,
+                )
+                choice[source] = {"buckets": sorted(int(p.rsplit("/q", 1)[1]) for p in names), "error": None}
+                continue
             predicted = [fit.predict([p], int(n)) for p, n in c.select("pool", "samples_seen").iter_rows()]
             fit = fit.with_pool_sizes(dict(zip(names, pp["n_docs"].to_list(), strict=True)))
             at = n_docs[source]

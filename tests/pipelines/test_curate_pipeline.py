@@ -236,3 +236,25 @@ def test_noise_calibration_falls_back_to_best_grid(finished: PipelineRun, tmp_pa
     assert again.manifest.weights() == pytest.approx({s.name: best[s.name] for s in again.manifest.sources})
     assert again.manifest.prediction is not None
     assert again.manifest.prediction.method.startswith("projektor at best_grid weights (fallback: ")
+
+
+def test_a_failed_qqt_fit_keeps_every_bucket_of_that_source(finished: PipelineRun, tmp_path: Path) -> None:
+    """A source whose bucket curves cannot be fitted (noise seed 2 gives it one) keeps all its buckets,
+    with a FitWarning naming it, instead of stopping the run."""
+    src = finished.out_dir.parents[1]
+    work = tmp_path / "work"
+    shutil.copytree(src, work)
+    calib = work / "calibrate.mix" / finished.steps["calibrate.mix"] / "runs.parquet"
+    runs = pl.read_parquet(calib)
+    noise = pl.Series(np.random.default_rng(2).normal(0.0, 0.5, runs.height))
+    runs.with_columns(metric=pl.col("metric").mean() + noise).write_parquet(calib)
+    for step in ("fit.mix", "prune", "calibrate.qqt", "fit.qqt", "select", "publish"):
+        shutil.rmtree(work / step, ignore_errors=True)
+    with pytest.warns(FitWarning) as record:
+        again = execute(load_config(src.parent / "curate.toml"), work=work, local=True)
+    failed = [str(w.message) for w in record if "keeps all its buckets" in str(w.message)]
+    assert failed, [str(w.message) for w in record]
+    source = failed[0].split("'")[1]
+    plan = {s.name: s for s in again.manifest.sources}
+    assert plan[source].weight > 0
+    assert sum(plan[s].weight for s in plan) == pytest.approx(1.0)
