@@ -27,7 +27,7 @@ from curate.errors import InputError, StageError
 from curate.hashing import JSONValue
 from curate.ingest import ingest_sources
 from curate.io import parquet_files
-from curate.stages import LocalExecutor, StageOutput, commit_step, run_stage
+from curate.stages import LocalExecutor, StageOutput, run_stage
 from pipelines.cluster import LocalCluster
 
 pytestmark = pytest.mark.ray
@@ -72,20 +72,6 @@ class ExitOnceActor(ExitOnce):
 
     name: ClassVar[str] = "exit_once_actor"
     holds_model: ClassVar[bool] = True
-
-
-@pytest.fixture(scope="module")
-def docs_input(tmp_path_factory: pytest.TempPathFactory, wiki_docs: pl.DataFrame) -> StageOutput:
-    """A committed documents-like input: 300 real docs in three part files."""
-    work = tmp_path_factory.mktemp("faults")
-    frame = wiki_docs.select(pl.col("id").alias("doc_id"), "text")
-
-    def build(tmp: Path) -> dict:
-        for i in range(3):
-            pq.write_table(frame[i * 100 : (i + 1) * 100].to_arrow(), tmp / f"part-{i:05d}.parquet")
-        return {"rows_out": frame.height}
-
-    return commit_step(work, "docs", "k0", build, params={}, inputs=[])
 
 
 def _frame(output: StageOutput) -> pl.DataFrame:

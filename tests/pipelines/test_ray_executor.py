@@ -11,7 +11,6 @@ from typing import ClassVar
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import pytest
 from polars.testing import assert_frame_equal
 
@@ -19,7 +18,7 @@ from curate.errors import StageError, UnreadableFileWarning
 from curate.hashing import JSONValue
 from curate.ingest import ingest_sources
 from curate.io import parquet_files
-from curate.stages import Executor, LocalExecutor, StageOutput, commit_step, run_stage
+from curate.stages import Executor, LocalExecutor, StageOutput, run_stage
 
 
 @dataclass(kw_only=True)
@@ -60,20 +59,6 @@ class DropsRows(CharCount):
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         return super().__call__(batch).slice(0, max(batch.num_rows - 1, 0))
-
-
-@pytest.fixture(scope="module")
-def docs_input(tmp_path_factory: pytest.TempPathFactory, wiki_docs: pl.DataFrame) -> StageOutput:
-    """A committed 'documents' input of 300 real docs in three part files."""
-    work = tmp_path_factory.mktemp("work")
-    frame = wiki_docs.select(pl.col("id").alias("doc_id"), "text")
-
-    def build(tmp: Path) -> dict:
-        for i in range(3):
-            pq.write_table(frame[i * 100 : (i + 1) * 100].to_arrow(), tmp / f"part-{i:05d}.parquet")
-        return {"rows_out": frame.height}
-
-    return commit_step(work, "docs", "k0", build, params={}, inputs=[])
 
 
 @pytest.mark.parametrize("stage_type", [CharCount, ModelCharCount])
