@@ -1,6 +1,10 @@
-"""The `curate` command: each subcommand parses, calls one library function and prints a short table.
+"""The `curate` command: each subcommand parses, runs the steps it needs through `curate.api` and prints a
+short table. Stage commands update the work dir's config and reuse every committed step, so
+`curate score WORK` after `curate run` (or the other way round) does no work twice.
 
-Errors Curate raises on purpose print one line to stderr and exit 2; `--verbose` shows the traceback.
+Errors Curate raises on purpose print one line to stderr and exit 2; `--verbose` shows the traceback and
+the libraries' own logs. Commands that run steps take `--address` (a Ray cluster) or `--local` (this
+process); by default they start an embedded Ray runtime and shut it down at exit.
 """
 
 from __future__ import annotations
@@ -8,10 +12,17 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.table import Table
 
 from curate.errors import CurateError
+
+if TYPE_CHECKING:
+    from curate.config import CurateConfig
+    from pipelines.runner import PipelineRun
 
 console = Console()
 err_console = Console(stderr=True)
@@ -46,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="curate",
         description="Curate raw data shards into a filtered, weighted training mix with its evidence.",
     )
-    parser.add_argument("--verbose", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--verbose", action="store_true", help="show tracebacks and library logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (help_text, add_arguments, _) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -56,11 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 2 bad arguments, input or config)."""
+    from curate.progress import quiet_libraries
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    quiet_libraries(verbose=args.verbose)
     _, _, handler = COMMANDS[args.command]
     try:
         return handler(args)
@@ -74,30 +88,65 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-# Subcommands below: each imports what it needs inside its handler so `curate --help` stays quick.
-
-# --- ingest, report, demo (issue 3) ---
-
-
-def _runtime_arguments(p: argparse.ArgumentParser) -> None:
+def _runtime(p: argparse.ArgumentParser) -> None:
     where = p.add_mutually_exclusive_group()
     where.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else an embedded Ray)")
     where.add_argument("--local", action="store_true", help="run in this process, without Ray")
 
 
+def _work(p: argparse.ArgumentParser) -> None:
+    p.add_argument("work", help="work dir (its config.json holds the settings of the last command)")
+
+
+def _steps(args: argparse.Namespace, cfg: CurateConfig, steps: Sequence[str], work: str | None) -> PipelineRun:
+    """Run the steps `steps` need with one progress line per step, then print the warnings they raised (one
+    line each); returns what they committed."""
+    import warnings
+
+    from curate.progress import StepProgress
+    from pipelines.runner import execute
+
+    with warnings.catch_warnings(record=True) as caught, StepProgress(err_console) as bar:
+        warnings.simplefilter("default")
+        run = execute(
+            cfg,
+            work=work,
+            address=args.address,
+            local=args.local,
+            until=steps,
+            report=bar.advance_for,
+            on_step=lambda s: bar.start(s.name),
+        )
+    from curate.errors import FitWarning, UnreadableFileWarning
+
+    ours = (FitWarning, UnreadableFileWarning, FutureWarning)
+    for w in caught:
+        if args.verbose or issubclass(w.category, ours):
+            err_console.print(f"warning: {w.message}", highlight=False, soft_wrap=True)
+    return run
+
+
+def _table(title: str, frame: Any, left: Sequence[str] = ("source",)) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in frame.columns:
+        table.add_column(column, justify="left" if column in left else "right")
+    for row in frame.iter_rows():
+        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+    return table
+
+
+# --- ingest, report ---
+
+
 def _ingest_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("work", help="work dir (created if missing); output goes to WORK/ingest/<key>/")
+    _work(p)
     p.add_argument(
-        "--source",
-        action="append",
-        required=True,
-        metavar="NAME=GLOB",
-        help="a source: NAME=GLOB or NAME=FOLDER (repeat for several)",
+        "--source", action="append", required=True, metavar="NAME=GLOB", help="a source (repeat for several)"
     )
     p.add_argument("--text-field", default="text", help="field/column holding the text (default: text)")
     p.add_argument("--label-field", default=None, help="optional field/column holding a label")
-    p.add_argument("--max-chars", type=int, default=None, help="reject longer texts as too_long")
-    _runtime_arguments(p)
+    p.add_argument("--max-chars", type=int, default=1_000_000, help="reject longer texts as too_long")
+    _runtime(p)
 
 
 def _parse_sources(values: Sequence[str]) -> dict[str, str]:
@@ -110,71 +159,25 @@ def _parse_sources(values: Sequence[str]) -> dict[str, str]:
             raise ConfigError(f"--source must look like NAME=GLOB. Got {value!r} instead.")
         if name in sources:
             raise ConfigError(f"--source names must be unique. Got {name!r} twice.")
-        sources[name] = pattern
+        sources[name] = str(Path(pattern).absolute())
     return sources
-
-
-def _run_ingest(
-    sources: dict[str, str],
-    work: str,
-    args: argparse.Namespace,
-    *,
-    text_field: str = "text",
-    label_field: str | None = None,
-    max_chars: int | None = None,
-) -> int:
-    """Ingest with a rich progress line (in-process or on Ray), then print the report table."""
-    import warnings
-    from contextlib import AbstractContextManager, nullcontext
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    from curate.errors import UnreadableFileWarning
-    from curate.ingest import DEFAULT_MAX_CHARS, ingest_sources
-    from curate.report import report_table
-    from curate.stages import Executor, LocalExecutor
-
-    runtime: AbstractContextManager[Executor]
-    if args.local:
-        runtime = nullcontext(LocalExecutor(progress=False))
-    else:
-        from pipelines.ray_executor import ray_executor
-
-        runtime = ray_executor(args.address)
-    columns = (TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TextColumn("files"))
-    with (
-        runtime as executor,
-        Progress(*columns, console=err_console, transient=True) as bar,
-        warnings.catch_warnings(record=True) as caught,
-    ):
-        warnings.simplefilter("always", UnreadableFileWarning)
-        task = bar.add_task("ingest", total=None)
-        report = ingest_sources(
-            sources,
-            work,
-            text_field=text_field,
-            label_field=label_field,
-            max_chars=DEFAULT_MAX_CHARS if max_chars is None else max_chars,
-            executor=executor,
-            on_progress=lambda n: bar.advance(task, n),
-        )
-    for w in caught:
-        err_console.print(f"warning: {w.message}", highlight=False, soft_wrap=True)
-    console.print(report_table(report))
-    return 0
 
 
 @command("ingest", "Read sources into one validated documents table plus rejects.", _ingest_arguments)
 def _ingest(args: argparse.Namespace) -> int:
-    sources = _parse_sources(args.source)
-    return _run_ingest(
-        sources,
-        args.work,
-        args,
-        text_field=args.text_field,
-        label_field=args.label_field,
-        max_chars=args.max_chars,
-    )
+    from curate.api import work_config
+    from curate.report import IngestReport, report_table
+
+    entry = {"text_field": args.text_field, "label_field": args.label_field}
+    sources = {n: {"path": p, **entry} for n, p in _parse_sources(args.source).items()}
+    if args.max_chars < 1:
+        from curate.errors import ConfigError
+
+        raise ConfigError(f"The 'max_chars' parameter of ingest must be >= 1. Got {args.max_chars}.")
+    cfg = work_config(args.work, sources=sources, ingest={"max_chars": args.max_chars})
+    run = _steps(args, cfg, ["ingest"], args.work)
+    console.print(report_table(IngestReport.from_stage(run.outputs["ingest"])))
+    return 0
 
 
 def _report_arguments(p: argparse.ArgumentParser) -> None:
@@ -194,303 +197,203 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--work", default="curate-demo", help="work dir for the demo (default: ./curate-demo)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the demo corpus sample (default: 0)")
-    _runtime_arguments(p)
-
-
-@command("demo", "Build a multi-source demo corpus from registry data, ingest it, report.", _demo_arguments)
-def _demo(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from curate.demo import build_demo_corpus
-
-    work = Path(args.work)
-    with err_console.status("building the demo corpus"):
-        sources = build_demo_corpus(work / "corpus", seed=args.seed)
-    _run_ingest(sources, str(work), args, label_field="label")
-    return _demo_pipeline(str(work), args)  # issue 8: the whole chain on the demo corpus
-
-
-def _demo_pipeline(work_dir: str, args: argparse.Namespace) -> int:
-    """Write the demo's target and config, run the pipeline on them, print the plan and where it went."""
-    from pathlib import Path
-
-    from curate.demo import build_demo_target, write_demo_config
-    from pipelines.curate_pipeline import execute, summary_table
-
-    work = Path(work_dir)
-    build_demo_target(work / "corpus", seed=args.seed)
-    config = write_demo_config(work, seed=args.seed)
-    with err_console.status("running the pipeline (dedup, embed, score, proxy runs, fits, plan)"):
-        result = execute(config, work=work, address=args.address, local=args.local)
-    console.print(summary_table(result))
-    console.print(f"manifest: {result.manifest_path}\nreport:   {result.report_path}", highlight=False)
-    return 0
-
-
-# --- dedup (issue 4) ---
+# --- dedup, embed, score, plan ---
 
 
 def _dedup_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("work", help="work dir holding a committed ingest output")
+    _work(p)
     p.add_argument(
         "--method",
         action="append",
         choices=["exact", "fuzzy", "semantic"],
-        help="repeatable; run in the order exact, fuzzy, semantic (default: exact and fuzzy)",
+        help="repeatable; run in the order exact, fuzzy, semantic (default: the work dir's [dedup])",
     )
-    p.add_argument("--threshold", type=float, default=0.8, help="fuzzy Jaccard cut in (0, 1] (default 0.8)")
-    p.add_argument("--eps", type=float, default=0.05, help="semantic: duplicate when cosine > 1 - eps")
-    p.add_argument("--num-perm", type=int, default=128, help="MinHash permutations (default 128)")
-    p.add_argument("--ngram", type=int, default=5, help="tokens per shingle (default 5)")
-    p.add_argument("--shingle", choices=["word", "char"], default="word", help="shingle tokens")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threshold", type=float, help="fuzzy Jaccard cut in (0, 1] (default 0.8)")
+    p.add_argument("--eps", type=float, help="semantic: duplicate when cosine > 1 - eps (default 0.05)")
+    p.add_argument("--num-perm", type=int, help="MinHash permutations (default 128)")
+    p.add_argument("--ngram", type=int, help="tokens per shingle (default 5)")
+    p.add_argument("--shingle", choices=["word", "char"], help="shingle tokens (default word)")
+    _runtime(p)
 
 
-@command("dedup", "Mark exact, fuzzy and semantic duplicates in the dedup side table.", _dedup_arguments)
+@command("dedup", "Mark exact, fuzzy (then semantic) duplicates in the dedup side table.", _dedup_arguments)
 def _dedup(args: argparse.Namespace) -> int:
-    from rich.table import Table
+    from curate.api import work_config
+    from curate.dedup.passes import dedup_summary
 
-    from curate.api import dedup_documents
-    from curate.dedup.step import dedup_summary
-
-    out = dedup_documents(
-        args.work,
-        methods=args.method or ["exact", "fuzzy"],
-        threshold=args.threshold,
-        eps=args.eps,
-        num_perm=args.num_perm,
-        ngram=args.ngram,
-        shingle=args.shingle,
-        seed=args.seed,
-    )
-    summary = dedup_summary(out.path.parent.parent)
-    table = Table(title=f"dedup {out.key}")
-    for column in summary.columns:
-        table.add_column(column, justify="left" if column == "source" else "right")
-    for row in summary.iter_rows():
-        table.add_row(*(str(v) for v in row))
-    console.print(table)
-    console.print(f"side table: {out.path}")
+    given = {
+        "fuzzy_threshold": args.threshold,
+        "semantic_eps": args.eps,
+        "num_perm": args.num_perm,
+        "ngram": args.ngram,
+        "shingle": args.shingle,
+    }
+    dedup: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    if args.method:
+        dedup.update({m: m in args.method for m in ("exact", "fuzzy", "semantic")})
+    cfg = work_config(args.work, dedup=dedup)
+    run = _steps(args, cfg, ["dedup"], args.work)
+    out = run.outputs["dedup"]
+    summary = dedup_summary(out.scan(), run.outputs["ingest"].scan())
+    console.print(_table(f"dedup {out.key}", summary))
+    console.print(f"side table: {out.path}", highlight=False)
     return 0
 
 
-# --- embed, score (issues 5, 10) ---
-
-
 def _embed_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("work", help="work dir holding a committed ingest output")
+    _work(p)
     p.add_argument(
         "--embedder",
         choices=["auto", "minilm", "static"],
-        default="auto",
-        help="auto (default): static on CPU-only machines, minilm when a GPU is present",
+        help="auto: static on CPU-only machines, minilm with a GPU (default: the work dir's [embed])",
     )
-    _runtime_arguments(p)
+    _runtime(p)
 
 
-@command("embed", "Embed the latest ingested documents into the embeddings side table.", _embed_arguments)
+@command("embed", "Embed the documents the text dedup kept into the embeddings side table.", _embed_arguments)
 def _embed(args: argparse.Namespace) -> int:
-    from contextlib import AbstractContextManager, nullcontext
+    from curate.api import work_config
+    from curate.embeddings import read_space
 
-    from rich.table import Table
-
-    from curate.api import embed_documents
-    from curate.embeddings import read_space, resolve_kind
-    from curate.stages import Executor, LocalExecutor
-
-    runtime: AbstractContextManager[Executor]
-    if args.local:
-        runtime = nullcontext(LocalExecutor())
-    else:
-        import torch
-
-        from pipelines.ray_executor import ray_executor
-
-        on_gpu = resolve_kind(args.embedder) == "minilm" and torch.cuda.is_available()
-        runtime = ray_executor(args.address, num_gpus=1.0 if on_gpu else 0.0)  # one actor per GPU
-    with runtime as executor:
-        out = embed_documents(args.work, embedder=args.embedder, executor=executor)
+    cfg = work_config(args.work, embed={} if args.embedder is None else {"kind": args.embedder})
+    out = _steps(args, cfg, ["embed"], args.work).outputs["embed"]
     space = read_space(out)
-    table = Table(title="embed")
-    for column in ("embedder", "version", "dim", "rows", "key", "output"):
+    table = Table(title="embed", title_justify="left")
+    for column in ("embedder", "version", "dim", "rows", "skipped (duplicates)", "output"):
         table.add_column(column)
-    rows = str(out.info.get("rows_out", ""))
-    table.add_row(space.embedder, space.version, str(space.dim), rows, out.key, str(out.path))
+    rows, skipped = str(out.info.get("rows_out", "")), str(out.info.get("rows_skipped", ""))
+    table.add_row(space.embedder, space.version, str(space.dim), rows, skipped, str(out.path))
     console.print(table)
     return 0
 
 
 def _score_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("work", help="work dir holding a committed ingest output (embedded first if needed)")
-    p.add_argument("--target", metavar="GLOB", help="target shards (glob or folder): adds target_sim")
-    p.add_argument(
-        "--label-field",
-        metavar="F",
-        help="documents column with class labels (e.g. label): EL2N, class_proto_dist",
-    )
+    _work(p)
+    p.add_argument("--target", metavar="GLOB", help="target shards (glob or folder): adds target_dist and target_ngram")
     p.add_argument("--k", type=int, help="number of prototypes (default: sqrt(n/2), at most 1000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of k-means and the proxy models (default 0)")
-    p.add_argument(
-        "--embedder",
-        choices=["auto", "minilm", "static"],
-        default="auto",
-        help="embedding tier (default auto)",
-    )
+    _runtime(p)
 
 
 _SPARK = " ▁▂▃▄▅▆▇█"
 
 
-@command(
-    "score",
-    "Score documents (prototypes, difficulty, target distance) into the scores table.",
-    _score_arguments,
-)
+@command("score", "Score documents (prototypes, difficulty, target distance) into the score tables.", _score_arguments)
 def _score(args: argparse.Namespace) -> int:
-    from rich.table import Table
+    from curate.api import work_config
+    from pipelines.score_step import read_scores, summarize_scores
 
-    from curate.api import score_documents, score_summary
-
-    out = score_documents(
-        args.work,
-        target=args.target,
-        label_field=args.label_field,
-        k=args.k,
-        seed=args.seed,
-        embedder=args.embedder,
-    )
-    summary = score_summary(args.work)
-    table = Table(
-        title=f"scores per source: deciles and histogram (larger = harder / further); key {out.key}"
-    )
+    sections: dict[str, Any] = {} if args.k is None else {"score": {"n_clusters": args.k}}
+    if args.target is not None:
+        sections["target"] = {"path": str(Path(args.target).absolute())}
+    cfg = work_config(args.work, **sections)
+    out = _steps(args, cfg, ["score"], args.work).outputs["score"]
+    table = Table(title=f"scores per source (larger = harder / further); key {out.key}", title_justify="left")
     for column in ("source", "score", "n", "null", "q10", "q50", "q90", "histogram (min..max)"):
         table.add_column(column, justify="left" if column in ("source", "score") else "right")
-    for row in summary.iter_rows(named=True):
-        counts = row["hist"]
-        top = max(counts) or 1
-        spark = "".join(_SPARK[round(c / top * 8)] for c in counts) if row["n"] > row["n_null"] else ""
+    for row in summarize_scores(read_scores(out)).iter_rows(named=True):
+        top = max(row["hist"]) or 1
+        spark = "".join(_SPARK[round(c / top * 8)] for c in row["hist"]) if row["n"] > row["n_null"] else ""
         quantiles = [f"{row[q]:.3f}" if row[q] is not None else "-" for q in ("q10", "q50", "q90")]
         table.add_row(row["source"], row["score"], str(row["n"]), str(row["n_null"]), *quantiles, spark)
     console.print(table)
-    console.print(f"scores written to {out.path}")
+    console.print(f"scores written to {out.path}", highlight=False)
     return 0
-
-
-# --- plan (issue 6) ---
 
 
 def _plan_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("work", help="work dir with committed embeddings and scores (run `curate score` first)")
-    p.add_argument(
-        "--budget", type=int, action="append", required=True, metavar="N", help="samples seen (repeatable)"
-    )
-    p.add_argument(
-        "--score",
-        default="target_sim",
-        choices=["proto_dist", "class_proto_dist", "difficulty", "target_sim"],
-        help="score column that cuts the quality buckets (default target_sim)",
-    )
-    p.add_argument("--buckets", type=int, default=4, help="number of quantile buckets (default 4)")
-    p.add_argument("--epochs", type=int, default=8, help="proxy epochs per bucket (default 8)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split and the proxies (default 0)")
+    _work(p)
+    p.add_argument("--budget", type=int, metavar="N", help="budget value (default: the work dir's [budget])")
+    _runtime(p)
 
 
-@command("plan", "Quality buckets, proxy curves, QQT fit: the best bucket union per budget", _plan_arguments)
+@command("plan", "Quality buckets, proxy curves, QQT fit: the bucket union per source.", _plan_arguments)
 def _plan(args: argparse.Namespace) -> int:
-    from rich.table import Table
+    from curate.api import work_config
+    from curate.records import read_record
+    from pipelines.quality_steps import QualityPlan
 
-    from curate.api import plan_quality
-
-    result = plan_quality(
-        args.work,
-        budgets=args.budget,
-        score=args.score,
-        n_buckets=args.buckets,
-        epochs=args.epochs,
-        seed=args.seed,
-    )
-    fit = result.fit
-    laws = Table(title=f"QQT per bucket of {args.score} (a = {fit.a:.4g}, d = {fit.d:.4g})")
-    for column in ("pool", "docs", "b", "tau"):
-        laws.add_column(column, justify="left" if column == "pool" else "right")
-    for row in fit.params.sort("b").iter_rows(named=True):
-        laws.add_row(row["pool"], str(row["pool_size"]), f"{row['b']:.4f}", f"{row['tau']:.2f}")
-    plan = Table(title="best union of top buckets per budget (90% bootstrap interval)")
-    for column in ("budget", "pools", "predicted error", "interval"):
-        plan.add_column(column, justify="left" if column == "pools" else "right")
-    for row in result.plan.iter_rows(named=True):
-        interval = f"[{row['lo']:.4f}, {row['hi']:.4f}]"
-        plan.add_row(str(row["budget"]), "+".join(row["pools"]), f"{row['error']:.4f}", interval)
-    console.print(laws)
-    console.print(plan)
+    cfg = work_config(args.work, **({} if args.budget is None else {"budget": {"value": args.budget}}))
+    out = _steps(args, cfg, ["fit.quality"], args.work).outputs["fit.quality"]
+    plan = read_record(QualityPlan, out.path)
+    table = Table(title=f"QQT plan per source ({cfg.score.bucket_metric} buckets, 0 = best)", title_justify="left")
+    for column in ("source", "buckets", "predicted loss", "note"):
+        table.add_column(column)
+    for name, q in sorted(plan.sources.items()):
+        error = "-" if q.error is None else f"{q.error:.4f}"
+        table.add_row(name, ",".join(map(str, q.buckets)) or "-", error, q.note or "")
+    console.print(table)
     return 0
 
 
-# --- mix (issue 7) ---
+# --- mix, run, demo ---
+
+
+def _config_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="pipeline config (TOML; see pipelines/configs/default.toml)")
+    p.add_argument("--work", default=None, help="work dir (default: work/ beside the config file)")
+    _runtime(p)
 
 
 def _mix_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="pipeline config (TOML) naming the sources, the target and the budget")
+    _config_arguments(p)
     p.add_argument("-o", "--output", default="mix.json", help="manifest path to write (default mix.json)")
-    p.add_argument("--work", default=None, help="work dir (default: work/ beside the config file)")
     p.add_argument(
         "--method",
         choices=["projektor", "uniform", "proportional", "dml", "best_grid"],
-        default=None,
-        help="override [mixture] method (default: the config's, projektor)",
+        help="override [mixture] method (default: the config's)",
     )
 
 
-@command("mix", "Plan source weights (Projektor on the target); write the mixture manifest.", _mix_arguments)
+def _print_run(run: PipelineRun) -> None:
+    from pipelines.runner import summary_table
+
+    manifest = run.manifest
+    console.print(summary_table(manifest))
+    if manifest.prediction is not None:
+        console.print(f"prediction: {manifest.prediction.method}", highlight=False)
+    console.print(f"manifest: {run.manifest_path}\nreport:   {run.report_path}", highlight=False)
+
+
+@command("mix", "Plan source weights, buckets and pruning; write the mixture manifest.", _mix_arguments)
 def _mix(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from rich.table import Table
-
-    from curate.api import plan_mixture
     from curate.config import load_config
     from curate.manifest import write_manifest
 
     cfg = load_config(args.config)
     if args.method is not None:
         cfg = cfg.model_copy(update={"mixture": cfg.mixture.model_copy(update={"method": args.method})})
-    manifest = plan_mixture(cfg, work=args.work)
-    write_manifest(manifest, Path(args.output))
-    table = Table(title=f"mix ({cfg.mixture.method})")
-    for column in ("source", "weight", "n_kept"):
-        table.add_column(column)
-    for s in manifest.sources:
-        table.add_row(s.name, f"{s.weight:.4f}", str(s.n_kept))
-    console.print(table)
-    if manifest.prediction is not None:
-        pred = manifest.prediction
-        lo, hi = pred.interval
-        console.print(f"predicted {pred.metric}: {pred.value:.4f} [{lo:.4f}, {hi:.4f}] ({pred.method})")
-    console.print(f"manifest: {args.output}", highlight=False)
+    run = _steps(args, cfg, ["publish"], args.work)
+    write_manifest(run.manifest, Path(args.output))
+    _print_run(run)
+    console.print(f"written: {args.output}", highlight=False)
     return 0
 
 
-# --- run (issue 8) ---
-
-
-def _run_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="pipeline config (TOML; see pipelines/configs/default.toml)")
-    p.add_argument("--work", default=None, help="work dir (default: work/ beside the config file)")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--address", help="Ray cluster to join (default: [ray] address, else embedded Ray)")
-    where.add_argument("--local", action="store_true", help="run in this process, without Ray")
-
-
-@command("run", "Run the whole curation: shards, target, budget -> manifest, exports, report", _run_arguments)
+@command("run", "Run the whole curation: shards, target, budget -> manifest, exports, report", _config_arguments)
 def _run(args: argparse.Namespace) -> int:
-    from pipelines.curate_pipeline import execute, summary_table
+    from curate.config import load_config
 
-    result = execute(args.config, work=args.work, address=args.address, local=args.local)
-    console.print(summary_table(result))
-    console.print(f"manifest: {result.manifest_path}\nreport:   {result.report_path}", highlight=False)
+    _print_run(_steps(args, load_config(args.config), ["publish"], args.work))
+    return 0
+
+
+def _demo_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--work", default="curate-demo", help="work dir for the demo (default: ./curate-demo)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the demo corpus sample (default: 0)")
+    _runtime(p)
+
+
+@command("demo", "Build a five-source demo corpus from registry data and run the whole curation.", _demo_arguments)
+def _demo(args: argparse.Namespace) -> int:
+    from curate.config import load_config
+    from curate.demo import build_demo_corpus, build_demo_target, write_demo_config
+
+    work = Path(args.work)
+    with err_console.status("building the demo corpus"):
+        build_demo_corpus(work / "corpus", seed=args.seed)
+        build_demo_target(work / "corpus", seed=args.seed)
+    config = write_demo_config(work, seed=args.seed)
+    _print_run(_steps(args, load_config(config), ["publish"], str(work)))
     return 0
 
 

@@ -7,8 +7,10 @@ ConfigError naming the dotted key, what is allowed and what came. Globs are rela
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import tomllib
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,6 +34,12 @@ class SourceConfig(_Section):
     label_field: str | None = None
 
 
+class IngestConfig(_Section):
+    """Ingest limits: texts longer than `max_chars` characters are rejected as too_long."""
+
+    max_chars: int = Field(default=1_000_000, ge=1, le=1_000_000_000)
+
+
 class BudgetConfig(_Section):
     """The training budget: `value` samples or tokens (tokens estimated as ceil(n_chars / 4))."""
 
@@ -47,8 +55,9 @@ class DedupConfig(_Section):
     fuzzy_threshold: float = Field(default=0.8, gt=0, le=1)
     num_perm: int = Field(default=128, ge=16, le=1024)
     ngram: int = Field(default=5, ge=1, le=32)
+    shingle: Literal["word", "char"] = "word"
     semantic: bool = True
-    semantic_eps: float = Field(default=0.02, gt=0, lt=1)
+    semantic_eps: float = Field(default=0.05, gt=0, lt=1)  # curate.dedup.semantic.DEFAULT_EPS
 
 
 class EmbedConfig(_Section):
@@ -59,33 +68,55 @@ class EmbedConfig(_Section):
     cache_dir: str = ""  # "" = the user cache (~/.cache/curate/embedders)
 
 
+ScoreName = Literal["target_dist", "target_ngram", "proto_dist", "class_proto_dist", "difficulty"]
+RENAMED_SCORES = {"target_sim": "target_dist"}  # old name -> new name, accepted (with a warning) for one version
+
+
 class ScoreConfig(_Section):
     """Scores: which one cuts quality buckets (QQT), which one the pruning policy ranks, what it keeps."""
 
-    bucket_metric: Literal["target_sim", "proto_dist", "difficulty"] = "target_sim"
-    prune_metric: Literal["proto_dist", "target_sim", "difficulty"] = "proto_dist"
+    bucket_metric: ScoreName = "target_ngram"
+    prune_metric: ScoreName = "proto_dist"
     n_clusters: int = Field(default=0, ge=0, le=100_000)  # 0 = chosen from the data
+    fit_rows: int = Field(default=100_000, ge=100, le=10_000_000)  # sample the score statistics are fitted on
     policy: Literal["auto", "keep_hard", "keep_easy", "random", "all"] = "auto"
     balance: Literal["cluster", "class", "none"] = "cluster"
     keep_fraction: float = Field(default=0.8, gt=0, le=1)
     n_buckets: int = Field(default=4, ge=1, le=20)
 
+    @field_validator("bucket_metric", "prune_metric", mode="before")
+    @classmethod
+    def _renamed(cls, v: Any) -> Any:
+        if v in RENAMED_SCORES:
+            warnings.warn(
+                f"score '{v}' is now called '{RENAMED_SCORES[v]}' (it is a distance); the old name will be "
+                "refused in the next version.",
+                FutureWarning,
+                stacklevel=2,
+            )
+            return RENAMED_SCORES[v]
+        return v
+
 
 class ProxyConfig(_Section):
-    """Calibration proxy runs: model kind, pilot sizes, epochs and the mixture grid."""
+    """Calibration proxy runs: the proxy model, pilot sizes, repeats and seeds, the mixture grid."""
 
-    kind: Literal["probe", "lm"] = "probe"
-    pilot_sizes: list[int] = Field(default_factory=lambda: [256, 1024], min_length=2)
-    epochs: int = Field(default=6, ge=1, le=1_000)
-    hidden: int = Field(default=128, ge=4, le=8_192, multiple_of=4)  # probe hidden width / LM model width
-    max_len: int = Field(default=128, ge=8, le=65_536)  # bytes per text the LM reads
-    batch_size: int = Field(default=64, ge=1, le=65_536)
-    lr: float = Field(default=3e-3, gt=0, le=1)
-    n_mixtures: int = Field(default=12, ge=2, le=1_000)
-    eval_size: int = Field(default=256, ge=8, le=1_000_000)
+    kind: Literal["ngram", "probe"] = "ngram"
+    order: int = Field(default=3, ge=1, le=4)  # n-gram order of the ngram proxy
+    pilot_sizes: list[int] = Field(default_factory=lambda: [250, 1000, 4000], min_length=2)
+    repeats: int = Field(default=2, ge=1, le=100)  # proxy runs per (mixture, pilot size)
+    seeds: int = Field(default=3, ge=1, le=100)  # proxy runs per quality bucket (and for the prediction)
+    epochs: list[int] = Field(default_factory=lambda: [1, 2, 4, 8], min_length=3)  # bucket curve points
+    grid_divisions: int = Field(default=3, ge=1, le=20)  # simplex lattice of mixtures (1/d steps)
+    pool_rows: int = Field(default=5_000, ge=10, le=1_000_000)  # proxy pool per source (seeded sample)
+    bucket_rows: int = Field(default=1_000, ge=3, le=1_000_000)  # rows a bucket's proxy trains on
+    hidden: int = Field(default=128, ge=4, le=8_192)  # probe hidden width
+    batch_size: int = Field(default=64, ge=1, le=65_536)  # probe mini-batch
+    lr: float = Field(default=3e-3, gt=0, le=1)  # probe peak learning rate
+    eval_size: int = Field(default=500, ge=8, le=1_000_000)
     bootstrap: int = Field(default=20, ge=0, le=1_000)  # bootstrap refits of each QQT fit (its intervals)
 
-    @field_validator("pilot_sizes")
+    @field_validator("pilot_sizes", "epochs")
     @classmethod
     def _increasing(cls, v: list[int]) -> list[int]:
         if any(b <= a for a, b in itertools.pairwise(v)) or v[0] < 1:
@@ -103,13 +134,15 @@ class MixtureConfig(_Section):
 
 
 class RayConfig(_Section):
-    """Where stages run: an embedded Ray runtime (empty address) or a cluster, and its resources."""
+    """Where stages run: an embedded Ray runtime (empty address) or a cluster, and its parallelism."""
 
     address: str = ""
     num_cpus: int = Field(default=0, ge=0)  # 0 = every local core (embedded runtime only)
-    num_gpus: float = Field(default=0.0, ge=0)
+    num_gpus: float = Field(default=0.0, ge=0)  # GPUs per model-stage actor
     batch_size: int = Field(default=4096, ge=1, le=1_000_000)
-    concurrency: int = Field(default=1, ge=1, le=1_024)
+    actors: int = Field(default=0, ge=0, le=1_024)  # model-stage actor pool; 0 = CPUs // cpus_per_actor
+    cpus_per_actor: int = Field(default=1, ge=1, le=1_024)  # each actor's torch threads use them all
+    max_tasks: int = Field(default=0, ge=0, le=100_000)  # tasks in flight; 0 = every cluster CPU
 
 
 class CurateConfig(_Section):
@@ -117,7 +150,8 @@ class CurateConfig(_Section):
 
     seed: int = Field(default=0, ge=0)
     sources: dict[str, SourceConfig]
-    target: SourceConfig
+    target: SourceConfig | None = None
+    ingest: IngestConfig = IngestConfig()
     budget: BudgetConfig = BudgetConfig()
     dedup: DedupConfig = DedupConfig()
     embed: EmbedConfig = EmbedConfig()
@@ -146,12 +180,13 @@ class CurateConfig(_Section):
         bad = [n for n in self.sources if not SOURCE_NAME.match(n)]
         if bad:
             raise ValueError(f"source names must match {SOURCE_NAME.pattern}; got {bad}")
-        if self.budget.unit == "samples" and self.budget.value < self.proxy.batch_size:
-            raise ValueError(
-                f"config key 'budget.value' ({self.budget.value} samples) is smaller than one batch "
-                f"(proxy.batch_size = {self.proxy.batch_size})"
-            )
         return self
+
+    def resolved(self) -> CurateConfig:
+        """The same config with every source and target glob made absolute (it no longer needs base_dir)."""
+        sources = {n: s.model_copy(update={"path": str(self.resolve(s.path))}) for n, s in self.sources.items()}
+        target = None if self.target is None else self.target.model_copy(update={"path": str(self.resolve(self.target.path))})
+        return self.model_copy(update={"sources": sources, "target": target})
 
     def resolve(self, pattern: str) -> Path:
         """`pattern` as an absolute path (relative globs are taken from the config file's folder)."""
@@ -225,3 +260,27 @@ def load_config(path: PathLike) -> CurateConfig:
     if "base_dir" in data:
         raise ConfigError(f"{path}: config key 'base_dir' is not allowed (it is the config file's folder).")
     return parse_config(data, base_dir=path.parent, where=str(path))
+
+
+WORK_CONFIG = "config.json"
+
+
+def save_work_config(cfg: CurateConfig, work: PathLike) -> Path:
+    """Record `cfg` (globs made absolute) as the work dir's config, which stage commands start from."""
+    from curate.io import write_text
+
+    path = Path(work) / WORK_CONFIG
+    write_text(path, json.dumps(cfg.resolved().dump(), indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def load_work_config(work: PathLike) -> CurateConfig | None:
+    """The config recorded in `work` by the last run or stage command, or None when there is none."""
+    path = Path(work) / WORK_CONFIG
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the work dir's config '{path}': {exc}") from exc
+    return parse_config(data, base_dir=Path(work), where=str(path))

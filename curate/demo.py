@@ -153,20 +153,14 @@ path = "corpus/target/*.jsonl"
 
 [budget]
 unit = "samples"
-value = 1000
+value = 3000
 
 [score]
 n_buckets = 3
 
 [proxy]
-kind = "lm"          # the web and BBC sources carry no labels: a tiny byte LM scores mixtures on the target
-pilot_sizes = [48, 128]
-epochs = 2
-hidden = 32
-max_len = 64
-batch_size = 32
-n_mixtures = 24     # stage 1 of Projektor has 4 x 5 + 2 = 22 coefficients for five sources
-eval_size = 128
+pilot_sizes = [150, 500, 1500]
+eval_size = 256
 bootstrap = 5
 
 [mixture]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -17,11 +18,10 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
 
 from curate.errors import StageError
 from curate.hashing import JSONValue, stage_key
-from curate.io import atomic_dir, parquet_files, parquet_rows, scan_parquet
+from curate.io import atomic_dir, atomic_file, parquet_files, parquet_rows, scan_parquet
 
 STAGE_FILE = "_stage.json"
 CODE_VERSION = "0.1.0"
@@ -44,28 +44,60 @@ class Stage(Protocol):
 
 @dataclass
 class Counts:
-    """Rows into and out of a stage."""
+    """Rows into a stage, rows a row filter skipped, and rows out (what is on disk)."""
 
     rows_in: int = 0
     rows_out: int = 0
-
-    def add(self, rows_in: int, rows_out: int) -> None:
-        self.rows_in += rows_in
-        self.rows_out += rows_out
+    rows_skipped: int = 0
 
 
 Progress = Callable[[int], None]  # called with how many units of work just finished
+RowFilter = Callable[[pa.Table], pa.Table]  # drops rows before a stage sees them (e.g. duplicates)
 
 
 class Executor(Protocol):
-    """Maps a Stage over Parquet files into `out_dir` (part-*.parquet) and returns on-disk counts;
-    maps a task function over the rows of a task table (ingest: one row per group of input files)."""
+    """Maps a Stage over the row groups of Parquet files into `out_dir` (part-<file>-<group>.parquet) and
+    returns on-disk counts; maps a task function over the rows of a task table (one row per task)."""
 
-    def map_batches(self, stage: Stage, files: Sequence[Path], out_dir: Path) -> Counts: ...
+    def map_batches(
+        self,
+        stage: Stage,
+        files: Sequence[Path],
+        out_dir: Path,
+        *,
+        keep: RowFilter | None = None,
+        on_progress: Progress | None = None,
+    ) -> Counts: ...
 
     def map_tasks(
         self, fn: Callable[[pa.Table], pa.Table], tasks: pa.Table, *, on_progress: Progress | None = None
     ) -> pa.Table: ...
+
+    def describe(self) -> dict[str, JSONValue]: ...
+
+    def take_usage(self) -> dict[str, int]: ...
+
+
+@contextmanager
+def single_threaded() -> Iterator[None]:
+    """Run a task on one BLAS and one torch thread (restored after), so its floating-point results do not
+    depend on the executor: a Ray task and an in-process call sum in the same order."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def call_task(fn: Callable[[pa.Table], pa.Table], task: pa.Table) -> pa.Table:
+    """`fn(task)` single-threaded: how both executors run a task function."""
+    with single_threaded():
+        return fn(task)
 
 
 def check_same_rows(batch: pa.Table, out: pa.Table, *, stage: str) -> None:
@@ -74,49 +106,105 @@ def check_same_rows(batch: pa.Table, out: pa.Table, *, stage: str) -> None:
         raise StageError(f"stage '{stage}' returned {out.num_rows} rows for a batch of {batch.num_rows}.")
 
 
+@dataclass(frozen=True)
+class WorkItem:
+    """One row group of one input file and the part file its stage output goes to."""
+
+    path: Path
+    group: int
+    rows: int
+    dest: Path
+
+
+def work_items(files: Sequence[Path], out_dir: Path) -> list[WorkItem]:
+    """Every non-empty row group of `files` (from the footers) with its output part name.
+
+    The name depends only on the input's position, so both executors write the same layout and a retried
+    item overwrites its own part.
+    """
+    items = []
+    for i, path in enumerate(files):
+        meta = pq.ParquetFile(path).metadata
+        for g in range(meta.num_row_groups):
+            if rows := meta.row_group(g).num_rows:
+                items.append(WorkItem(Path(path), g, rows, Path(out_dir) / f"part-{i:05d}-{g:05d}.parquet"))
+    return items
+
+
+def map_item(stage: Stage, item: WorkItem, *, batch_size: int, keep: RowFilter | None = None) -> int:
+    """Apply `stage` to one row group in batches (after `keep`), write its part atomically; rows written."""
+    schema = stage.output_schema()
+    written = 0
+    reader = pq.ParquetFile(item.path)
+    with atomic_file(item.dest) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as w:
+        for rb in reader.iter_batches(batch_size, row_groups=[item.group], columns=list(stage.input_columns)):
+            batch = pa.Table.from_batches([rb])
+            if keep is not None:
+                batch = keep(batch)
+            if batch.num_rows == 0:
+                continue
+            out = stage(batch)
+            check_same_rows(batch, out, stage=stage.name)
+            w.write_table(out.cast(schema))
+            written += out.num_rows
+    return written
+
+
 @dataclass(kw_only=True)
 class LocalExecutor:
-    """Runs a Stage in this process, shard by shard, with a progress bar; no Ray."""
+    """Runs Stages and tasks in this process, in order; no Ray."""
 
     batch_size: int = 4096
-    progress: bool = True
+    _usage: dict[str, int] = field(default_factory=dict, init=False, repr=False)
 
-    def map_batches(self, stage: Stage, files: Sequence[Path], out_dir: Path) -> Counts:
-        """Apply `stage` to every batch of `files`, one output part per input file."""
-        counts = Counts()
-        schema = stage.output_schema()
-        total = parquet_rows(files)
-        with tqdm(total=total, desc=stage.name, unit="row", disable=not self.progress) as bar:
-            for i, path in enumerate(files):
-                part = out_dir / f"part-{i:05d}.parquet"
-                try:
-                    with pq.ParquetWriter(part, schema, compression="zstd") as w:
-                        for rb in pq.ParquetFile(path).iter_batches(
-                            self.batch_size, columns=list(stage.input_columns)
-                        ):
-                            batch = pa.Table.from_batches([rb])
-                            out = stage(batch)
-                            check_same_rows(batch, out, stage=stage.name)
-                            w.write_table(out.cast(schema))
-                            bar.update(batch.num_rows)
-                except OSError as exc:
-                    raise StageError(f"could not write '{part}': {exc.strerror or exc}") from exc
-        counts.add(total, parquet_rows(parquet_files(out_dir)))
-        return counts
+    def map_batches(
+        self,
+        stage: Stage,
+        files: Sequence[Path],
+        out_dir: Path,
+        *,
+        keep: RowFilter | None = None,
+        on_progress: Progress | None = None,
+    ) -> Counts:
+        """Apply `stage` to every row group of `files`, one part file per row group."""
+        items = work_items(files, out_dir)
+        for item in items:
+            map_item(stage, item, batch_size=self.batch_size, keep=keep)
+            if on_progress is not None:
+                on_progress(item.rows)
+        self._count("batch_items", len(items))
+        return counts_on_disk(files, out_dir)
 
     def map_tasks(
         self, fn: Callable[[pa.Table], pa.Table], tasks: pa.Table, *, on_progress: Progress | None = None
     ) -> pa.Table:
         """Call `fn` on each row of `tasks` (a one-row table), in order; the results concatenated."""
         results = []
-        with tqdm(total=tasks.num_rows, desc="tasks", unit="task", disable=not self.progress) as bar:
-            for i in range(tasks.num_rows):
-                out = fn(tasks.slice(i, 1))
-                results.append(out)
-                bar.update(1)
-                if on_progress is not None:
-                    on_progress(out.num_rows)
+        for i in range(tasks.num_rows):
+            out = call_task(fn, tasks.slice(i, 1))
+            results.append(out)
+            if on_progress is not None:
+                on_progress(1)
+        self._count("tasks", tasks.num_rows)
         return pa.concat_tables(results) if results else pa.table({})
+
+    def describe(self) -> dict[str, JSONValue]:
+        """What ran the work: this process."""
+        return {"executor": "local", "processes": 1}
+
+    def _count(self, what: str, n: int) -> None:
+        self._usage[what] = self._usage.get(what, 0) + n
+
+    def take_usage(self) -> dict[str, int]:
+        """Tasks and batch items run since the last call (and reset)."""
+        usage, self._usage = dict(self._usage), {}
+        return usage
+
+
+def counts_on_disk(files: Sequence[Path], out_dir: Path) -> Counts:
+    """Counts from the Parquet footers: rows in the inputs, rows written, and the difference (skipped)."""
+    rows_in, rows_out = parquet_rows(files), parquet_rows(parquet_files(out_dir))
+    return Counts(rows_in=rows_in, rows_out=rows_out, rows_skipped=rows_in - rows_out)
 
 
 @dataclass(frozen=True)
@@ -211,17 +299,30 @@ def key_params(stage: Stage) -> dict[str, JSONValue]:
     return {k: v for k, v in stage.get_params().items() if k not in stage.speed_only}
 
 
-def run_stage(stage: Stage, source: StageOutput, work: Path, *, executor: Executor) -> StageOutput:
-    """Map `stage` over a committed input with `executor`; a no-op when the same key is committed."""
+def run_stage(
+    stage: Stage,
+    source: StageOutput,
+    work: Path,
+    *,
+    executor: Executor,
+    keep: RowFilter | None = None,
+    keep_key: str | None = None,
+    on_progress: Progress | None = None,
+) -> StageOutput:
+    """Map `stage` over a committed input with `executor`; a no-op when the same key is committed.
+
+    `keep` drops rows before the stage (its identity, e.g. the dedup step's key, is `keep_key`).
+    """
     params = key_params(stage)
-    key = stage_key(stage.name, stage.version, params, [source.key])
+    inputs = [source.key, *([keep_key] if keep_key else [])]
+    key = stage_key(stage.name, stage.version, params, inputs)
 
     def build(tmp: Path) -> dict[str, Any]:
-        counts = executor.map_batches(stage, source.files, tmp)
-        if counts.rows_in != counts.rows_out:
+        counts = executor.map_batches(stage, source.files, tmp, keep=keep, on_progress=on_progress)
+        if keep is None and counts.rows_in != counts.rows_out:
             raise StageError(
                 f"stage '{stage.name}' wrote {counts.rows_out} rows for {counts.rows_in} input rows."
             )
-        return {"rows_in": counts.rows_in, "rows_out": counts.rows_out}
+        return {"rows_in": counts.rows_in, "rows_out": counts.rows_out, "rows_skipped": counts.rows_skipped}
 
-    return commit_step(work, stage.name, key, build, params=params, inputs=[source.key])
+    return commit_step(work, stage.name, key, build, params=params, inputs=inputs)

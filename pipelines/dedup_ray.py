@@ -1,26 +1,28 @@
-"""Fuzzy dedup on Ray: the result of `curate.dedup.fuzzy.fuzzy_duplicates`, no node holding all of it.
+"""Text dedup on Ray: the table of `curate.dedup.passes.text_duplicates` (exact, then fuzzy), no node
+holding all of it.
 
-1. Signatures: one Ray task per Parquet row group reads doc_id and text in `batch_size` batches and returns
-   one (doc_id, signature) block per batch (`MinHashSignatures` stage); the text never leaves that task.
-   Parallelism is across row groups (ingest writes many part files). Ray Data's `read_parquet` +
-   `map_batches` did the same in 6 s at 100k docs vs 1.8 s for these tasks (2 CPUs).
-2. Band keys: one Ray task per signature block computes the (bands, rows) LSH keys and scatters one row
-   (band, key, doc_id, signature) per band by `key % P` into P pieces (P = `num_partitions`).
-3. One reducer task per partition gets every row of its band buckets, forms the candidate pairs inside each
-   bucket (`bucket_pairs`), deduplicates them and keeps those with signature Jaccard >= threshold.
-4. `pipelines.components.connected_components` over the verified pairs (distributed large/small star).
-5. doc_ids and component labels are scattered by hash(doc_id) into P pieces; reducer i writes
-   `part-{i:05d}.parquet` of the DEDUP table (kept = smallest doc_id of its component).
+1. Signatures: one Ray task per Parquet row group reads doc_id, text and content_hash in `batch_size`
+   batches and returns one (doc_id, content_hash, signature) block per batch (`MinHashSignatures` stage);
+   the text never leaves that task.
+2. Exact (if on): each block's (doc_id, content_hash) is scattered by hash(content_hash) into P pieces; a
+   reducer per partition marks its exact-duplicate groups (`mark_exact`, smallest doc_id kept).
+3. Fuzzy (if on): a task per block computes the (bands, rows) LSH keys and scatters one row (band, key,
+   doc_id, signature) per band by `key % P`; a reducer per partition forms the candidate pairs inside each
+   bucket, deduplicates them and keeps those with signature Jaccard >= threshold;
+   `pipelines.components.connected_components` labels them (distributed large/small star).
+   Exact copies take part: they have their original's signature, so they join its component and change
+   no other; a component's smallest doc_id is never an exact copy, so labels equal the in-process pass run
+   after exact.
+4. doc_ids, exact marks and component labels are scattered by hash(doc_id) into P pieces; reducer i writes
+   `part-{i:05d}.parquet` of the DEDUP table: an exact copy is "exact", else a doc whose component label is
+   another doc is "fuzzy" (test: equal to the in-process table).
 
 Signatures travel with the band keys (`bands` copies of 4 * num_perm bytes per doc: 6 KiB at 12 x 10 and 128
 perms) rather than being looked up after the shuffle: a lookup needs the candidate pairs joined twice to a
-signature table partitioned by doc_id (two more shuffles, each a round of tasks and object-store writes).
-Carrying them is the simpler plan with two shuffles fewer; the lookup variant was not built or measured, so
-which is cheaper beyond the sizes in bench/dedup.py is open. Memory: a scatter task holds
-one block (`batch_size` docs, their `bands` key rows and signatures); a reducer holds about n * bands / P rows
-with their signatures, so P bounds it: by default P = ceil(n * bands / 2^20) from the Parquet footers
-(~0.55 GiB per reducer at 128 perms). A shuffle writes blocks x P pieces, which is what limits P upward.
-The driver holds object refs and one integer per partition, never pairs, ids or texts.
+signature table partitioned by doc_id (two more shuffles). Memory: a scatter task holds one block; a
+reducer holds about n * bands / P rows with their signatures, so P bounds it: by default
+P = ceil(n * bands / 2^20) from the Parquet footers (~0.55 GiB per reducer at 128 perms). The driver holds
+object refs and one integer per partition, never pairs, ids or texts.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import pyarrow.parquet as pq
 import ray
 
 from curate._validation import check_interval
-from curate.dedup.fuzzy import check_fuzzy_params
+from curate.dedup.exact import mark_exact
 from curate.dedup.lsh import (
     band_keys,
     bucket_pairs,
@@ -46,15 +48,19 @@ from curate.dedup.lsh import (
     signature_jaccard,
     unique_pairs,
 )
-from curate.dedup.minhash import MinHashSignatures, Shingle
+from curate.dedup.minhash import MinHashSignatures
+from curate.dedup.passes import TextDedup
 from curate.dedup.table import dedup_rows
 from curate.io import parquet_files, parquet_rows, write_table
 from curate.schema import DEDUP
 from pipelines.components import connected_components
+from pipelines.ray_executor import RayExecutor
 
 _PAIRS = pa.schema([pa.field("a", pa.string()), pa.field("b", pa.string())])
 _LABELS = pa.schema([pa.field("doc_id", pa.string()), pa.field("component", pa.string())])
 _IDS = pa.schema([_LABELS.field("doc_id")])
+_HASHES = pa.schema([pa.field("doc_id", pa.string()), pa.field("content_hash", pa.binary(16))])
+_EXACT = pa.schema([pa.field(c, pa.string()) for c in ("doc_id", "dup_of", "cluster_id")])
 _REDUCER_ROWS = 1 << 20  # default band rows per reducer: ~0.55 GiB with 128-perm signatures
 
 
@@ -89,10 +95,13 @@ def _row_groups(files: Sequence[Path]) -> list[tuple[Path, int, int]]:
 
 @ray.remote
 def _sign(path: Path, group: int, batch_size: int, stage: MinHashSignatures) -> Iterator[pa.Table]:
-    """Signature blocks (doc_id, signature) of one row group, `batch_size` docs each; the text stays here."""
+    """Blocks (doc_id, content_hash, signature) of one row group, `batch_size` docs each; the text stays here."""
     reader = pq.ParquetFile(path)
-    for batch in reader.iter_batches(batch_size=batch_size, row_groups=[group], columns=["doc_id", "text"]):
-        yield stage(pa.Table.from_batches([batch]))
+    columns = ["doc_id", "text", "content_hash"]
+    for batch in reader.iter_batches(batch_size=batch_size, row_groups=[group], columns=columns):
+        table = pa.Table.from_batches([batch])
+        signed = stage(table.select(["doc_id", "text"]))
+        yield signed.append_column("content_hash", table.column("content_hash"))
 
 
 @ray.remote
@@ -136,97 +145,136 @@ def _verified_pairs(threshold: float, *pieces: pa.Table) -> tuple[pa.Table, int]
     return out, out.num_rows
 
 
-@ray.remote
-def _scatter_ids(block: pa.Table, parts: int, columns: list[str]) -> list[pa.Table] | pa.Table:
-    """`columns` of `block` split by hash(doc_id) % parts (the same split on every node)."""
-    table = block.select(columns).cast(pa.schema([_LABELS.field(c) for c in columns]))
-    ids = pl.from_arrow(table.column("doc_id"))
-    assert isinstance(ids, pl.Series)
-    out = _split(table, (ids.hash(seed=0) % parts).cast(pl.Int64).to_numpy(), parts)
+def _concat(schema: pa.Schema, pieces: Sequence[pa.Table]) -> pa.Table:
+    """`pieces` as one table of `schema` (nullability differences cast away); empty when there are none."""
+    return pa.concat_tables([schema.empty_table(), *(p.select(schema.names).cast(schema) for p in pieces)])
+
+
+def _hash_split(table: pa.Table, column: str, parts: int) -> list[pa.Table] | pa.Table:
+    """`table` split by hash(`column`) % parts (the same split on every node)."""
+    values = pl.from_arrow(table.column(column))
+    assert isinstance(values, pl.Series)
+    out = _split(table, (values.hash(seed=0) % parts).cast(pl.Int64).to_numpy(), parts)
     return out if parts > 1 else out[0]
 
 
 @ray.remote
-def _write_part(dest: Path, n_ids: int, *pieces: pa.Table) -> int:
-    """DEDUP rows (sorted by doc_id) of one doc_id partition: its ids (first `n_ids` pieces) and labels."""
-    ids = pl.from_arrow(pa.concat_tables([_IDS.empty_table(), *pieces[:n_ids]]).column("doc_id"))
-    labels = pl.from_arrow(pa.concat_tables([_LABELS.empty_table(), *pieces[n_ids:]]))
-    assert isinstance(ids, pl.Series) and isinstance(labels, pl.DataFrame)
-    out = dedup_rows(ids.sort(), labels.rename({"component": "kept"}), kind="fuzzy")
+def _scatter(block: pa.Table, parts: int, columns: list[str], by: str) -> list[pa.Table] | pa.Table:
+    """`columns` of `block` split by hash(`by`) % parts."""
+    return _hash_split(block.select(columns), by, parts)
+
+
+@ray.remote
+def _exact_marks(parts: int, *pieces: pa.Table) -> list[pa.Table] | pa.Table:
+    """Exact marks (doc_id, dup_of, cluster_id) of one content-hash partition, split by hash(doc_id)."""
+    frame = pl.from_arrow(_concat(_HASHES, pieces))
+    assert isinstance(frame, pl.DataFrame)
+    marks = mark_exact(frame).select("doc_id", "dup_of", "cluster_id").filter(pl.col("cluster_id").is_not_null())
+    return _hash_split(marks.to_arrow().cast(_EXACT), "doc_id", parts)
+
+
+@ray.remote
+def _write_part(dest: Path, counts: tuple[int, int], *pieces: pa.Table) -> int:
+    """DEDUP rows (sorted by doc_id) of one doc_id partition from its ids, exact marks and fuzzy labels
+    (`counts` = how many of `pieces` are ids and exact marks; the rest are labels)."""
+    n_ids, n_exact = counts
+    ids = pl.from_arrow(_concat(_IDS, pieces[:n_ids]).column("doc_id"))
+    exact = pl.from_arrow(_concat(_EXACT, pieces[n_ids : n_ids + n_exact]))
+    labels = pl.from_arrow(_concat(_LABELS, pieces[n_ids + n_exact :]))
+    assert isinstance(ids, pl.Series) and isinstance(exact, pl.DataFrame) and isinstance(labels, pl.DataFrame)
+    fuzzy = dedup_rows(ids.sort(), labels.rename({"component": "kept"}), kind="fuzzy")
+    exact_rows = exact.select(
+        "doc_id",
+        "dup_of",
+        dup_kind=pl.when(pl.col("dup_of").is_not_null()).then(pl.lit("exact")),
+        cluster_id="cluster_id",
+    )
+    out = fuzzy.join(exact_rows, on="doc_id", how="left", suffix="_x").select(
+        "doc_id",
+        dup_of=pl.coalesce("dup_of_x", "dup_of"),
+        dup_kind=pl.coalesce("dup_kind_x", "dup_kind"),
+        cluster_id=pl.when(pl.col("dup_of_x").is_not_null())
+        .then("cluster_id_x")
+        .when(pl.col("dup_of").is_not_null())
+        .then("cluster_id")
+        .otherwise(pl.coalesce("cluster_id_x", "cluster_id")),
+    )
     write_table(out.to_arrow().cast(DEDUP), dest)
     return out.height
 
 
-def fuzzy_duplicates_ray(
+def text_duplicates_ray(
     files: Sequence[Path],
     out_dir: Path,
+    params: TextDedup,
     *,
-    threshold: float = 0.8,
-    num_perm: int = 128,
-    ngram: int = 5,
-    shingle: Shingle = "word",
-    seed: int = 0,
-    false_negative_weight: float = 0.8,
-    batch_size: int = 4096,
+    executor: RayExecutor,
     num_partitions: int | None = None,
 ) -> int:
-    """Write the fuzzy DEDUP table of the documents in `files` (doc_id, text) to `out_dir`; rows written.
-
-    `batch_size` docs per signature block (and pairs per components batch); `num_partitions` reducers per
-    shuffle, each holding about docs * bands / num_partitions band rows (None: ~`_REDUCER_ROWS` each).
-    See the module doc for the steps.
-    """
-    check_fuzzy_params(
-        threshold=threshold,
-        num_perm=num_perm,
-        ngram=ngram,
-        shingle=shingle,
-        verify="signature",
-        caller="fuzzy_duplicates_ray",
-    )
-    check_interval("batch_size", batch_size, 2, None, caller="fuzzy_duplicates_ray")
+    """Write the DEDUP table of the documents in `files` (doc_id, text, content_hash) to `out_dir`: exact,
+    then fuzzy, as `text_duplicates` does; returns the rows written. See the module doc for the steps."""
+    batch_size = executor.batch_size
+    check_interval("batch_size", batch_size, 2, None, caller="text_duplicates_ray")
     if num_partitions is not None:
-        check_interval("num_partitions", num_partitions, 1, None, caller="fuzzy_duplicates_ray")
+        check_interval("num_partitions", num_partitions, 1, None, caller="text_duplicates_ray")
     bands, rows = lsh_params(
-        threshold,
-        num_perm,
-        false_positive_weight=1.0 - false_negative_weight,
-        false_negative_weight=false_negative_weight,
+        params.threshold,
+        params.num_perm,
+        false_positive_weight=1.0 - params.false_negative_weight,
+        false_negative_weight=params.false_negative_weight,
     )
     groups = _row_groups(files)
     docs = sum(rows for *_, rows in groups)
     parts = num_partitions or max(1, -(-docs * bands // _REDUCER_ROWS))
-    stage = MinHashSignatures(num_perm=num_perm, ngram=ngram, shingle=shingle, seed=seed)
-    sig_blocks = [
+    stage = MinHashSignatures(
+        num_perm=params.num_perm, ngram=params.ngram, shingle=params.shingle, seed=params.seed
+    )
+    blocks = [
         ref
         for path, group, rows in groups
         for k in [-(-rows // batch_size)]
         for ref in _refs(_sign.options(num_returns=k).remote(path, group, batch_size, stage), k)
     ]
-    scattered = [
-        _refs(_scatter_bands.options(num_returns=parts).remote(b, parts, bands, rows), parts)
-        for b in sig_blocks
-    ]
-    verified = [_verified_pairs.remote(threshold, *(s[i] for s in scattered)) for i in range(parts)]
-    del scattered
+    tasks = len(groups)
+    exact: list[list[Any]] = []
+    if params.exact:
+        by_hash = [
+            _refs(_scatter.options(num_returns=parts).remote(b, parts, ["doc_id", "content_hash"], "content_hash"), parts)
+            for b in blocks
+        ]
+        exact = [
+            _refs(_exact_marks.options(num_returns=parts).remote(parts, *(s[i] for s in by_hash)), parts)
+            for i in range(parts)
+        ]
+        tasks += len(blocks) + parts
     label_blocks: list[Any] = []
-    if sum(ray.get([count for _, count in verified])):
-        pairs = ray.data.from_arrow_refs([p for p, _ in verified])
-        label_blocks = list(connected_components(pairs, batch_size=batch_size).to_arrow_refs())
-    del verified
-    ids = [
-        _refs(_scatter_ids.options(num_returns=parts).remote(b, parts, ["doc_id"]), parts) for b in sig_blocks
-    ]
+    if params.fuzzy:
+        scattered = [
+            _refs(_scatter_bands.options(num_returns=parts).remote(b, parts, bands, rows), parts) for b in blocks
+        ]
+        verified = [_verified_pairs.remote(params.threshold, *(s[i] for s in scattered)) for i in range(parts)]
+        del scattered
+        tasks += len(blocks) + parts
+        if sum(ray.get([count for _, count in verified])):
+            pairs = ray.data.from_arrow_refs([p for p, _ in verified])
+            label_blocks = list(connected_components(pairs, batch_size=batch_size).to_arrow_refs())
+        del verified
+    ids = [_refs(_scatter.options(num_returns=parts).remote(b, parts, ["doc_id"], "doc_id"), parts) for b in blocks]
     labels = [
-        _refs(_scatter_ids.options(num_returns=parts).remote(b, parts, ["doc_id", "component"]), parts)
+        _refs(_scatter.options(num_returns=parts).remote(b, parts, ["doc_id", "component"], "doc_id"), parts)
         for b in label_blocks
     ]
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [
         _write_part.remote(
-            out_dir / f"part-{i:05d}.parquet", len(ids), *(s[i] for s in ids), *(s[i] for s in labels)
+            out_dir / f"part-{i:05d}.parquet",
+            (len(ids), len(exact)),
+            *(s[i] for s in ids),
+            *(e[i] for e in exact),
+            *(s[i] for s in labels),
         )
         for i in range(parts)
     ]
     ray.get(written)
+    executor.count_tasks(tasks + len(blocks) + len(label_blocks) + parts)
     return parquet_rows(parquet_files(out_dir))

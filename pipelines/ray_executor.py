@@ -1,55 +1,64 @@
-"""RayExecutor: the same Stage objects and task functions as LocalExecutor, mapped with Ray Data.
+"""RayExecutor: the same Stage objects and task functions as LocalExecutor, as Ray tasks and actor pools.
 
-Stateless stages run as tasks, model-holding stages as an actor pool (model loaded once per actor). Counts
-come from the Parquet footers of what was written, never from what the workers believed they wrote.
+A Stage is mapped one row group per work item (`curate.stages.work_items`), with the part names the local
+executor uses, so both write the same layout. Stateless stages run as tasks; model-holding stages run in an
+actor pool (the model loads once per actor; each actor holds `cpus_per_actor` CPUs and runs its torch
+threads on all of them, and `num_gpus` GPUs). Task functions run one Ray task per row. Counts come from the
+Parquet footers of what was written, never from what the workers believed they wrote.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pyarrow as pa
 import ray
-from ray.data.datasource import FilenameProvider
+from ray.util import ActorPool
 
 from curate.errors import CurateError, StageError
-from curate.io import parquet_files, parquet_rows
-from curate.stages import Counts, Progress, Stage, check_same_rows
+from curate.hashing import JSONValue
+from curate.stages import (
+    Counts,
+    Progress,
+    RowFilter,
+    Stage,
+    WorkItem,
+    call_task,
+    counts_on_disk,
+    map_item,
+    work_items,
+)
 from pipelines.runtime import init_ray, shutdown_ray
 
 
-class _PartNames(FilenameProvider):
-    """Names written files part-<task>-<write uuid>.parquet, the layout `curate.io.parquet_files` reads."""
-
-    def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
-        return f"part-{task_index:05d}-{write_uuid}.parquet"
+@ray.remote
+def _map_item(stage: Stage, item: WorkItem, batch_size: int, keep: RowFilter | None) -> int:
+    return map_item(stage, item, batch_size=batch_size, keep=keep)
 
 
-@dataclass(frozen=True)
-class _Checked:
-    """Wraps a stateless stage so that every batch is checked to keep its rows and cast to the schema."""
-
-    stage: Any
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        out = self.stage(batch)
-        check_same_rows(batch, out, stage=self.stage.name)
-        return out.cast(self.stage.output_schema())
+@ray.remote
+def _call(fn: Callable[[pa.Table], pa.Table], task: pa.Table) -> pa.Table:
+    return call_task(fn, task)
 
 
-class _ActorStage:
-    """Actor-pool wrapper: builds the stage once per actor (its model loads on the first call)."""
+class _StageActor:
+    """Holds one stage (its model loads on the first batch) and uses every CPU the actor was given."""
 
-    def __init__(self, stage_type: type, params: dict[str, Any]) -> None:
-        self.checked = _Checked(stage_type(**params))
+    def __init__(self, stage: Stage, threads: int) -> None:
+        import torch
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        return self.checked(batch)
+        torch.set_num_threads(max(1, threads))
+        os.environ["OMP_NUM_THREADS"] = str(max(1, threads))
+        self.stage = stage
+
+    def run(self, item: WorkItem, batch_size: int, keep: RowFilter | None) -> tuple[int, int]:
+        return item.rows, map_item(self.stage, item, batch_size=batch_size, keep=keep)
 
 
 @contextmanager
@@ -63,74 +72,155 @@ def _stage_errors(name: str) -> Iterator[None]:
             cause = getattr(cause, "cause", None) or cause.__cause__
         if isinstance(cause, CurateError):
             raise cause from exc
-        raise StageError(f"stage '{name}' failed on Ray after its retries: {exc}") from exc
+        raise StageError(f"'{name}' failed on Ray after its retries: {exc}") from exc
+
+
+def _cluster_cpus() -> int:
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
 @dataclass(kw_only=True)
 class RayExecutor:
-    """Maps Stages and task functions with Ray Data on the runtime `pipelines.runtime.init_ray` started."""
+    """Maps Stages and task functions on the Ray runtime `pipelines.runtime.init_ray` started or joined.
+
+    `actors`: model-stage actor pool size (0 = cluster CPUs // cpus_per_actor, or one per GPU share);
+    `max_tasks`: tasks in flight (0 = cluster CPUs).
+    """
 
     batch_size: int = 4096
-    concurrency: int | tuple[int, int] | None = None
+    actors: int = 0
+    cpus_per_actor: int = 1
     num_gpus: float = 0.0
+    max_tasks: int = 0
+    _usage: dict[str, int] = field(default_factory=dict, init=False, repr=False)
 
-    def map_batches(self, stage: Stage, files: Sequence[Path], out_dir: Path) -> Counts:
-        """Apply `stage` to every batch of `files`; writes part-*.parquet into `out_dir` (a temp dir)."""
+    def _count(self, what: str, n: int) -> None:
+        self._usage[what] = self._usage.get(what, 0) + n
+
+    def count_tasks(self, n: int) -> None:
+        """Count `n` Ray tasks a step submitted itself (e.g. the dedup shuffles)."""
+        self._count("tasks", n)
+
+    def take_usage(self) -> dict[str, int]:
+        """Ray tasks and actors used since the last call (and reset)."""
+        usage, self._usage = dict(self._usage), {}
+        return usage
+
+    def describe(self) -> dict[str, JSONValue]:
+        """The runtime: address kind, alive nodes and cluster CPUs."""
         init_ray()
-        # The V2 Parquet datasource (Ray 2.60 default) spends seconds listing footers of a few local files
-        # under load; the V1 reader does the same job without that cost.
-        ray.data.DataContext.get_current().use_datasource_v2 = False
-        ds = ray.data.read_parquet([str(f) for f in files]).select_columns(list(stage.input_columns))
-        if stage.holds_model:
-            ds = ds.map_batches(
-                _ActorStage,
-                fn_constructor_kwargs={"stage_type": type(stage), "params": stage.get_params()},
-                batch_format="pyarrow",
-                batch_size=self.batch_size,
-                concurrency=self.concurrency or 1,
-                num_gpus=self.num_gpus,  # Ray Data restarts dead actors and retries their batches by default
-            )
-        else:
-            ds = ds.map_batches(
-                _Checked(stage),
-                batch_format="pyarrow",
-                batch_size=self.batch_size,
-                concurrency=self.concurrency,
-            )
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        return {"executor": "ray", "nodes": len(nodes), "cpus": _cluster_cpus()}
+
+    def pool_size(self) -> int:
+        """How many model actors a stage gets."""
+        if self.actors:
+            return self.actors
+        if self.num_gpus > 0:
+            gpus = float(ray.cluster_resources().get("GPU", 0.0))
+            return max(1, int(gpus // self.num_gpus))
+        return max(1, _cluster_cpus() // self.cpus_per_actor)
+
+    def in_flight(self) -> int:
+        """How many tasks run at once."""
+        return self.max_tasks or _cluster_cpus()
+
+    def map_batches(
+        self,
+        stage: Stage,
+        files: Sequence[Path],
+        out_dir: Path,
+        *,
+        keep: RowFilter | None = None,
+        on_progress: Progress | None = None,
+    ) -> Counts:
+        """Apply `stage` to every row group of `files` (tasks, or an actor pool for model stages)."""
+        init_ray()
+        items = work_items(files, out_dir)
         with _stage_errors(stage.name):
-            ds.write_parquet(str(out_dir), filename_provider=_PartNames(), compression="zstd")
-        return Counts(rows_in=parquet_rows(files), rows_out=parquet_rows(parquet_files(out_dir)))
+            if stage.holds_model:
+                self._map_actors(stage, items, keep, on_progress)
+            else:
+                self._map_tasks(stage, items, keep, on_progress)
+        return counts_on_disk(files, out_dir)
+
+    def _map_actors(
+        self, stage: Stage, items: list[WorkItem], keep: RowFilter | None, on_progress: Progress | None
+    ) -> None:
+        n = min(self.pool_size(), max(1, len(items)))
+        actor = ray.remote(num_cpus=self.cpus_per_actor, num_gpus=self.num_gpus, max_restarts=3)(_StageActor)
+        pool = ActorPool(
+            [
+                actor.options(max_task_retries=3).remote(stage, self.cpus_per_actor)  # type: ignore[attr-defined]
+                for _ in range(n)
+            ]
+        )
+        self._count("actors", n)
+        self._count("tasks", len(items))
+        for rows, _ in pool.map_unordered(lambda a, it: a.run.remote(it, self.batch_size, keep), items):
+            if on_progress is not None:
+                on_progress(rows)
+
+    def _map_tasks(
+        self, stage: Stage, items: list[WorkItem], keep: RowFilter | None, on_progress: Progress | None
+    ) -> None:
+        stage_ref, keep_ref = ray.put(stage), ray.put(keep)
+        pending: dict[Any, int] = {}
+        todo = list(items)
+        self._count("tasks", len(items))
+        while todo or pending:
+            while todo and len(pending) < self.in_flight():
+                item = todo.pop(0)
+                pending[_map_item.remote(stage_ref, item, self.batch_size, keep_ref)] = item.rows
+            done, _ = ray.wait(list(pending), num_returns=1)
+            ray.get(done[0])
+            rows = pending.pop(done[0])
+            if on_progress is not None:
+                on_progress(rows)
 
     def map_tasks(
         self, fn: Callable[[pa.Table], pa.Table], tasks: pa.Table, *, on_progress: Progress | None = None
     ) -> pa.Table:
         """Call `fn` on each row of `tasks` as one Ray task (retried if its worker dies); results in order."""
         init_ray()
-        items = ray.data.from_items(tasks.to_pylist(), override_num_blocks=tasks.num_rows)
-        ds = items.map_batches(fn, batch_format="pyarrow", batch_size=1, concurrency=self.concurrency)
-        results: list[pa.Table] = []
+        fn_ref = ray.put(fn)
+        refs: list[Any] = []
+        results: dict[int, pa.Table] = {}
+        index: dict[Any, int] = {}
+        self._count("tasks", tasks.num_rows)
         with _stage_errors(getattr(fn, "name", type(fn).__name__)):
-            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                table = cast(pa.Table, batch)
-                results.append(table)
-                if on_progress is not None:
-                    on_progress(table.num_rows)
-        return pa.concat_tables(results)
+            for i in range(tasks.num_rows):
+                while len(index) >= self.in_flight():
+                    self._collect(index, results, on_progress)
+                ref = _call.remote(fn_ref, tasks.slice(i, 1))
+                refs.append(ref)
+                index[ref] = i
+            while index:
+                self._collect(index, results, on_progress)
+        return pa.concat_tables([results[i] for i in range(tasks.num_rows)]) if refs else pa.table({})
+
+    @staticmethod
+    def _collect(index: dict[Any, int], results: dict[int, pa.Table], on_progress: Progress | None) -> None:
+        done, _ = ray.wait(list(index), num_returns=1)
+        results[index.pop(done[0])] = ray.get(done[0])
+        if on_progress is not None:
+            on_progress(1)
 
 
 @contextmanager
-def ray_executor(address: str | None = None, **options: Any) -> Iterator[RayExecutor]:
+def ray_executor(
+    address: str | None = None, *, num_cpus: int | None = None, **options: Any
+) -> Iterator[RayExecutor]:
     """A RayExecutor on an embedded runtime or the cluster at `address`; shuts down only what it started.
 
-    Ray Data's progress bars and console log lines below ERROR stay off (Curate's CLI draws progress);
-    the session log file under /tmp/ray keeps them.
+    Ray's own log lines below ERROR stay off the console (the session log under /tmp/ray keeps them).
     """
     started = not ray.is_initialized()
-    init_ray(address)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    for handler in logging.getLogger("ray.data").handlers:
-        if isinstance(handler, logging.StreamHandler):
-            handler.setLevel(logging.ERROR)
+    init_ray(address, num_cpus=num_cpus)
+    for name in ("ray", "ray.data"):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setLevel(logging.ERROR)
     try:
         yield RayExecutor(**options)
     finally:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cache
 from typing import Literal
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -62,3 +66,24 @@ def combine_duplicates(*tables: pl.DataFrame) -> pl.DataFrame:
             .otherwise(pl.coalesce("cluster_id", f"cluster_id_{i}")),
         )
     return out
+
+
+@cache
+def _marked_ids(files: tuple[str, ...]) -> pa.Array:
+    frame = pl.scan_parquet(list(files)).filter(pl.col("dup_of").is_not_null()).select("doc_id").collect()
+    return frame["doc_id"].to_arrow()
+
+
+@dataclass(frozen=True)
+class SkipMarked:
+    """Row filter for executors: drops the documents that a DEDUP table's part `files` mark as duplicates.
+
+    The marked ids are read once per process (they are the duplicates, a fraction of the corpus).
+    """
+
+    files: tuple[str, ...]
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        if not self.files:
+            return batch
+        return batch.filter(pc.invert(pc.is_in(batch.column("doc_id"), value_set=_marked_ids(self.files))))

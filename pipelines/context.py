@@ -1,0 +1,84 @@
+"""What a step runs with: the config, the work dir, the executor, the outputs of the steps before it.
+
+`RunContext.commit` is the one way a step commits: its key is (step name, step version, params, the keys of
+its declared inputs), `_stage.json` records the executor and the tasks or actors it used, and a committed key
+is reused without running anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from curate.config import CurateConfig
+from curate.errors import StageError
+from curate.hashing import JSONValue, stage_key
+from curate.records import read_record
+from curate.stages import Executor, Progress, StageOutput, commit_step, load_committed
+
+if TYPE_CHECKING:
+    from pipelines.steps import Step
+
+T = TypeVar("T")
+Reporter = Callable[[str, int | None], Progress]  # (what, total units or None) -> advance callback
+
+
+def _silent(what: str, total: int | None) -> Progress:
+    return lambda n: None
+
+
+@dataclass
+class RunContext:
+    """The state of one pipeline run (or of one stage command) in a work dir."""
+
+    cfg: CurateConfig
+    work: Path
+    executor: Executor
+    outputs: dict[str, StageOutput] = field(default_factory=dict)
+    report: Reporter = _silent
+    step: Step | None = None
+
+    def output(self, name: str) -> StageOutput:
+        """The committed output of step `name` (run earlier in this context)."""
+        if name not in self.outputs:
+            raise StageError(f"step '{name}' has not run in this pipeline context.")
+        return self.outputs[name]
+
+    def record(self, name: str, cls: type[T]) -> T:
+        """The typed record (frozen dataclass) step `name` committed."""
+        return read_record(cls, self.output(name).path)
+
+    def input_keys(self) -> list[str]:
+        """Keys of the current step's declared inputs."""
+        assert self.step is not None
+        return [self.output(n).key for n in self.step.needs(self.cfg)]
+
+    def key(self, params: Mapping[str, JSONValue]) -> str:
+        """The current step's content key for `params`."""
+        assert self.step is not None
+        return stage_key(self.step.name, self.step.version, dict(params), self.input_keys())
+
+    def done(self, params: Mapping[str, JSONValue]) -> StageOutput | None:
+        """The current step's committed output for `params`, or None."""
+        assert self.step is not None
+        return load_committed(self.work, self.step.name, self.key(params))
+
+    def commit(self, params: Mapping[str, JSONValue], build: Callable[[Path], Mapping[str, Any]]) -> StageOutput:
+        """Commit the current step keyed by `params` and its inputs; `build(tmp)` writes its files."""
+        assert self.step is not None
+        step = self.step
+
+        def recorded(tmp: Path) -> dict[str, Any]:
+            self.executor.take_usage()
+            info = dict(build(tmp))
+            return {**info, "version": step.version, "run_by": {**self.executor.describe(), **self.executor.take_usage()}}
+
+        return commit_step(self.work, step.name, self.key(params), recorded, params=params, inputs=self.input_keys())
+
+    @contextmanager
+    def progress(self, what: str, total: int | None) -> Iterator[Progress]:
+        """An advance callback for `total` units of work of the current step (shown by the reporter)."""
+        yield self.report(what, total)

@@ -1,0 +1,164 @@
+"""The corpus-wide steps: ingest, text dedup (exact + fuzzy), embed (duplicates skipped), semantic dedup.
+
+Each is `step(ctx) -> StageOutput` and calls the one library function of its concept; per-batch work goes
+through the executor (Ray tasks and actors, or this process), so `curate run`, the stage commands, the
+library calls and the benchmarks run the same code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from curate.config import SourceConfig
+from curate.dedup.passes import TextDedup, add_semantic, text_duplicates
+from curate.dedup.table import SkipMarked
+from curate.errors import ConfigError, InputError, StageError
+from curate.hashing import JSONValue
+from curate.io import write_table
+from curate.report import IngestReport
+from curate.schema import DEDUP
+from curate.stages import StageOutput, load_committed
+from pipelines.context import RunContext
+
+
+def _ingest(ctx: RunContext, sources: dict[str, SourceConfig], where: Path) -> StageOutput:
+    from curate.ingest import ingest_sources, resolve_source
+
+    fields = {(s.text_field, s.label_field) for s in sources.values()}
+    if len(fields) > 1:
+        raise ConfigError(
+            "config keys 'sources.*.text_field' / 'label_field' must be the same for every source "
+            f"(curate.ingest reads one field pair per call); got {sorted(fields, key=str)}."
+        )
+    text_field, label_field = fields.pop()
+    globs = {name: str(ctx.cfg.resolve(src.path)) for name, src in sorted(sources.items())}
+    n_files = sum(len(resolve_source(name, pattern)) for name, pattern in globs.items())
+    report = ingest_sources(
+        globs,
+        where,
+        text_field=text_field,
+        label_field=label_field,
+        max_chars=ctx.cfg.ingest.max_chars,
+        executor=ctx.executor,
+        on_progress=ctx.report("files", n_files),
+    )
+    for row in report.sources.iter_rows(named=True):
+        if row["documents"] == 0:
+            reasons = report.reasons.filter(pl.col("source") == row["source"])
+            detail = ", ".join(f"{r}={n}" for _, r, n in reasons.iter_rows()) or "no rejects"
+            raise InputError(
+                f"source '{row['source']}' has no usable rows: {row['rows_read']} read, all rejected "
+                f"({detail}); see `curate report {where}`."
+            )
+    out = load_committed(where, "ingest", report.key)
+    if out is None:
+        raise StageError(f"ingest did not commit under '{where}'.")
+    return out
+
+
+def ingest(ctx: RunContext) -> StageOutput:
+    """Sources -> documents + rejects (rows read = kept + rejected), one task per shard group."""
+    return _ingest(ctx, dict(ctx.cfg.sources), ctx.work)
+
+
+def ingest_target(ctx: RunContext) -> StageOutput:
+    """The target sample -> its own documents table under `work/target/` (never trained on)."""
+    if ctx.cfg.target is None:
+        raise ConfigError("config key 'target' is required for this step (a sample of the data you want).")
+    return _ingest(ctx, {"target": ctx.cfg.target}, ctx.work / "target")
+
+
+def text_dedup_params(ctx: RunContext) -> TextDedup:
+    """The [dedup] keys as the text passes' parameters."""
+    d = ctx.cfg.dedup
+    return TextDedup(
+        exact=d.exact,
+        fuzzy=d.fuzzy,
+        threshold=d.fuzzy_threshold,
+        num_perm=d.num_perm,
+        ngram=d.ngram,
+        shingle=d.shingle,
+        seed=ctx.cfg.seed,
+    )
+
+
+def dedup_text(ctx: RunContext) -> StageOutput:
+    """Exact then fuzzy duplicates of every document (before embedding): the DEDUP side table."""
+    docs = ctx.output("ingest")
+    params = text_dedup_params(ctx)
+
+    def build(tmp: Path) -> dict[str, Any]:
+        from pipelines.ray_executor import RayExecutor
+
+        if isinstance(ctx.executor, RayExecutor):
+            from pipelines.dedup_ray import text_duplicates_ray
+
+            text_duplicates_ray(docs.files, tmp, params, executor=ctx.executor)
+        else:
+            frame = docs.scan().select("doc_id", "text", "content_hash").collect()
+            write_table(text_duplicates(frame, params).to_arrow().cast(DEDUP), tmp / "part-00000.parquet")
+        return _marked_counts(StageOutput("dedup.text", "", tmp))
+
+    return ctx.commit(params.params(), build)
+
+
+def _marked_counts(out: StageOutput) -> dict[str, Any]:
+    counts = out.scan().group_by("dup_kind").len().collect()
+    marked = {str(k): int(n) for k, n in counts.iter_rows() if k is not None}
+    return {"rows": int(counts["len"].sum()), "duplicates": marked}
+
+
+def embed(ctx: RunContext) -> StageOutput:
+    """Embeddings of the documents the text passes kept (duplicates are never embedded)."""
+    dedup = ctx.output("dedup.text")
+    keep = SkipMarked(tuple(str(f) for f in dedup.files))
+    kept = int(dedup.info.get("rows", 0)) - sum(dedup.info.get("duplicates", {}).values())
+    return _embed(ctx, ctx.output("ingest"), keep=keep, total=kept)
+
+
+def embed_target(ctx: RunContext) -> StageOutput:
+    """Embeddings of the target sample, in the same space as the sources'."""
+    target = ctx.output("ingest.target")
+    return _embed(ctx, target, keep=None, total=sum(int(v["documents"]) for v in target.info["sources"].values()))
+
+
+def _embed(ctx: RunContext, docs: StageOutput, *, keep: SkipMarked | None, total: int) -> StageOutput:
+    from curate.embeddings import Embed, default_cache_dir, distill_static, resolve_kind
+    from curate.stages import key_params
+
+    cfg = ctx.cfg.embed
+    tier = resolve_kind(cfg.kind)
+    cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+    stage = Embed(embedder=tier, cache_dir=str(cache), batch_size=cfg.batch_size)
+
+    def build(tmp: Path) -> dict[str, Any]:
+        if tier == "static":
+            distill_static(cache)  # once, before any worker loads it
+        counts = ctx.executor.map_batches(stage, docs.files, tmp, keep=keep, on_progress=ctx.report("docs", total))
+        return {"rows_in": counts.rows_in, "rows_out": counts.rows_out, "rows_skipped": counts.rows_skipped}
+
+    return ctx.commit({"stage": stage.name, "version": stage.version, **key_params(stage)}, build)
+
+
+def dedup(ctx: RunContext) -> StageOutput:
+    """The final DEDUP table: the text passes' marks plus SemDeDup among the embedded documents."""
+    text = ctx.output("dedup.text")
+    d = ctx.cfg.dedup
+    if not d.semantic:
+        return text
+    params: dict[str, JSONValue] = {"eps": d.semantic_eps, "seed": ctx.cfg.seed}
+
+    def build(tmp: Path) -> dict[str, Any]:
+        from curate.embeddings import read_embeddings
+
+        ids, vectors, _ = read_embeddings(ctx.output("embed"))
+        table = add_semantic(
+            text.scan().collect(), pl.Series("doc_id", ids), vectors, eps=d.semantic_eps, seed=ctx.cfg.seed
+        )
+        write_table(table.sort("doc_id").to_arrow().cast(DEDUP), tmp / "part-00000.parquet")
+        return _marked_counts(StageOutput("dedup", "", tmp))
+
+    return ctx.commit(params, build)

@@ -1,0 +1,118 @@
+"""What the calibration steps train and evaluate on: the proxy pool, the target eval set, the proxy task.
+
+The pool is, per source, a seeded sample of at most `[proxy] pool_rows` scored (kept) documents; the eval set
+is a seeded sample of at most `[proxy] eval_size` target documents, never trained on and never used to pick a
+checkpoint. The default proxy is the n-gram LM on token ids (unlabelled text); `kind = "probe"` trains an
+MLP on embeddings and needs a labelled target. OT distances use the same pool rows and target rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from curate.embeddings import read_embeddings
+from curate.errors import ConfigError, InputError, StageError
+from pipelines.calibrate import NgramTask, ProbeTask, ProxyTask
+from pipelines.context import RunContext
+from pipelines.score_step import read_scores
+from scaling.ngram import tokenize
+from scaling.ot import MixtureDistance
+
+
+@dataclass(frozen=True)
+class ProxyData:
+    """The proxy task, its pool (doc_id, source, row = task row) and the embeddings OT compares."""
+
+    task: ProxyTask
+    pool: pl.DataFrame
+    x: np.ndarray
+    x_eval: np.ndarray
+
+    def source_rows(self) -> dict[str, np.ndarray]:
+        """Task rows of each source's pool, by source name (sorted)."""
+        return {
+            str(s): part["row"].to_numpy()
+            for (s,), part in self.pool.sort("source", "row").group_by("source", maintain_order=True)
+        }
+
+    def rows(self, ids: pl.Series) -> np.ndarray:
+        """Task rows of the documents `ids` that are in the pool."""
+        return self.pool.filter(pl.col("doc_id").is_in(ids.implode()))["row"].to_numpy()
+
+    def distance(self, *, max_points: int, seed: int) -> MixtureDistance:
+        """Projektor's OT: S_eps between a mixture of the source pools and the target eval set."""
+        return MixtureDistance(
+            {s: self.x[r] for s, r in self.source_rows().items()}, self.x_eval, max_points=max_points, seed=seed
+        )
+
+
+def _vectors(ctx: RunContext, step: str, ids: pl.Series) -> np.ndarray:
+    """Embedding rows of `ids` (in that order) from step `step`."""
+    all_ids, x, _ = read_embeddings(ctx.output(step))
+    rows = pl.DataFrame({"doc_id": all_ids, "row": np.arange(len(all_ids))})
+    picked = ids.to_frame("doc_id").join(rows, on="doc_id", how="left", maintain_order="left")["row"]
+    if picked.null_count():
+        raise StageError(f"embeddings of step '{step}' lack {picked.null_count()} of the documents asked for.")
+    return x[picked.to_numpy()]
+
+
+def _sample(frame: pl.DataFrame, n: int, seed: int) -> pl.DataFrame:
+    if frame.height <= n:
+        return frame
+    return frame[np.sort(np.random.default_rng(seed).choice(frame.height, size=n, replace=False))]
+
+
+def calibration_pool(ctx: RunContext) -> pl.DataFrame:
+    """Per source, a seeded sample of at most `[proxy] pool_rows` scored documents (doc_id, source, label)."""
+    scored = read_scores(ctx.output("score")).select("doc_id", "source", "label").collect()
+    groups = scored.sort("source", "doc_id").group_by("source", maintain_order=True)
+    return pl.concat(_sample(part, ctx.cfg.proxy.pool_rows, ctx.cfg.seed + i) for i, (_, part) in enumerate(groups))
+
+
+def proxy_data(ctx: RunContext, pool: pl.DataFrame) -> ProxyData:
+    """The proxy task over `pool` (doc_id, source, label; a row per task row, in order) and the eval set."""
+    p, seed = ctx.cfg.proxy, ctx.cfg.seed
+    target = ctx.output("ingest.target").scan().select("doc_id", "text", "label").sort("doc_id").collect()
+    evals = _sample(target, p.eval_size, seed)
+    task: ProxyTask
+    classes: list[str] = []
+    if p.kind == "probe":
+        classes = sorted(set(evals["label"].drop_nulls().to_list()))
+        if len(classes) < 2:
+            raise ConfigError(
+                "config key 'proxy.kind' = 'probe' needs a labelled target with >= 2 classes (set "
+                f"'target.label_field'); the target eval rows have {len(classes)}. Or use kind = 'ngram'."
+            )
+        pool = pool.filter(pl.col("label").is_in(classes))
+        evals = evals.filter(pl.col("label").is_in(classes))
+    if pool.is_empty():
+        raise InputError(f"no document of the sources can train the '{p.kind}' proxy.")
+    pool = pool.with_row_index("row").with_columns(pl.col("row").cast(pl.Int64))
+    x = _vectors(ctx, "embed", pool["doc_id"])
+    x_eval = _vectors(ctx, "embed.target", evals["doc_id"])
+    if classes:
+        code = {c: i for i, c in enumerate(classes)}
+        task = ProbeTask(
+            x=x,
+            y=np.array([code[v] for v in pool["label"]], dtype=np.int64),
+            x_eval=x_eval,
+            y_eval=np.array([code[v] for v in evals["label"]], dtype=np.int64),
+            n_classes=len(classes),
+            hidden=p.hidden,
+            batch_size=p.batch_size,
+            lr=p.lr,
+        )
+    else:
+        texts = (
+            pool.lazy()
+            .select("doc_id")
+            .join(ctx.output("ingest").scan().select("doc_id", "text"), on="doc_id", maintain_order="left")
+            .collect()
+        )
+        task = NgramTask(
+            corpus=tokenize(texts["text"].to_list()), eval_corpus=tokenize(evals["text"].to_list()), order=p.order
+        )
+    return ProxyData(task=task, pool=pool.select("doc_id", "source", "row"), x=x, x_eval=x_eval)

@@ -1,0 +1,236 @@
+"""The last steps: the selection table (select) and the manifest, exports and report (publish).
+
+select realises the plan exactly: per source, the pruned documents of its chosen buckets (best first),
+repeated so that their total size is the source's integer share of the budget (`pipelines.selection`).
+publish writes manifest.json (with the prediction made for that selection), selection.parquet, the exports
+and report.html, committed together; every row read ends in one accounting reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from curate.config import CurateConfig
+from curate.errors import StageError
+from curate.hashing import JSONValue
+from curate.manifest import (
+    Budget,
+    Filter,
+    MixtureManifest,
+    Prediction,
+    Provenance,
+    Selection,
+    SourcePlan,
+    write_manifest,
+)
+from curate.records import write_record
+from curate.stages import CODE_VERSION, StageOutput
+from pipelines.context import RunContext
+from pipelines.mixture_steps import MixtureFit
+from pipelines.quality_steps import PrunePlan, QualityPlan
+from pipelines.score_step import read_scores
+from pipelines.selection import doc_size, realised_share, selection_table, split_budget
+
+
+@dataclass(frozen=True)
+class SourceSelection:
+    """What select took from one source: documents, size units, epochs over them."""
+
+    n_selected: int
+    units: int
+    repeats: float
+
+
+@dataclass(frozen=True)
+class SelectionSummary:
+    """select's record: per source what was taken, the planned shares, and the table's sha256."""
+
+    sha256: str
+    sources: dict[str, SourceSelection]
+    targets: dict[str, int]
+
+
+def sizes(ctx: RunContext) -> pl.DataFrame:
+    """doc_id, size (budget units) of every ingested source document."""
+    unit = ctx.cfg.budget.unit
+    return ctx.output("ingest").scan().select("doc_id", size=doc_size(pl.col("n_chars"), unit=unit)).collect()
+
+
+def select(ctx: RunContext) -> StageOutput:
+    """The selection table: per source, its chosen buckets' pruned documents in score order, repeated to
+    exactly its share of the budget."""
+    from curate.exports import write_selection
+
+    b, metric = ctx.cfg.budget, ctx.cfg.score.bucket_metric
+    params: dict[str, JSONValue] = {"unit": b.unit, "value": b.value}
+
+    def build(tmp: Path) -> dict[str, Any]:
+        fit = ctx.record("fit.mixture", MixtureFit)
+        targets = split_budget(fit.weights, b.value)
+        quality = ctx.record("fit.quality", QualityPlan)
+        kept = pl.read_parquet(ctx.output("prune").path / "prune.parquet").filter("kept").select("doc_id")
+        table = (
+            pl.read_parquet(ctx.output("calibrate.quality").path / "buckets.parquet")
+            .join(kept, on="doc_id")
+            .join(read_scores(ctx.output("score")).select("doc_id", metric).collect(), on="doc_id")
+            .join(sizes(ctx), on="doc_id")
+        )
+        pools, summary = {}, {}
+        for source in sorted(ctx.cfg.sources):
+            chosen = list(quality.sources[source].buckets)
+            pool = table.filter((pl.col("source") == source) & pl.col("bucket").is_in(chosen))
+            pools[source] = pool.sort(metric, "doc_id").select("doc_id", "size")
+            units = int(pools[source]["size"].sum())
+            summary[source] = SourceSelection(
+                n_selected=pool.height, units=units, repeats=targets[source] / units if units else 0.0
+            )
+        sel = selection_table(pools, targets, budget=b.value)
+        got = realised_share(sel, table.select("doc_id", "size"))
+        for source, want in targets.items():
+            slack = 0 if b.unit == "samples" else int(pools[source]["size"].max() or 0)  # type: ignore[arg-type]
+            if want and abs(got.get(source, 0) - want) > slack:
+                raise StageError(f"selection for '{source}' realises {got.get(source, 0)} {b.unit}, planned {want}.")
+        sha = write_selection(sel, tmp / "selection.parquet")
+        write_record(SelectionSummary(sha256=sha, sources=summary, targets=targets), tmp)
+        return {"rows": sel.height}
+
+    return ctx.commit(params, build)
+
+
+def accounting(ctx: RunContext, selection: pl.DataFrame) -> pl.DataFrame:
+    """source, reason, n: every row read ends in one reason (ingest rejects, duplicates, pruned, bucket not
+    chosen, kept), so per source the counts sum to the rows read."""
+    from curate.report import IngestReport
+
+    rejects = IngestReport.from_stage(ctx.output("ingest")).reasons.select("source", "reason", n="rows")
+    docs = ctx.output("ingest").scan().select("doc_id", "source")
+    dups = (
+        ctx.output("dedup")
+        .scan()
+        .filter(pl.col("dup_kind").is_not_null())
+        .join(docs, on="doc_id")
+        .group_by("source", "dup_kind")
+        .len("n")
+        .collect()
+    )
+    pruned = pl.read_parquet(ctx.output("prune").path / "prune.parquet")
+    dropped = pruned.filter(~pl.col("kept")).group_by("source", "drop_reason").len("n")
+    kept = pruned.filter("kept").select("doc_id", "source")
+    in_union = kept.join(selection.select("doc_id"), on="doc_id")
+    outside = kept.join(in_union, on="doc_id", how="anti").group_by("source").len("n")
+    final = in_union.group_by("source").len("n")
+    n = pl.col("n").cast(pl.Int64)
+    parts = [
+        rejects.with_columns(n),
+        dups.select("source", reason=pl.format("dup_{}", "dup_kind"), n=n),
+        dropped.select("source", reason=pl.format("pruned_{}", "drop_reason"), n=n),
+        outside.select("source", reason=pl.lit("not_selected"), n=n),
+        final.select("source", reason=pl.lit("kept"), n=n),
+    ]
+    return pl.concat(parts).sort("source", "reason")
+
+
+def manifest_config(cfg: CurateConfig) -> dict[str, JSONValue]:
+    """The config as recorded in provenance: the keys that change the result (not [ray], no speed knobs)."""
+    data = cfg.dump()
+    data.pop("ray")
+    data["embed"] = {"kind": data["embed"]["kind"]}
+    return data
+
+
+def _provenance_inputs(*outs: StageOutput) -> dict[str, str]:
+    """Input shard -> blake2b digest, from the ingest steps' records (`<source>/<relpath>@<digest>`)."""
+    pairs = (item.rsplit("@", 1) for out in outs for item in out.info.get("inputs", []))
+    return dict(sorted((path, digest) for path, digest in pairs))
+
+
+def build_manifest(ctx: RunContext) -> MixtureManifest:
+    """The manifest of this run: per-source plans, budget, the selection's prediction, laws, provenance."""
+    cfg = ctx.cfg
+    fit = ctx.record("fit.mixture", MixtureFit)
+    plans = ctx.record("prune", PrunePlan).sources
+    quality = ctx.record("fit.quality", QualityPlan)
+    summary = ctx.record("select", SelectionSummary)
+    docs = ctx.output("ingest")
+    n_docs = dict(docs.scan().group_by("source").len().collect().iter_rows())
+    total = sum(fit.weights.values())
+    sources = tuple(
+        SourcePlan(
+            name=name,
+            n_docs=int(n_docs.get(name, 0)),
+            n_kept=summary.sources[name].n_selected,
+            weight=fit.weights[name] / total,
+            repeats=summary.sources[name].repeats,
+            filters=(
+                Filter(
+                    score=cfg.score.prune_metric,
+                    policy=plans[name].policy,  # type: ignore[arg-type]
+                    keep_fraction=plans[name].keep_fraction,
+                    threshold=plans[name].threshold,
+                ),
+            ),
+            buckets=quality.sources[name].buckets,
+        )
+        for name in sorted(cfg.sources)
+    )
+    prediction = ctx.record("predict", Prediction)
+    weights_note = fit.method if fit.fallback is None else f"{fit.method} (fallback: {fit.fallback})"
+    return MixtureManifest(
+        sources=sources,
+        budget=Budget(unit=cfg.budget.unit, value=cfg.budget.value),
+        prediction=Prediction(
+            metric=prediction.metric,
+            value=prediction.value,
+            interval=prediction.interval,
+            method=f"{prediction.method}; weights by {weights_note}",
+        ),
+        laws={"projektor": fit.law, **quality.laws},
+        selection=Selection(path="selection.parquet", sha256=summary.sha256),
+        provenance=Provenance(
+            inputs=_provenance_inputs(docs, ctx.output("ingest.target")),
+            config=manifest_config(cfg),
+            code_version=CODE_VERSION,
+            seed=cfg.seed,
+        ),
+    )
+
+
+def publish(ctx: RunContext) -> StageOutput:
+    """manifest.json, selection.parquet, the exports and report.html, committed together."""
+    cfg = ctx.cfg
+    params: dict[str, JSONValue] = {"config": manifest_config(cfg), "code_version": CODE_VERSION}
+
+    def build(tmp: Path) -> dict[str, Any]:
+        from curate.exports import file_sha256, write_exports
+        from curate.html_report import ReportData, write_report
+
+        selection = pl.read_parquet(ctx.output("select").path / "selection.parquet")
+        manifest = build_manifest(ctx)
+        write_manifest(manifest, tmp / "manifest.json")
+        paths = write_exports(manifest, selection, tmp)
+        if file_sha256(paths["selection"]) != manifest.selection.sha256:
+            raise StageError("the exported selection.parquet differs from the one the manifest pins.")
+        metrics = {cfg.score.bucket_metric, cfg.score.prune_metric}
+        write_report(
+            ReportData(
+                manifest=manifest,
+                accounting=accounting(ctx, selection),
+                scores=read_scores(ctx.output("score")).select("source", *sorted(metrics)).collect(),
+                qqt_curves=_maybe(ctx.output("fit.quality").path / "fitted.parquet"),
+                qqt_choice=_maybe(ctx.output("fit.quality").path / "unions.parquet"),
+                projektor_holdout=_maybe(ctx.output("fit.mixture").path / "holdout.parquet"),
+                title=f"Curate run: {len(cfg.sources)} sources, budget {cfg.budget.value} {cfg.budget.unit}",
+            ),
+            tmp / "report.html",
+        )
+        return {"files": sorted(p.name for p in tmp.iterdir())}
+
+    return ctx.commit(params, build)
+
+
+def _maybe(path: Path) -> pl.DataFrame | None:
+    return pl.read_parquet(path) if path.is_file() else None

@@ -1,0 +1,156 @@
+"""The pipeline as a declared list of steps (DESIGN.md section 3), and the runner that walks it.
+
+A step has a name (its folder under the work dir), its own version (part of its content key), its inputs
+(earlier steps, possibly depending on the config) and a function `run(ctx) -> StageOutput` that calls the
+library function of its concept and commits a typed artifact: a Parquet side table or a frozen-dataclass
+record (`curate.records`). `run_steps` runs the steps a target step needs, in list order; a committed key is
+reused, so every face (`curate run`, `curate <stage> WORK`, the library calls, the benchmarks) reads and
+writes the same outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from curate.config import CurateConfig
+from curate.errors import ConfigError
+from curate.stages import Executor, LocalExecutor, StageOutput
+from pipelines import data_steps, mixture_steps, publish, quality_steps, score_step
+from pipelines.context import Reporter, RunContext
+
+Inputs = tuple[str, ...] | Callable[[CurateConfig], tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One declared step: name, version, inputs, what it commits, and the function that runs it."""
+
+    name: str
+    version: int
+    inputs: Inputs
+    artifact: str
+    run: Callable[[RunContext], StageOutput]
+
+    def needs(self, cfg: CurateConfig) -> tuple[str, ...]:
+        """The steps this one reads under `cfg`."""
+        return self.inputs(cfg) if callable(self.inputs) else self.inputs
+
+
+def _dedup_inputs(cfg: CurateConfig) -> tuple[str, ...]:
+    return ("dedup.text", "embed") if cfg.dedup.semantic else ("dedup.text",)
+
+
+def _score_inputs(cfg: CurateConfig) -> tuple[str, ...]:
+    target = ("ingest.target", "embed.target") if cfg.target is not None else ()
+    return ("ingest", "dedup", "embed", *target)
+
+
+STEPS: tuple[Step, ...] = (
+    Step("ingest", 1, (), "documents + rejects tables", data_steps.ingest),
+    Step("ingest.target", 1, (), "documents table", data_steps.ingest_target),
+    Step("dedup.text", 2, ("ingest",), "DEDUP table (exact, fuzzy)", data_steps.dedup_text),
+    Step("embed", 2, ("ingest", "dedup.text"), "embeddings table", data_steps.embed),
+    Step("embed.target", 2, ("ingest.target",), "embeddings table", data_steps.embed_target),
+    Step("dedup", 2, _dedup_inputs, "DEDUP table (+ semantic)", data_steps.dedup),
+    Step("score", 3, _score_inputs, "scores tables (embedding, text, labelled parts)", score_step.score),
+    Step(
+        "calibrate.mixture",
+        2,
+        ("score", "ingest", "embed", "ingest.target", "embed.target"),
+        "proxy runs table",
+        mixture_steps.calibrate_mixture,
+    ),
+    Step("fit.mixture", 2, ("calibrate.mixture", "score"), "MixtureFit record", mixture_steps.fit_mixture),
+    Step("prune", 2, ("score", "fit.mixture"), "prune table + PrunePlan record", quality_steps.prune),
+    Step(
+        "calibrate.quality",
+        2,
+        ("score", "prune", "ingest", "embed", "ingest.target", "embed.target"),
+        "bucket table + curves",
+        quality_steps.calibrate_quality,
+    ),
+    Step(
+        "fit.quality",
+        2,
+        ("calibrate.quality", "fit.mixture"),
+        "QualityPlan record",
+        quality_steps.fit_quality,
+    ),
+    Step(
+        "select",
+        2,
+        ("ingest", "score", "prune", "calibrate.quality", "fit.quality", "fit.mixture"),
+        "selection table + SelectionSummary record",
+        publish.select,
+    ),
+    Step(
+        "predict",
+        1,
+        ("select", "ingest", "embed", "ingest.target", "embed.target", "fit.mixture"),
+        "Prediction record",
+        mixture_steps.predict_selection,
+    ),
+    Step(
+        "publish",
+        2,
+        (
+            "ingest",
+            "ingest.target",
+            "dedup",
+            "score",
+            "fit.mixture",
+            "prune",
+            "calibrate.quality",
+            "fit.quality",
+            "select",
+            "predict",
+        ),
+        "manifest.json, exports, report.html",
+        publish.publish,
+    ),
+)
+STEP_NAMES = tuple(s.name for s in STEPS)
+
+
+def step(name: str) -> Step:
+    """The declared step `name`."""
+    for s in STEPS:
+        if s.name == name:
+            return s
+    raise ConfigError(f"unknown step {name!r}; steps: {', '.join(STEP_NAMES)}.")
+
+
+def closure(cfg: CurateConfig, targets: Sequence[str]) -> list[Step]:
+    """The steps that `targets` need under `cfg` (themselves included), in list order."""
+    wanted: set[str] = set()
+    todo = list(targets)
+    while todo:
+        name = todo.pop()
+        if name not in wanted:
+            wanted.add(name)
+            todo.extend(step(name).needs(cfg))
+    return [s for s in STEPS if s.name in wanted]
+
+
+def run_steps(
+    cfg: CurateConfig,
+    work: Path,
+    *,
+    until: Sequence[str] = ("publish",),
+    executor: Executor | None = None,
+    report: Reporter | None = None,
+    on_step: Callable[[Step], None] | None = None,
+) -> RunContext:
+    """Run (or reuse) every step that the `until` steps need; returns the context with their outputs."""
+    ctx = RunContext(cfg=cfg, work=Path(work), executor=executor or LocalExecutor())
+    if report is not None:
+        ctx.report = report
+    for s in closure(cfg, until):
+        ctx.step = s
+        if on_step is not None:
+            on_step(s)
+        ctx.outputs[s.name] = s.run(ctx)
+    ctx.step = None
+    return ctx

@@ -1,0 +1,205 @@
+"""Every per-document score, fitted once on a bounded sample and applied batch by batch (DESIGN.md section 5).
+
+`fit_scores` fits the global statistics: prototypes (Sorscher et al. 2022, spherical k-means), the target's
+mean direction, the target-vs-pool n-gram classifier (`pruning.target`, cross-fitted on its sample) and the
+n-gram LM whose per-document loss is the unlabelled difficulty. `ScoreModel.embedding_scores` and
+`ScoreModel.text_scores` score any batch; `labelled_scores` adds EL2N and class prototypes where labels
+exist. The pipeline's score step maps the two batch scorers over the corpus with its executor; the library
+call `score_dataset` runs the same functions in-process. Orientation: larger = harder / further.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from curate._validation import check_embeddings
+from curate.errors import InputError
+from curate.hashing import JSONValue
+from pruning.difficulty import EL2NScorer
+from pruning.prototypes import PrototypeScorer, normalize_rows
+from pruning.target import TargetClassifier
+from scaling.ngram import NgramLM, tokenize
+
+EMBEDDING_SCORES = pa.schema(
+    [
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("cluster_id", pa.int32(), nullable=False),
+        pa.field("proto_dist", pa.float32(), nullable=False),
+        pa.field("target_dist", pa.float32(), nullable=True),
+    ]
+)
+TEXT_SCORES = pa.schema(
+    [
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("label", pa.string(), nullable=True),
+        pa.field("target_ngram", pa.float32(), nullable=True),
+        pa.field("lm_loss", pa.float32(), nullable=True),
+    ]
+)
+LABELLED_SCORES = {"doc_id": pl.String, "class_proto_dist": pl.Float32, "el2n": pl.Float32}
+SCORE_COLUMNS = ("proto_dist", "class_proto_dist", "target_dist", "target_ngram", "difficulty")
+
+
+@dataclass
+class ScoreModel:
+    """Fitted statistics of the scores; picklable, so executors ship it to their workers."""
+
+    prototypes: PrototypeScorer
+    target_mean: np.ndarray | None  # unit vector, or None without a target
+    classifier: TargetClassifier | None
+    sample_ngram: dict[str, float]  # cross-fitted target_ngram of the classifier's own sample, by doc_id
+    lm: NgramLM | None
+
+    def embedding_scores(self, doc_ids: pa.Array, x: np.ndarray) -> pa.Table:
+        """cluster_id, proto_dist and target_dist (1 - cos to the target mean) of one batch."""
+        proto = self.prototypes.score(x)
+        target = None
+        if self.target_mean is not None:
+            target = (1.0 - normalize_rows(x) @ self.target_mean).astype(np.float32)
+        return pa.table(
+            {
+                "doc_id": doc_ids,
+                "cluster_id": proto["cluster_id"].to_arrow(),
+                "proto_dist": proto["proto_dist"].to_arrow(),
+                "target_dist": pa.array(target, pa.float32()) if target is not None else pa.nulls(len(x)),
+            },
+            schema=EMBEDDING_SCORES,
+        )
+
+    def text_scores(self, batch: pa.Table) -> pa.Table:
+        """target_ngram (classifier log-odds pool over target) and lm_loss of one (doc_id, source, label, text)."""
+        texts = [t or "" for t in batch.column("text").to_pylist()]
+        n = len(texts)
+        ngram = pa.nulls(n, pa.float32())
+        if self.classifier is not None:
+            ids = batch.column("doc_id").to_pylist()
+            scores = self.classifier.score(texts)
+            held = np.array([self.sample_ngram.get(i, np.nan) for i in ids], dtype=np.float32)
+            ngram = pa.array(np.where(np.isnan(held), scores, held), pa.float32())
+        loss = pa.nulls(n, pa.float32())
+        if self.lm is not None:
+            loss = pa.array(self.lm.doc_loss(tokenize(texts)).astype(np.float32), pa.float32())
+        return pa.table(
+            {
+                "doc_id": batch.column("doc_id"),
+                "source": batch.column("source"),
+                "label": batch.column("label"),
+                "target_ngram": ngram,
+                "lm_loss": loss,
+            },
+            schema=TEXT_SCORES,
+        )
+
+
+def fit_scores(
+    sample_ids: Sequence[str],
+    sample_vectors: np.ndarray,
+    sample_texts: Sequence[str],
+    *,
+    target_vectors: np.ndarray | None,
+    target_texts: Sequence[str] | None,
+    k: int | None = None,
+    difficulty: bool = True,
+    seed: int = 0,
+) -> ScoreModel:
+    """Fit every score's statistics on a sample of the pool (and the target, when given)."""
+    x = check_embeddings(sample_vectors, what="fit_scores sample vectors")
+    if len(sample_ids) != len(x) or len(sample_texts) != len(x):
+        raise InputError(f"fit_scores needs one id and one text per sample vector ({len(x)}).")
+    protos = PrototypeScorer(k=k, sample_size=len(x), seed=seed).fit(x)
+    mean = classifier = None
+    held: dict[str, float] = {}
+    if target_vectors is not None and target_texts is not None:
+        t = normalize_rows(check_embeddings(target_vectors, what="fit_scores target vectors", dim=x.shape[1]))
+        centre = t.mean(axis=0)
+        if float(np.linalg.norm(centre)) == 0.0:
+            raise InputError("the target has a zero mean embedding (all-zero or cancelling rows).")
+        mean = (centre / np.linalg.norm(centre)).astype(np.float32)
+        classifier = TargetClassifier(sample_size=len(x), seed=seed).fit(list(sample_texts), list(target_texts))
+        held = {
+            str(sample_ids[int(r)]): float(s)
+            for r, s in zip(classifier.pool_rows_, classifier.pool_scores_, strict=True)
+        }
+    lm = NgramLM().fit(tokenize(list(sample_texts))) if difficulty else None
+    return ScoreModel(protos, mean, classifier, held, lm)
+
+
+def labelled_scores(
+    doc_ids: Sequence[str], x: np.ndarray, labels: Sequence[str | None], *, seed: int = 0
+) -> pl.DataFrame:
+    """doc_id, class_proto_dist and el2n (Paul et al. 2021) of the labelled rows (needs >= 2 classes)."""
+    known = np.array([y is not None for y in labels], dtype=bool)
+    names = [y for y in labels if y is not None]
+    rows = np.flatnonzero(known)
+    if len(set(names)) < 2:
+        return pl.DataFrame(schema=LABELLED_SCORES)
+    protos = PrototypeScorer(seed=seed).fit(x[rows], labels=names)
+    el2n = EL2NScorer(seed=seed).fit(x[rows], names).score(x[rows], names)["el2n"]
+    return pl.DataFrame(
+        {
+            "doc_id": [doc_ids[int(i)] for i in rows],
+            "class_proto_dist": protos.score(x[rows], labels=names)["class_proto_dist"],
+            "el2n": el2n,
+        },
+        schema=LABELLED_SCORES,
+    )
+
+
+@dataclass(kw_only=True)
+class EmbeddingScoreStage:
+    """Stage: (doc_id, embedding) -> EMBEDDING_SCORES with a fitted ScoreModel (and an optional centring)."""
+
+    name: ClassVar[str] = "score.embedding"
+    version: ClassVar[int] = 1
+    input_columns: ClassVar[tuple[str, ...]] = ("doc_id", "embedding")
+    speed_only: ClassVar[frozenset[str]] = frozenset()
+    holds_model: ClassVar[bool] = False
+
+    model: ScoreModel
+    transform: Any = None  # vectors -> vectors of the scoring space (e.g. a Centering's apply)
+
+    def get_params(self) -> dict[str, JSONValue]:
+        """Nothing that keys a stage: the score step keys itself."""
+        return {}
+
+    def output_schema(self) -> pa.Schema:
+        """EMBEDDING_SCORES."""
+        return EMBEDDING_SCORES
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        col = batch.column("embedding").combine_chunks()
+        x = col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), col.type.list_size)
+        if self.transform is not None:
+            x = self.transform(x)
+        return self.model.embedding_scores(batch.column("doc_id").combine_chunks(), x)
+
+
+@dataclass(kw_only=True)
+class TextScoreStage:
+    """Stage: (doc_id, source, label, text) -> TEXT_SCORES with a fitted ScoreModel."""
+
+    name: ClassVar[str] = "score.text"
+    version: ClassVar[int] = 1
+    input_columns: ClassVar[tuple[str, ...]] = ("doc_id", "source", "label", "text")
+    speed_only: ClassVar[frozenset[str]] = frozenset()
+    holds_model: ClassVar[bool] = False
+
+    model: ScoreModel
+
+    def get_params(self) -> dict[str, JSONValue]:
+        """Nothing that keys a stage: the score step keys itself."""
+        return {}
+
+    def output_schema(self) -> pa.Schema:
+        """TEXT_SCORES."""
+        return TEXT_SCORES
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return self.model.text_scores(batch)
