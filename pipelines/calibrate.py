@@ -9,6 +9,7 @@ too. `calibrate_mixtures` feeds Projektor and the mixture laws; `calibrate_bucke
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -164,7 +165,8 @@ class OTTask:
 
     def __call__(self, task: pa.Table) -> pa.Table:
         i = int(task["mixture"][0].as_py())
-        return pa.table({"mixture": [i], "ot": [self.distance.value(self.mixtures[i])]})
+        fresh = copy.deepcopy(self.distance)  # no warm start carried over from another task: same value anywhere
+        return pa.table({"mixture": [i], "ot": [fresh.value(self.mixtures[i])]})
 
 
 def mixture_ot(distance: MixtureDistance, mixtures: np.ndarray, *, executor: Executor) -> np.ndarray:

@@ -111,11 +111,31 @@ def _marked_counts(out: StageOutput) -> dict[str, Any]:
     return {"rows": int(counts["len"].sum()), "duplicates": marked}
 
 
+def check_sources_kept(ctx: RunContext, dedup: StageOutput) -> int:
+    """Documents `dedup` keeps; InputError naming a configured source it leaves empty."""
+    docs = ctx.output("ingest").scan().select("doc_id", "source")
+    marked = dedup.scan().filter(pl.col("dup_of").is_not_null()).select("doc_id", "dup_kind")
+    counts = (
+        docs.join(marked, on="doc_id", how="left")
+        .group_by("source")
+        .agg(kept=pl.col("dup_kind").is_null().sum(), n=pl.len())
+        .collect(engine="streaming")
+    )
+    kept = dict(counts.select("source", "kept").iter_rows())
+    for source in sorted(ctx.cfg.sources):
+        if kept.get(source, 0) == 0:
+            raise InputError(
+                f"source '{source}' is empty after dedup: every document duplicates another; remove it from "
+                "[sources] or relax [dedup]."
+            )
+    return int(counts["kept"].sum())
+
+
 def embed(ctx: RunContext) -> StageOutput:
     """Embeddings of the documents the text passes kept (duplicates are never embedded)."""
     dedup = ctx.output("dedup.text")
+    kept = check_sources_kept(ctx, dedup)
     keep = SkipMarked(tuple(str(f) for f in dedup.files))
-    kept = int(dedup.info.get("rows", 0)) - sum(dedup.info.get("duplicates", {}).values())
     return _embed(ctx, ctx.output("ingest"), keep=keep, total=kept)
 
 

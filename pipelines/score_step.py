@@ -22,6 +22,7 @@ from curate.hashing import JSONValue
 from curate.io import parquet_files, write_table
 from curate.stages import StageOutput
 from pipelines.context import RunContext
+from pipelines.data_steps import check_sources_kept
 from pruning.scores import SCORE_COLUMNS, EmbeddingScoreStage, TextScoreStage, fit_scores, labelled_scores
 
 PARTS = ("embedding", "text")
@@ -48,10 +49,10 @@ def score(ctx: RunContext) -> StageOutput:
     def build(tmp: Path) -> dict[str, Any]:
         docs, emb, final = ctx.output("ingest"), ctx.output("embed"), ctx.output("dedup")
         keep = SkipMarked(tuple(str(f) for f in final.files))
+        n_kept = check_sources_kept(ctx, final)
         kept = emb.scan().select("doc_id").join(
             final.scan().filter(pl.col("dup_of").is_not_null()).select("doc_id"), on="doc_id", how="anti"
         )
-        n_kept = int(kept.select(pl.len()).collect().item())
         pick = kept.filter(sample_filter(n_kept, s.fit_rows, ctx.cfg.seed))
         sample = (
             pick.join(emb.scan(), on="doc_id")

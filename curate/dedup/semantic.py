@@ -90,7 +90,9 @@ def spherical_kmeans_labels(x: np.ndarray, *, n_clusters: int, seed: int = 0) ->
     """Cluster of each L2-normalised row: faiss spherical k-means (20 iterations, seeded), max cosine."""
     import faiss
 
-    km = faiss.Kmeans(x.shape[1], n_clusters, niter=20, seed=seed, spherical=True, verbose=False)
+    km = faiss.Kmeans(
+        x.shape[1], n_clusters, niter=20, seed=seed, spherical=True, verbose=False, min_points_per_centroid=1
+    )
     km.train(np.ascontiguousarray(x, dtype=np.float32))
     _, label = km.index.search(np.ascontiguousarray(x, dtype=np.float32), 1)
     return label[:, 0].astype(np.int64)

@@ -1,0 +1,252 @@
+"""End-to-end curation of a tiny unlabelled corpus (real Wikipedia text plus junk): the manifest, the
+selection, reuse across faces (run, stage commands, library calls), resume, Ray equal to in-process, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from curate import corpora
+from curate.config import load_config
+from curate.errors import FitWarning, InputError
+from curate.manifest import MixtureManifest
+from pipelines.runner import PipelineRun, execute
+from pipelines.selection import split_budget
+
+CONFIG = """seed = 0
+[sources]
+alpha = "alpha/*.jsonl"
+beta = "beta/*.jsonl"
+junk = "junk/*.jsonl"
+[target]
+path = "target/*.jsonl"
+[budget]
+unit = "{unit}"
+value = {value}
+[embed]
+kind = "static"
+[score]
+n_buckets = 2
+[proxy]
+pilot_sizes = [40, 120]
+repeats = 1
+seeds = 2
+epochs = [1, 2, 4]
+grid_divisions = 2
+bucket_rows = 60
+eval_size = 60
+bootstrap = 2
+[mixture]
+ot_max_points = 200
+"""
+
+
+def write_corpus(root: Path, *, unit: str = "samples", value: int = 300) -> Path:
+    """alpha: one Wikipedia topic; beta: other topics; junk: more such texts with their words shuffled; the
+    target: held-out documents of alpha's topic. Returns the config path."""
+    docs = corpora.wiki(labelled_only=True, seed=0)
+    topic = docs.filter(pl.col("label") == "Geography").head(200)
+    other = docs.filter(pl.col("label") != "Geography").head(270)
+    rng = np.random.default_rng(0)
+    shuffled = [" ".join(rng.permutation(t.split())) for t in other["text"].to_list()[150:]]
+    parts = {
+        "alpha": topic["text"].to_list()[:140],
+        "target": topic["text"].to_list()[140:],
+        "beta": other["text"].to_list()[:150],
+        "junk": shuffled,
+    }
+    for name, texts in parts.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        (root / name / "part.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    (root / "curate.toml").write_text(CONFIG.format(unit=unit, value=value))
+    return root / "curate.toml"
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
+    """One in-process run of the tiny corpus (its small fits may warn: they are the fits' concern)."""
+    root = tmp_path_factory.mktemp("e2e")
+    with pytest.warns() as record:
+        run = execute(write_corpus(root), local=True)
+    assert all(issubclass(w.category, FitWarning) for w in record), [str(w.message) for w in record]
+    return run
+
+
+def _work(run: PipelineRun) -> Path:
+    return run.out_dir.parents[1]
+
+
+def test_manifest_weights_selection_and_exports(finished: PipelineRun) -> None:
+    """Weights sum to 1, the selection realises weight x budget per source exactly, every export is there."""
+    m = finished.manifest
+    assert MixtureManifest.from_json(finished.manifest_path.read_text()) == m
+    assert sum(m.weights().values()) == pytest.approx(1.0, abs=1e-9)
+    sel = pl.read_parquet(finished.out_dir / m.selection.path)
+    counts = dict(sel.group_by("source").agg(pl.col("repeats").sum()).iter_rows())
+    planned = split_budget(m.weights(), m.budget.value)
+    assert counts == {s: n for s, n in planned.items() if n > 0}
+    assert sel["doc_id"].is_unique().all() and (sel["repeats"] > 0).all()
+    hf = json.loads((finished.out_dir / "hf_interleave.json").read_text())
+    assert dict(zip(hf["datasets"], hf["probabilities"], strict=True)) == {
+        s.name: s.weight for s in m.sources if s.weight > 0
+    }
+    assert "<img" in finished.report_path.read_text()
+
+
+def test_prediction_is_for_the_selection_written(finished: PipelineRun) -> None:
+    """manifest.prediction is the mean of the proxy runs trained on the selection, and says so."""
+    p = finished.manifest.prediction
+    assert p is not None and "final selection" in p.method
+    curves = pl.read_parquet(finished.outputs["predict"].path / "curves.parquet")
+    at = curves.filter(pl.col("samples_seen") == pl.col("samples_seen").max())["eval_loss"].to_numpy()
+    assert p.value == pytest.approx(float(np.mean(at)), rel=1e-9)
+    assert p.interval[0] <= p.value <= p.interval[1]
+
+
+def test_provenance_pins_inputs_and_config(finished: PipelineRun) -> None:
+    """Provenance lists every input shard with its digest and the config without runtime-only keys."""
+    prov = finished.manifest.provenance
+    assert sorted(prov.inputs) == ["alpha/part.jsonl", "beta/part.jsonl", "junk/part.jsonl", "target/part.jsonl"]
+    assert "ray" not in prov.config and prov.config["budget"] == {"unit": "samples", "value": 300}
+
+
+def test_step_records_executor_and_version(finished: PipelineRun) -> None:
+    """Every committed step records its own version and the executor that ran it."""
+    for name, out in finished.outputs.items():
+        if name.startswith("ingest"):
+            continue
+        info = json.loads((out.path / "_stage.json").read_text())
+        assert info["run_by"]["executor"] == "local", name
+        assert isinstance(info["version"], int), name
+
+
+def test_rerun_is_a_noop(finished: PipelineRun) -> None:
+    """A second run of the same config commits nothing new and writes the same manifest bytes."""
+    work = _work(finished)
+    before = {p: p.stat().st_mtime_ns for p in work.rglob("_stage.json")}
+    again = execute(work.parent / "curate.toml", local=True)
+    assert {p: p.stat().st_mtime_ns for p in work.rglob("_stage.json")} == before
+    assert again.manifest_path.read_bytes() == finished.manifest_path.read_bytes()
+
+
+def test_stage_commands_reuse_what_run_committed(finished: PipelineRun, capsys: pytest.CaptureFixture[str]) -> None:
+    """`curate dedup|embed|score|plan WORK` after `curate run` on the same work dir are no-ops that print
+    the run's outputs (same step keys, no new _stage.json)."""
+    from curate.cli import main
+
+    work = _work(finished)
+    before = set(work.rglob("_stage.json"))
+    for command in ("dedup", "embed", "score", "plan"):
+        assert main([command, str(work), "--local"]) == 0, command
+    out = capsys.readouterr().out
+    assert set(work.rglob("_stage.json")) == before
+    assert finished.outputs["score"].key in out.replace("\n", "")
+
+
+def test_run_reuses_what_stage_commands_committed(tmp_path: Path) -> None:
+    """The other way round: ingest, dedup and embed run as stage commands first; `execute` then reuses them."""
+    from curate.cli import main
+
+    config = write_corpus(tmp_path)
+    work = tmp_path / "work"
+    sources = [f"--source={n}={tmp_path / n}" for n in ("alpha", "beta", "junk")]
+    assert main(["ingest", str(work), *sources, "--local"]) == 0
+    cfg_now = json.loads((work / "config.json").read_text())
+    cfg_now["embed"]["kind"] = "static"
+    (work / "config.json").write_text(json.dumps(cfg_now))
+    assert main(["embed", str(work), "--local"]) == 0
+    committed = {p.parent.name for p in (work / "embed").glob("*/_stage.json")}
+    run = execute(load_config(config), work=work, local=True, until=["embed"])
+    assert {run.outputs["embed"].key} == committed
+
+
+def test_budget_change_reruns_only_the_plan(finished: PipelineRun) -> None:
+    """Changing only the budget keeps every step up to the calibrations and reruns the fits and the plan."""
+    work = _work(finished)
+    cfg = load_config(work.parent / "curate.toml")
+    cfg = cfg.model_copy(update={"budget": cfg.budget.model_copy(update={"value": 400})})
+    with pytest.warns(FitWarning):
+        changed = execute(cfg, work=work, local=True)
+    same = ("ingest", "dedup", "embed", "score", "calibrate.mixture")
+    assert {k: changed.outputs[k].key for k in same} == {k: finished.outputs[k].key for k in same}
+    assert all(changed.outputs[k].key != finished.outputs[k].key for k in ("fit.mixture", "select", "publish"))
+    assert changed.manifest.budget.value == 400
+
+
+def test_glob_matching_nothing_is_an_input_error(tmp_path: Path) -> None:
+    """A source glob that matches no file stops the run before any work, naming the source."""
+    cfg = write_corpus(tmp_path)
+    cfg.write_text(cfg.read_text().replace('"beta/*.jsonl"', '"nowhere/*.jsonl"'))
+    with pytest.raises(InputError, match=r"source 'beta': .*nowhere/\*\.jsonl' matches no supported file"):
+        execute(cfg, local=True)
+
+
+def test_target_without_rows_is_an_input_error(tmp_path: Path) -> None:
+    """A target whose every row is rejected raises InputError naming it and the reject reasons."""
+    cfg = write_corpus(tmp_path)
+    (tmp_path / "target" / "part.jsonl").write_text('{"text": ""}\n{"body": "x"}\n')
+    with pytest.raises(InputError, match=r"source 'target' has no usable rows: 2 read, all rejected \(.*empty_text=1"):
+        execute(cfg, local=True)
+
+
+def test_source_empty_after_dedup_is_an_input_error(tmp_path: Path) -> None:
+    """A source made only of copies of another source's documents is reported as empty after dedup."""
+    cfg = write_corpus(tmp_path)
+    (tmp_path / "zcopy").mkdir()
+    (tmp_path / "zcopy" / "part.jsonl").write_text((tmp_path / "alpha" / "part.jsonl").read_text())
+    cfg.write_text(cfg.read_text().replace('junk = "junk/*.jsonl"', 'junk = "junk/*.jsonl"\nzcopy = "zcopy/*.jsonl"'))
+    with pytest.raises(InputError, match=r"source 'zcopy' is empty after dedup: every document duplicates"):
+        execute(cfg, local=True)
+
+
+def test_cli_run_prints_the_plan(finished: PipelineRun, capsys: pytest.CaptureFixture[str]) -> None:
+    """`curate run CONFIG --local` on a finished run exits 0, printing the weights and where the files are."""
+    from curate.cli import main
+
+    config = _work(finished).parent / "curate.toml"
+    assert main(["run", str(config), "--local"]) == 0
+    out = capsys.readouterr().out
+    assert str(finished.manifest_path) in out.replace("\n", "")
+    for s in finished.manifest.sources:
+        assert s.name in out and f"{s.weight:.3f}" in out
+
+
+@pytest.mark.ray
+def test_ray_run_gives_the_local_manifest_byte_for_byte(
+    finished: PipelineRun, tmp_path: Path, ray_runtime: None
+) -> None:
+    """The same config run from scratch on Ray gives the in-process manifest byte for byte, and the steps
+    record Ray tasks (the dedup shuffles among them)."""
+    config = _work(finished).parent / "curate.toml"
+    with pytest.warns(FitWarning):
+        on_ray = execute(config, work=tmp_path / "work")
+    assert on_ray.manifest_path.read_bytes() == finished.manifest_path.read_bytes()
+    dedup = json.loads((on_ray.outputs["dedup.text"].path / "_stage.json").read_text())
+    assert dedup["run_by"]["executor"] == "ray" and dedup["run_by"]["tasks"] > 0
+
+
+def test_noise_calibration_falls_back_to_best_grid(finished: PipelineRun, tmp_path: Path) -> None:
+    """Calibration metrics that are pure noise make Projektor lose to the mean predictor: the plan takes
+    the best calibrated mixture, warns, and the manifest says why."""
+    work = tmp_path / "work"
+    shutil.copytree(_work(finished), work)
+    calib = work / "calibrate.mixture" / finished.outputs["calibrate.mixture"].key / "runs.parquet"
+    runs = pl.read_parquet(calib)
+    noise = pl.Series(np.random.default_rng(0).normal(0.0, 0.5, runs.height))
+    runs = runs.with_columns(metric=pl.col("metric").mean() + noise)
+    runs.write_parquet(calib)
+    for step in ("fit.mixture", "prune", "calibrate.quality", "fit.quality", "select", "predict", "publish"):
+        shutil.rmtree(work / step, ignore_errors=True)
+    with pytest.warns(FitWarning) as record:
+        again = execute(load_config(_work(finished).parent / "curate.toml"), work=work, local=True)
+    assert any("is worse than the mean predictor" in str(w.message) for w in record)
+    top = runs.filter(pl.col("n") == runs["n"].max())
+    best = top.row(int(np.argmin(top["metric"].to_numpy())), named=True)
+    assert again.manifest.weights() == pytest.approx({s.name: best[s.name] for s in again.manifest.sources})
+    assert again.manifest.prediction is not None
+    assert "fallback: " in again.manifest.prediction.method
