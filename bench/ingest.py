@@ -128,7 +128,7 @@ def main() -> None:
             rows.append(
                 (
                     "curate ingest + exact dedup, in-process",
-                    *timed(run(LocalExecutor(progress=False), root / "wl")),
+                    *timed(run(LocalExecutor(), root / "wl")),
                 )
             )
 

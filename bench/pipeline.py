@@ -6,7 +6,8 @@ near copies (5% word edits, for fuzzy dedup), word shuffles (for semantic dedup)
 from the real vocabulary. The target is a held-out
 sample of the real documents. Baseline in the same run: a plain polars read of every shard (the floor of any
 pass over the data). Peak RSS per step comes from sampling this process every 50 ms against the step's
-start and end times in its `_stage.json`. Timings on a shared machine are noisy; the script says the size.
+start and end times in its `_stage.json`: the driver's RSS and the largest Ray worker's. The run is the
+product path itself (`pipelines.runner.execute`, as `curate run`), in-process or on embedded Ray.
 
     python bench/pipeline.py [--docs 100000] [--work DIR] [--ray]
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import tempfile
 import threading
 import time
@@ -44,14 +46,7 @@ value = {budget}
 [score]
 n_buckets = 3
 [proxy]
-kind = "lm"
-pilot_sizes = [64, 160]
-epochs = 3
-hidden = 32
-max_len = 64
-batch_size = 32
-n_mixtures = 10
-eval_size = 128
+eval_size = 256
 bootstrap = 5
 [mixture]
 ot_max_points = 800
@@ -100,23 +95,34 @@ def build_corpus(root: Path, n_docs: int, *, seed: int = 0) -> int:
     return n_real + n_synth
 
 
+def _is_worker(proc: psutil.Process) -> bool:
+    """A Ray worker process (task or actor), as opposed to Ray's own daemons."""
+    with contextlib.suppress(psutil.Error):
+        return any("default_worker.py" in part or part.startswith("ray::") for part in proc.cmdline())
+    return False
+
+
 class RSSSampler:
-    """Samples this process's RSS (with children) every `interval` seconds in a daemon thread."""
+    """Samples, every `interval` seconds in a daemon thread, the RSS of this (driver) process and the largest
+    RSS of any Ray worker process below it."""
 
     def __init__(self, interval: float = 0.05) -> None:
-        self.samples: list[tuple[float, int]] = []
+        self.samples: list[tuple[float, int, int]] = []
         self._stop = threading.Event()
         self._proc = psutil.Process()
+        self._interval = interval
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            rss = self._proc.memory_info().rss
+            driver = self._proc.memory_info().rss
+            worker = 0
             for child in self._proc.children(recursive=True):
-                with contextlib.suppress(psutil.Error):
-                    rss += child.memory_info().rss
-            self.samples.append((time.time(), rss))
-            time.sleep(0.05)
+                if _is_worker(child):
+                    with contextlib.suppress(psutil.Error):
+                        worker = max(worker, child.memory_info().rss)
+            self.samples.append((time.time(), driver, worker))
+            time.sleep(self._interval)
 
     def __enter__(self) -> RSSSampler:
         self._thread.start()
@@ -126,12 +132,13 @@ class RSSSampler:
         self._stop.set()
         self._thread.join()
 
-    def peak(self, start: float, end: float) -> int:
-        """Largest RSS sampled in [start, end] (the nearest sample when none falls inside)."""
-        inside = [r for t, r in self.samples if start <= t <= end]
-        if inside:
-            return max(inside)
-        return min(self.samples, key=lambda s: abs(s[0] - start))[1] if self.samples else 0
+    def peak(self, start: float, end: float) -> tuple[int, int]:
+        """Largest (driver, worker) RSS sampled in [start, end] (the nearest sample when none falls inside)."""
+        inside = [(d, w) for t, d, w in self.samples if start <= t <= end]
+        if not inside:
+            near = min(self.samples, key=lambda s: abs(s[0] - start))
+            inside = [(near[1], near[2])]
+        return max(d for d, _ in inside), max(w for _, w in inside)
 
 
 def main() -> None:
@@ -146,7 +153,7 @@ def main() -> None:
     t0 = time.perf_counter()
     baseline_rows = pl.scan_parquet(shards).select(pl.col("text").str.len_bytes().sum()).collect()
     baseline = time.perf_counter() - t0
-    from pipelines.curate_pipeline import execute
+    from pipelines.runner import execute
 
     cfg = load_config(root / "curate.toml")
     with RSSSampler() as rss:
@@ -154,17 +161,16 @@ def main() -> None:
         result = execute(cfg, work=root / "work", local=not args.ray)
         total = time.perf_counter() - t0
     rows = []
-    for record in sorted(root.glob("work/**/_stage.json")):
-        info = json.loads(record.read_text())
-        if info["name"] == "static":  # the distilled embedder cache, not a pipeline step
-            continue
-        name = info["name"] + (" (target)" if "target" in record.relative_to(root / "work").parts[:1] else "")
+    for name, out in result.outputs.items():
+        info = json.loads((out.path / "_stage.json").read_text())
+        driver, worker = rss.peak(info["started_at"], info["finished_at"])
         rows.append(
             {
                 "step": name,
                 "seconds": info["seconds"],
                 "share": info["seconds"] / total,
-                "peak_rss_mib": rss.peak(info["started_at"], info["finished_at"]) / 2**20,
+                "driver_rss_mib": driver / 2**20,
+                "worker_rss_mib": worker / 2**20,
                 "started": info["started_at"],
             }
         )
@@ -172,9 +178,11 @@ def main() -> None:
     pl.Config.set_tbl_rows(50)
     print(f"corpus: {n:,} source documents ({root}); executor: {'ray' if args.ray else 'local'}")
     print(table)
-    overall_peak = max(r for _, r in rss.samples) / 2**20
+    driver_peak = max(d for _, d, _ in rss.samples) / 2**20
+    worker_peak = max(w for _, _, w in rss.samples) / 2**20
     print(
-        f"end to end: {total:.1f} s, {n / total:,.0f} docs/s, peak RSS {overall_peak:,.0f} MiB; "
+        f"end to end: {total:.1f} s, {n / total:,.0f} docs/s, peak RSS driver {driver_peak:,.0f} MiB, "
+        f"largest worker {worker_peak:,.0f} MiB (load average {os.getloadavg()[0]:.2f}); "
         f"baseline polars read of the shards ({baseline_rows.item():,} text bytes): {baseline:.2f} s, "
         f"pipeline / baseline = {total / baseline:,.0f}x"
     )

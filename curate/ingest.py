@@ -204,7 +204,7 @@ def ingest_sources(
     # The key holds what was read (the inputs), not how it was globbed.
     names: list[JSONValue] = [name for name in sorted(sources)]
     key = stage_key(STAGE, VERSION, {**params, "sources": names}, inputs)
-    runner = executor if executor is not None else LocalExecutor(progress=False)
+    runner = executor if executor is not None else LocalExecutor()
 
     def build(tmp: Path) -> dict[str, Any]:
         fn = ReadShards(str(tmp), text_field, label_field, int(max_chars))

@@ -68,7 +68,12 @@ class StepProgress:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._finish()
+        if kind is None:
+            self._finish()
+        elif self._task is not None:  # the step that raised: say so instead of ticking it
+            name = self._progress.tasks[self._task].description
+            self._progress.update(self._task, description=f"{name} (failed)", visible=True)
+            self._progress.stop_task(self._task)
         self._progress.stop()
 
     def _finish(self) -> None:

@@ -46,4 +46,4 @@ def executor(request: pytest.FixtureRequest) -> Executor:
         from pipelines.ray_executor import RayExecutor
 
         return RayExecutor(batch_size=64)
-    return LocalExecutor(batch_size=64, progress=False)
+    return LocalExecutor(batch_size=64)

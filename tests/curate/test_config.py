@@ -62,7 +62,7 @@ def test_load_config_resolves_globs_from_the_config_folder(tmp_path: Path) -> No
             r"'budget\.unit': Input should be 'samples' or 'tokens'; got 'bytes'",
         ),
         ({"budget": {"valu": 3}}, r"'budget\.valu' is not allowed; allowed here: unit, value"),
-        ({"colour": "red"}, r"'colour' is not allowed; allowed here: seed, sources, target, budget"),
+        ({"colour": "red"}, r"'colour' is not allowed; allowed here: seed, sources, target, ingest, budget"),
         (
             {"sources": {"wiki": {"path": "x", "txt": "t"}}},
             r"'sources\.wiki\.txt' is not allowed; .*text_field",
@@ -79,7 +79,7 @@ def test_load_config_resolves_globs_from_the_config_folder(tmp_path: Path) -> No
         ({"seed": "zero"}, r"'seed': Input should be a valid integer"),
         ({"sources": {}}, r"\[sources\] must name at least one source"),
         ({"sources": {"my source": "x"}}, r"source names must match"),
-        ({"budget": {"value": 10}}, r"'budget\.value' \(10 samples\) is smaller than one batch"),
+        ({"score": {"bucket_metric": "target_similarity"}}, r"'score\.bucket_metric': Input should be"),
     ],
 )
 def test_bad_config_names_key_and_allowed_values(patch: dict[str, object], match: str) -> None:
@@ -88,10 +88,27 @@ def test_bad_config_names_key_and_allowed_values(patch: dict[str, object], match
         parse_config({**MINIMAL, **patch})
 
 
-def test_missing_target_and_bad_toml(tmp_path: Path) -> None:
-    """A config without [target], unreadable TOML, or a missing file each raise ConfigError naming it."""
-    with pytest.raises(ConfigError, match=r"config key 'target' is required but missing"):
-        parse_config({"sources": {"a": "x"}})
+def test_target_is_optional_but_needed_by_the_target_steps(tmp_path: Path) -> None:
+    """A config without [target] is valid (the data steps run); a step that needs it names the key."""
+    from pipelines.runner import execute
+
+    cfg = parse_config({"sources": {"a": str(tmp_path / "a")}})
+    assert cfg.target is None
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.jsonl").write_text('{"text": "one document"}\n')
+    with pytest.raises(ConfigError, match=r"config key 'target' is required for this step"):
+        execute(cfg, work=tmp_path / "work", local=True, until=["ingest.target"])
+
+
+def test_the_old_score_name_is_an_alias_with_a_warning() -> None:
+    """`target_sim` (a distance) still works for one version as `target_dist`, with a FutureWarning."""
+    with pytest.warns(FutureWarning, match="'target_sim' is now called 'target_dist'"):
+        cfg = parse_config({**MINIMAL, "score": {"bucket_metric": "target_sim"}})
+    assert cfg.score.bucket_metric == "target_dist"
+
+
+def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
+    """Unreadable TOML or a missing file each raise ConfigError naming it."""
     bad = tmp_path / "bad.toml"
     bad.write_text("[budget\nunit=1")
     with pytest.raises(ConfigError, match=r"bad\.toml' is not valid TOML"):

@@ -31,7 +31,7 @@ from curate.dedup.minhash import (
     shingles,
     xxh32_words,
 )
-from curate.dedup.step import dedup_summary, dedup_work
+from curate.dedup.passes import dedup_summary
 from curate.dedup.table import combine_duplicates
 from curate.errors import ConfigError, InputError, SchemaError
 
@@ -265,8 +265,9 @@ def test_find_duplicates_on_frame_exact_and_fuzzy() -> None:
 
 
 def test_work_dir_dedup_commits_once_and_summarises(tmp_path: Path) -> None:
-    """`curate dedup WORK` commits one side table row per document; a rerun reuses it; the summary adds up."""
-    from curate.api import ingest
+    """`curate dedup WORK --method exact --method fuzzy` commits one side table row per document; the library
+    call with the same methods reuses it; the summary adds up."""
+    from curate.api import dedup_documents, ingest
 
     texts = corpora.bbc_news(40, seed=6)["text"].to_list()
     rows = {
@@ -278,31 +279,31 @@ def test_work_dir_dedup_commits_once_and_summarises(tmp_path: Path) -> None:
         lines = "\n".join(json.dumps({"text": t}) for t in items)
         (tmp_path / source / "part.jsonl").write_text(lines + "\n", encoding="utf-8")
     work = tmp_path / "work"
-    ingest({s: str(tmp_path / s) for s in rows}, work)
-    assert main(["dedup", str(work)]) == 0
-    out = dedup_work(work)
-    assert dedup_work(work).info["finished_at"] == out.info["finished_at"]  # same key: nothing rerun
+    docs_out = ingest({s: str(tmp_path / s) for s in rows}, work)
+    assert main(["dedup", str(work), "--method", "exact", "--method", "fuzzy", "--local"]) == 0
+    out = dedup_documents(work, methods=["exact", "fuzzy"])
+    assert dedup_documents(work, methods=["exact", "fuzzy"]).info["finished_at"] == out.info["finished_at"]
     table = out.scan().collect()
-    docs = pl.read_parquet(out.path.parent.parent / "ingest" / "*" / "part-*.parquet")
+    docs = pl.read_parquet(docs_out.path / "part-*.parquet")
     assert table.height == docs.height and table["doc_id"].is_sorted()
     counts = dict(table["dup_kind"].drop_nulls().value_counts().iter_rows())
     assert counts["exact"] == 1 and counts["fuzzy"] >= 1
-    summary = dedup_summary(work)
+    summary = dedup_summary(out.scan(), docs.lazy())
     news = summary.filter(pl.col("source") == "news").row(0, named=True)
     dup_ids = table.filter(pl.col("dup_kind").is_not_null())["doc_id"]
     dup_bytes = docs.filter(pl.col("doc_id").is_in(dup_ids.implode()))["text"].str.len_bytes().sum()
     assert news["n_docs"] == 22 and news["n_exact"] == 1 and news["bytes_removed"] == dup_bytes
     assert summary["n_docs"].sum() == docs.height
-    wd = find_duplicates(work, method="fuzzy")
-    assert wd.height == docs.height and wd["doc_id"].is_sorted()
 
 
-def test_dedup_work_needs_ingest(tmp_path: Path) -> None:
-    """A work dir without an ingest output is refused with the command to run."""
-    with pytest.raises(InputError, match="no committed ingest output"):
-        dedup_work(tmp_path)
-    with pytest.raises(ConfigError, match="'methods' parameter of dedup_work"):
-        dedup_work(tmp_path, methods=["fuzzy", "fast"])  # type: ignore[list-item]
+def test_dedup_documents_needs_an_ingest(tmp_path: Path) -> None:
+    """A work dir without sources is refused with the command to run; a bad method is named."""
+    from curate.api import dedup_documents
+
+    with pytest.raises(InputError, match="has no sources yet; run `curate ingest"):
+        dedup_documents(tmp_path)
+    with pytest.raises(ConfigError, match="'methods' parameter of dedup_documents"):
+        dedup_documents(tmp_path, methods=["fuzzy", "fast"])  # type: ignore[list-item]
 
 
 def test_same_seed_same_result_other_seed_same_obvious_pairs() -> None:

@@ -113,11 +113,13 @@ def test_bad_inputs_are_named(kwargs: dict[str, object], exc: type[Exception], m
 def test_work_dir_runs_semantic_after_exact_and_fuzzy(
     edited_paragraphs: tuple[pl.DataFrame, np.ndarray], tmp_path: Path
 ) -> None:
-    """With a committed embed stage, semantic marks only docs exact and fuzzy left; the first kind wins."""
+    """The dedup step marks exact copies first, embeds only what the text passes kept, then SemDeDup marks
+    only those; the summary adds up."""
     import json
 
-    from curate.api import embed_documents, ingest
-    from curate.dedup.step import dedup_summary, dedup_work
+    from curate.api import dedup_documents, embed_documents, ingest
+    from curate.dedup.passes import dedup_summary
+    from curate.stages import latest_committed
 
     docs, _ = edited_paragraphs
     texts = (
@@ -127,11 +129,14 @@ def test_work_dir_runs_semantic_after_exact_and_fuzzy(
     (tmp_path / "src" / "a.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in texts) + "\n")
     work = tmp_path / "work"
     ingest({"sotu": str(tmp_path / "src")}, work)
-    with pytest.raises(InputError, match="no committed embed output"):
-        dedup_work(work, methods=["semantic"])
-    embed_documents(work, embedder="minilm")
-    table = dedup_work(work, methods=["semantic", "exact"]).scan().collect()
+    embed_documents(work, embedder="minilm")  # exact and fuzzy (the defaults) skip 4 copies here
+    out = dedup_documents(work, methods=["semantic", "exact"])
+    embedded = latest_committed(work, "embed")
+    assert embedded is not None
+    assert (embedded.info["rows_out"], embedded.info["rows_skipped"]) == (24, 1)  # the exact copy is not embedded
+    table = out.scan().collect()
     counts = dict(table["dup_kind"].drop_nulls().value_counts().iter_rows())
     assert counts == {"exact": 1, "semantic": 4}
-    summary = dedup_summary(work).row(0, named=True)
-    assert (summary["n_docs"], summary["n_exact"], summary["n_semantic"], summary["n_fuzzy"]) == (25, 1, 4, 0)
+    summary = dedup_summary(out.scan(), pl.read_parquet(tmp_path / "work" / "ingest" / "*" / "part-*.parquet").lazy())
+    row = summary.row(0, named=True)
+    assert (row["n_docs"], row["n_exact"], row["n_semantic"], row["n_fuzzy"]) == (25, 1, 4, 0)

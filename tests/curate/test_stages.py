@@ -66,7 +66,7 @@ def test_local_map_tasks_keeps_order_and_reports_progress() -> None:
     """LocalExecutor.map_tasks calls the function once per task row, in order, and counts result rows."""
     seen: list[int] = []
     tasks = pa.table({"i": [3, 1, 2]})
-    out = LocalExecutor(progress=False).map_tasks(
+    out = LocalExecutor().map_tasks(
         lambda t: pa.table({"i": t["i"], "sq": pa.compute.multiply(t["i"], t["i"])}),
         tasks,
         on_progress=seen.append,

@@ -92,7 +92,7 @@ def test_killed_worker_process_is_retried_without_loss(
     assert marker.is_file()  # a worker really died (the marker holds its pid)
     assert int(marker.read_text()) != os.getpid()
     clean = run_stage(
-        stage_type(marker=str(marker)), docs_input, tmp_path / "local", executor=LocalExecutor(progress=False)
+        stage_type(marker=str(marker)), docs_input, tmp_path / "local", executor=LocalExecutor()
     )
     got = _frame(out)
     assert_frame_equal(got, _frame(clean))
@@ -291,9 +291,9 @@ def test_disk_full_in_a_stage_names_the_part_file(
 ) -> None:
     """ENOSPC while a stage writes its part file: StageError naming the file; nothing committed."""
     monkeypatch.setattr(pq.ParquetWriter, "write_table", _enospc)
-    with pytest.raises(StageError, match=r"part-00000\.parquet.*No space left"):
+    with pytest.raises(StageError, match=r"part-00000-00000\.parquet.*No space left"):
         run_stage(
-            ExitOnce(marker=str(tmp_path)), docs_input, tmp_path, executor=LocalExecutor(progress=False)
+            ExitOnce(marker=str(tmp_path)), docs_input, tmp_path, executor=LocalExecutor()
         )
     assert not _committed(tmp_path, "exit_once")
 

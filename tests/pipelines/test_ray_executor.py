@@ -98,7 +98,7 @@ def test_ray_ingest_equals_local_ingest(tmp_path: Path, wiki_docs: pl.DataFrame,
     (src / "bad.parquet").write_bytes(b"not parquet")
     sources = {"mixed": str(src), "again": str(src / "*.jsonl")}
     out = {}
-    for name, ex in (("local", LocalExecutor(progress=False)), ("ray", RayExecutor(batch_size=64))):
+    for name, ex in (("local", LocalExecutor()), ("ray", RayExecutor(batch_size=64))):
         with pytest.warns(UnreadableFileWarning):
             report = ingest_sources(sources, tmp_path / name, label_field="label", executor=ex)
         docs = pl.read_parquet([str(p) for p in parquet_files(report.path)]).sort("doc_id")

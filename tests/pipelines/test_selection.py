@@ -1,4 +1,4 @@
-"""Plan helpers: the budget split by weight and the exact realisation of repeats."""
+"""Selection helpers: the budget split by weight and the exact realisation of repeats."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from curate.errors import InputError
-from pipelines.plan import (
+from pipelines.selection import (
     realise,
     realised_share,
     selection_table,
