@@ -133,7 +133,7 @@ class RSSSampler:
         self._thread.join()
 
     def peak(self, start: float, end: float) -> tuple[int, int]:
-        """Largest (driver, worker) RSS sampled in [start, end] (the nearest sample when none falls inside)."""
+        """Largest (driver, worker) RSS sampled in [start, end] (the nearest sample if none is inside)."""
         inside = [(d, w) for t, d, w in self.samples if start <= t <= end]
         if not inside:
             near = min(self.samples, key=lambda s: abs(s[0] - start))

@@ -95,6 +95,7 @@ def load_sources() -> tuple[
 
 def main() -> int:
     from pipelines.projektor_runs import calibrate_mixtures, proxy_runs
+
     from pipelines.ray_executor import RayExecutor
     from pipelines.runtime import init_ray, shutdown_ray
     from scaling.mixture import compare_mixtures

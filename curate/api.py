@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import polars as pl
 
-from curate.config import CurateConfig, SourceConfig, load_work_config, parse_config
+from curate.config import CurateConfig, load_work_config, parse_config
 from curate.embeddings import EmbedderKind
 from curate.errors import InputError
 from curate.io import PathLike
@@ -40,7 +40,9 @@ def work_config(work: PathLike, **sections: dict[str, Any]) -> CurateConfig:
         else:
             data[name] = {**data[name], **values}
     if not data.get("sources"):
-        raise InputError(f"work dir '{work}' has no sources yet; run `curate ingest {work} --source NAME=GLOB`.")
+        raise InputError(
+            f"work dir '{work}' has no sources yet; run `curate ingest {work} --source NAME=GLOB`."
+        )
     return parse_config(data, base_dir=Path(work), where=f"work dir '{work}'")
 
 
@@ -170,7 +172,9 @@ def embed_texts(
     return model.encode(list(texts))
 
 
-def embed_documents(work: PathLike, *, embedder: EmbedderKind = "auto", address: str | None = None) -> StageOutput:
+def embed_documents(
+    work: PathLike, *, embedder: EmbedderKind = "auto", address: str | None = None
+) -> StageOutput:
     """Commit the embeddings of the documents the text dedup kept (the embed step)."""
     cfg = work_config(work, embed={"kind": embedder})
     return run_until(cfg, work, ["embed"], address=address).outputs["embed"]
@@ -183,11 +187,11 @@ def score_documents(
     work: PathLike,
     *,
     target: str | Path | None = None,
-    k: int | None = None,
+    n_clusters: int | None = None,
     address: str | None = None,
 ) -> StageOutput:
     """Commit the scores of every kept document of `work` (the score step); `target` is a glob of shards."""
-    sections: dict[str, Any] = {"score": {"n_clusters": k or 0}}
+    sections: dict[str, Any] = {} if n_clusters is None else {"score": {"n_clusters": n_clusters}}
     if target is not None:
         sections["target"] = {"path": str(Path(target).absolute())}
     cfg = work_config(work, **sections)
@@ -198,23 +202,28 @@ def score_dataset(
     data: pl.DataFrame | PathLike,
     *,
     target: ScoreTarget | None = None,
-    label_column: str | None = None,
-    k: int | None = None,
+    label_field: str | None = None,
+    n_clusters: int | None = None,
     seed: int = 0,
     embedder: EmbedderKind = "auto",
 ) -> pl.DataFrame:
     """One row per document: doc_id, cluster_id, proto_dist, class_proto_dist, target_dist, target_ngram,
     el2n, lm_loss, difficulty (larger = harder / further; null where not computable).
 
-    `data` is a frame with doc_id and text (and `label_column`), scored in memory by the functions the
+    `data` is a frame with doc_id and text (and `label_field`), scored in memory by the functions the
     score step uses, or a work dir (its score step's output).
     """
     from pipelines.score_step import read_scores, score_frame
 
     if not isinstance(data, pl.DataFrame):
-        return read_scores(score_documents(data, k=k)).collect()
+        return read_scores(score_documents(data, n_clusters=n_clusters)).collect()
     return score_frame(
-        data, target=_target_texts(target), label_column=label_column, k=k, seed=seed, embedder=embedder
+        data,
+        target=_target_texts(target),
+        label_field=label_field,
+        n_clusters=n_clusters,
+        seed=seed,
+        embedder=embedder,
     )
 
 
@@ -277,20 +286,3 @@ def plan_mixture(
     if seed is not None:
         cfg = cfg.model_copy(update={"seed": seed})
     return execute(cfg, work=work, local=True).manifest
-
-
-__all__ = [
-    "SourceConfig",
-    "dedup_documents",
-    "embed_documents",
-    "embed_texts",
-    "find_duplicates",
-    "ingest",
-    "plan_mixture",
-    "plan_quality",
-    "read_documents",
-    "score_dataset",
-    "score_documents",
-    "score_summary",
-    "work_config",
-]

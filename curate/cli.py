@@ -98,7 +98,9 @@ def _work(p: argparse.ArgumentParser) -> None:
     p.add_argument("work", help="work dir (its config.json holds the settings of the last command)")
 
 
-def _steps(args: argparse.Namespace, cfg: CurateConfig, steps: Sequence[str], work: str | None) -> PipelineRun:
+def _steps(
+    args: argparse.Namespace, cfg: CurateConfig, steps: Sequence[str], work: str | None
+) -> PipelineRun:
     """Run the steps `steps` need with one progress line per step, then print the warnings they raised (one
     line each); returns what they committed."""
     import warnings
@@ -269,20 +271,26 @@ def _embed(args: argparse.Namespace) -> int:
 
 def _score_arguments(p: argparse.ArgumentParser) -> None:
     _work(p)
-    p.add_argument("--target", metavar="GLOB", help="target shards (glob or folder): adds target_dist and target_ngram")
-    p.add_argument("--k", type=int, help="number of prototypes (default: sqrt(n/2), at most 1000)")
+    p.add_argument(
+        "--target", metavar="GLOB", help="target shards (glob or folder): adds target_dist and target_ngram"
+    )
+    p.add_argument("--n-clusters", type=int, help="number of prototypes (default: sqrt(n/2), at most 1000)")
     _runtime(p)
 
 
 _SPARK = " ▁▂▃▄▅▆▇█"
 
 
-@command("score", "Score documents (prototypes, difficulty, target distance) into the score tables.", _score_arguments)
+@command(
+    "score",
+    "Score documents (prototypes, difficulty, target distance) into the score tables.",
+    _score_arguments,
+)
 def _score(args: argparse.Namespace) -> int:
     from curate.api import work_config
     from pipelines.score_step import read_scores, summarize_scores
 
-    sections: dict[str, Any] = {} if args.k is None else {"score": {"n_clusters": args.k}}
+    sections: dict[str, Any] = {} if args.n_clusters is None else {"score": {"n_clusters": args.n_clusters}}
     if args.target is not None:
         sections["target"] = {"path": str(Path(args.target).absolute())}
     cfg = work_config(args.work, **sections)
@@ -315,7 +323,9 @@ def _plan(args: argparse.Namespace) -> int:
     cfg = work_config(args.work, **({} if args.budget is None else {"budget": {"value": args.budget}}))
     out = _steps(args, cfg, ["fit.quality"], args.work).outputs["fit.quality"]
     plan = read_record(QualityPlan, out.path)
-    table = Table(title=f"QQT plan per source ({cfg.score.bucket_metric} buckets, 0 = best)", title_justify="left")
+    table = Table(
+        title=f"QQT plan per source ({cfg.score.bucket_metric} buckets, 0 = best)", title_justify="left"
+    )
     for column in ("source", "buckets", "predicted loss", "note"):
         table.add_column(column)
     for name, q in sorted(plan.sources.items()):
@@ -369,7 +379,9 @@ def _mix(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("run", "Run the whole curation: shards, target, budget -> manifest, exports, report", _config_arguments)
+@command(
+    "run", "Run the whole curation: shards, target, budget -> manifest, exports, report", _config_arguments
+)
 def _run(args: argparse.Namespace) -> int:
     from curate.config import load_config
 
@@ -383,7 +395,9 @@ def _demo_arguments(p: argparse.ArgumentParser) -> None:
     _runtime(p)
 
 
-@command("demo", "Build a five-source demo corpus from registry data and run the whole curation.", _demo_arguments)
+@command(
+    "demo", "Build a five-source demo corpus from registry data and run the whole curation.", _demo_arguments
+)
 def _demo(args: argparse.Namespace) -> int:
     from curate.config import load_config
     from curate.demo import build_demo_corpus, build_demo_target, write_demo_config

@@ -69,7 +69,9 @@ class EmbedConfig(_Section):
 
 
 ScoreName = Literal["target_dist", "target_ngram", "proto_dist", "class_proto_dist", "difficulty"]
-RENAMED_SCORES = {"target_sim": "target_dist"}  # old name -> new name, accepted (with a warning) for one version
+RENAMED_SCORES = {
+    "target_sim": "target_dist"
+}  # old name -> new name, accepted (with a warning) for one version
 
 
 class ScoreConfig(_Section):
@@ -184,8 +186,14 @@ class CurateConfig(_Section):
 
     def resolved(self) -> CurateConfig:
         """The same config with every source and target glob made absolute (it no longer needs base_dir)."""
-        sources = {n: s.model_copy(update={"path": str(self.resolve(s.path))}) for n, s in self.sources.items()}
-        target = None if self.target is None else self.target.model_copy(update={"path": str(self.resolve(self.target.path))})
+        sources = {
+            n: s.model_copy(update={"path": str(self.resolve(s.path))}) for n, s in self.sources.items()
+        }
+        target = (
+            None
+            if self.target is None
+            else self.target.model_copy(update={"path": str(self.resolve(self.target.path))})
+        )
         return self.model_copy(update={"sources": sources, "target": target})
 
     def resolve(self, pattern: str) -> Path:

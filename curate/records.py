@@ -24,7 +24,7 @@ T = TypeVar("T")
 
 
 def to_jsonable(obj: Any) -> Any:
-    """Plain JSON data of a record: dataclasses as dicts, tuples as lists, numpy scalars and arrays unboxed."""
+    """Plain JSON data of a record: dataclasses as dicts, tuples as lists, numpy values unboxed."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, dict):

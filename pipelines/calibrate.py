@@ -62,7 +62,9 @@ class NgramTask:
         out = []
         for n in row["checkpoints"]:
             loss = NgramLM(order=self.order).fit(self.corpus, rows[:n]).loss(self.eval_corpus)
-            out.append({"run": row["run"], "samples_seen": n, "epoch": n / row["n_unique"], "eval_loss": loss})
+            out.append(
+                {"run": row["run"], "samples_seen": n, "epoch": n / row["n_unique"], "eval_loss": loss}
+            )
         return pl.DataFrame(out, schema=CURVE).to_arrow()
 
 
@@ -150,9 +152,23 @@ def mixture_runs(
                 rows = rows[rng.permutation(len(rows))]
                 name = f"mix{i:03d}/n{n}/r{r}"
                 runs.append(
-                    {"run": name, "rows": rows.tolist(), "checkpoints": [int(n)], "n_unique": int(n), "seed": sd}
+                    {
+                        "run": name,
+                        "rows": rows.tolist(),
+                        "checkpoints": [int(n)],
+                        "n_unique": int(n),
+                        "seed": sd,
+                    }
                 )
-                jobs.append({"run": name, "mixture": i, "n": int(n), "repeat": r, **dict(zip(names, map(float, p), strict=True))})
+                jobs.append(
+                    {
+                        "run": name,
+                        "mixture": i,
+                        "n": int(n),
+                        "repeat": r,
+                        **dict(zip(names, map(float, p), strict=True)),
+                    }
+                )
     return runs, pl.DataFrame(jobs)
 
 
@@ -165,7 +181,9 @@ class OTTask:
 
     def __call__(self, task: pa.Table) -> pa.Table:
         i = int(task["mixture"][0].as_py())
-        fresh = copy.deepcopy(self.distance)  # no warm start carried over from another task: same value anywhere
+        fresh = copy.deepcopy(
+            self.distance
+        )  # no warm start carried over from another task: same value anywhere
         return pa.table({"mixture": [i], "ot": [fresh.value(self.mixtures[i])]})
 
 
@@ -212,9 +230,13 @@ def bucket_runs(
             order = epochs_of(rows, len(rows) * max(epochs), rng)
             marks = [len(rows) * e for e in sorted(set(epochs))]
             run = f"bucket{b:03d}/s{s}"
-            runs.append({"run": run, "rows": order.tolist(), "checkpoints": marks, "n_unique": len(rows), "seed": sd})
+            runs.append(
+                {"run": run, "rows": order.tolist(), "checkpoints": marks, "n_unique": len(rows), "seed": sd}
+            )
             jobs.append({"run": run, "pool": name, "seed": s, "pool_rows": len(rows)})
-    return runs, pl.DataFrame(jobs, schema={"run": pl.String, "pool": pl.String, "seed": pl.Int64, "pool_rows": pl.Int64})
+    return runs, pl.DataFrame(
+        jobs, schema={"run": pl.String, "pool": pl.String, "seed": pl.Int64, "pool_rows": pl.Int64}
+    )
 
 
 def calibrate_buckets(

@@ -66,7 +66,9 @@ class RunContext:
         assert self.step is not None
         return load_committed(self.work, self.step.name, self.key(params))
 
-    def commit(self, params: Mapping[str, JSONValue], build: Callable[[Path], Mapping[str, Any]]) -> StageOutput:
+    def commit(
+        self, params: Mapping[str, JSONValue], build: Callable[[Path], Mapping[str, Any]]
+    ) -> StageOutput:
         """Commit the current step keyed by `params` and its inputs; `build(tmp)` writes its files."""
         assert self.step is not None
         step = self.step
@@ -74,9 +76,15 @@ class RunContext:
         def recorded(tmp: Path) -> dict[str, Any]:
             self.executor.take_usage()
             info = dict(build(tmp))
-            return {**info, "version": step.version, "run_by": {**self.executor.describe(), **self.executor.take_usage()}}
+            return {
+                **info,
+                "version": step.version,
+                "run_by": {**self.executor.describe(), **self.executor.take_usage()},
+            }
 
-        return commit_step(self.work, step.name, self.key(params), recorded, params=params, inputs=self.input_keys())
+        return commit_step(
+            self.work, step.name, self.key(params), recorded, params=params, inputs=self.input_keys()
+        )
 
     @contextmanager
     def progress(self, what: str, total: int | None) -> Iterator[Progress]:

@@ -18,7 +18,6 @@ from curate.dedup.table import SkipMarked
 from curate.errors import ConfigError, InputError, StageError
 from curate.hashing import JSONValue
 from curate.io import write_table
-from curate.report import IngestReport
 from curate.schema import DEDUP
 from curate.stages import StageOutput, load_committed
 from pipelines.context import RunContext
@@ -142,7 +141,9 @@ def embed(ctx: RunContext) -> StageOutput:
 def embed_target(ctx: RunContext) -> StageOutput:
     """Embeddings of the target sample, in the same space as the sources'."""
     target = ctx.output("ingest.target")
-    return _embed(ctx, target, keep=None, total=sum(int(v["documents"]) for v in target.info["sources"].values()))
+    return _embed(
+        ctx, target, keep=None, total=sum(int(v["documents"]) for v in target.info["sources"].values())
+    )
 
 
 def _embed(ctx: RunContext, docs: StageOutput, *, keep: SkipMarked | None, total: int) -> StageOutput:
@@ -157,7 +158,9 @@ def _embed(ctx: RunContext, docs: StageOutput, *, keep: SkipMarked | None, total
     def build(tmp: Path) -> dict[str, Any]:
         if tier == "static":
             distill_static(cache)  # once, before any worker loads it
-        counts = ctx.executor.map_batches(stage, docs.files, tmp, keep=keep, on_progress=ctx.report("docs", total))
+        counts = ctx.executor.map_batches(
+            stage, docs.files, tmp, keep=keep, on_progress=ctx.report("docs", total)
+        )
         return {"rows_in": counts.rows_in, "rows_out": counts.rows_out, "rows_skipped": counts.rows_skipped}
 
     return ctx.commit({"stage": stage.name, "version": stage.version, **key_params(stage)}, build)

@@ -95,7 +95,7 @@ def _row_groups(files: Sequence[Path]) -> list[tuple[Path, int, int]]:
 
 @ray.remote
 def _sign(path: Path, group: int, batch_size: int, stage: MinHashSignatures) -> Iterator[pa.Table]:
-    """Blocks (doc_id, content_hash, signature) of one row group, `batch_size` docs each; the text stays here."""
+    """Blocks (doc_id, content_hash, signature) of one row group, `batch_size` docs each (text stays here)."""
     reader = pq.ParquetFile(path)
     columns = ["doc_id", "text", "content_hash"]
     for batch in reader.iter_batches(batch_size=batch_size, row_groups=[group], columns=columns):
@@ -169,7 +169,9 @@ def _exact_marks(parts: int, *pieces: pa.Table) -> list[pa.Table] | pa.Table:
     """Exact marks (doc_id, dup_of, cluster_id) of one content-hash partition, split by hash(doc_id)."""
     frame = pl.from_arrow(_concat(_HASHES, pieces))
     assert isinstance(frame, pl.DataFrame)
-    marks = mark_exact(frame).select("doc_id", "dup_of", "cluster_id").filter(pl.col("cluster_id").is_not_null())
+    marks = (
+        mark_exact(frame).select("doc_id", "dup_of", "cluster_id").filter(pl.col("cluster_id").is_not_null())
+    )
     return _hash_split(marks.to_arrow().cast(_EXACT), "doc_id", parts)
 
 
@@ -239,7 +241,12 @@ def text_duplicates_ray(
     exact: list[list[Any]] = []
     if params.exact:
         by_hash = [
-            _refs(_scatter.options(num_returns=parts).remote(b, parts, ["doc_id", "content_hash"], "content_hash"), parts)
+            _refs(
+                _scatter.options(num_returns=parts).remote(
+                    b, parts, ["doc_id", "content_hash"], "content_hash"
+                ),
+                parts,
+            )
             for b in blocks
         ]
         exact = [
@@ -250,16 +257,22 @@ def text_duplicates_ray(
     label_blocks: list[Any] = []
     if params.fuzzy:
         scattered = [
-            _refs(_scatter_bands.options(num_returns=parts).remote(b, parts, bands, rows), parts) for b in blocks
+            _refs(_scatter_bands.options(num_returns=parts).remote(b, parts, bands, rows), parts)
+            for b in blocks
         ]
-        verified = [_verified_pairs.remote(params.threshold, *(s[i] for s in scattered)) for i in range(parts)]
+        verified = [
+            _verified_pairs.remote(params.threshold, *(s[i] for s in scattered)) for i in range(parts)
+        ]
         del scattered
         tasks += len(blocks) + parts
         if sum(ray.get([count for _, count in verified])):
             pairs = ray.data.from_arrow_refs([p for p, _ in verified])
             label_blocks = list(connected_components(pairs, batch_size=batch_size).to_arrow_refs())
         del verified
-    ids = [_refs(_scatter.options(num_returns=parts).remote(b, parts, ["doc_id"], "doc_id"), parts) for b in blocks]
+    ids = [
+        _refs(_scatter.options(num_returns=parts).remote(b, parts, ["doc_id"], "doc_id"), parts)
+        for b in blocks
+    ]
     labels = [
         _refs(_scatter.options(num_returns=parts).remote(b, parts, ["doc_id", "component"], "doc_id"), parts)
         for b in label_blocks

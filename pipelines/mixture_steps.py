@@ -104,7 +104,9 @@ def fit_mixture(ctx: RunContext) -> StageOutput:
         n1 = int(runs["n"].max())  # type: ignore[arg-type]
         model = fit_projektor(runs.filter(~held), sources=sources)
         test = runs.filter(held & (pl.col("n") == n1))
-        predicted = np.array([model.predict(n1, [r[s] for s in sources]).value for r in test.iter_rows(named=True)])
+        predicted = np.array(
+            [model.predict(n1, [r[s] for s in sources]).value for r in test.iter_rows(named=True)]
+        )
         observed = test["metric"].to_numpy()
         mae = float(np.mean(np.abs(predicted - observed))) if len(observed) else 0.0
         train_mean = float(runs.filter(~held & (pl.col("n") == n1))["metric"].mean())  # type: ignore[arg-type]
@@ -117,7 +119,9 @@ def fit_mixture(ctx: RunContext) -> StageOutput:
                 "weights fall back to the best calibrated mixture (best_grid)"
             )
             warnings.warn(f"fit.mixture: {fallback}.", FitWarning, stacklevel=2)
-        plan = plan_weights(runs, sources=sources, n=n_budget, method=method, source_sizes=sizes, seed=ctx.cfg.seed)
+        plan = plan_weights(
+            runs, sources=sources, n=n_budget, method=method, source_sizes=sizes, seed=ctx.cfg.seed
+        )
         full = fit_projektor(runs, sources=sources)
         coef = {f"n{f.n}.c{i}": float(c) for f in full.fits for i, c in enumerate(f.coef)}
         write_table(
@@ -142,7 +146,7 @@ def fit_mixture(ctx: RunContext) -> StageOutput:
 
 
 def selection_sample(selection: pl.DataFrame, n: int, seed: int) -> np.ndarray:
-    """Indices into `selection` of `n` draws from its multiset (a document repeated `repeats` times), in order."""
+    """Indices into `selection` of `n` draws from its multiset (a document `repeats` times), in order."""
     units = np.repeat(np.arange(selection.height), selection["repeats"].to_numpy())
     rng = np.random.default_rng(seed)
     if n >= len(units):
@@ -189,7 +193,8 @@ def predict_selection(ctx: RunContext) -> StageOutput:
             interval=(value - Z90 * spread, value + Z90 * spread),
             method=(
                 f"proxy runs trained on {n_budget} draws of the final selection (its weights, buckets, "
-                f"pruning and repeats), mean over {len(at)} seeds; interval: 90% normal band of the seed spread"
+                f"pruning and repeats), mean over {len(at)} seeds; interval: 90% normal band of the "
+                "seed spread"
             ),
         )
         write_record(prediction, tmp)

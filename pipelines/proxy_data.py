@@ -45,7 +45,10 @@ class ProxyData:
     def distance(self, *, max_points: int, seed: int) -> MixtureDistance:
         """Projektor's OT: S_eps between a mixture of the source pools and the target eval set."""
         return MixtureDistance(
-            {s: self.x[r] for s, r in self.source_rows().items()}, self.x_eval, max_points=max_points, seed=seed
+            {s: self.x[r] for s, r in self.source_rows().items()},
+            self.x_eval,
+            max_points=max_points,
+            seed=seed,
         )
 
 
@@ -55,7 +58,9 @@ def _vectors(ctx: RunContext, step: str, ids: pl.Series) -> np.ndarray:
     rows = pl.DataFrame({"doc_id": all_ids, "row": np.arange(len(all_ids))})
     picked = ids.to_frame("doc_id").join(rows, on="doc_id", how="left", maintain_order="left")["row"]
     if picked.null_count():
-        raise StageError(f"embeddings of step '{step}' lack {picked.null_count()} of the documents asked for.")
+        raise StageError(
+            f"embeddings of step '{step}' lack {picked.null_count()} of the documents asked for."
+        )
     return x[picked.to_numpy()]
 
 
@@ -69,7 +74,9 @@ def calibration_pool(ctx: RunContext) -> pl.DataFrame:
     """Per source, a seeded sample of at most `[proxy] pool_rows` scored documents (doc_id, source, label)."""
     scored = read_scores(ctx.output("score")).select("doc_id", "source", "label").collect()
     groups = scored.sort("source", "doc_id").group_by("source", maintain_order=True)
-    return pl.concat(_sample(part, ctx.cfg.proxy.pool_rows, ctx.cfg.seed + i) for i, (_, part) in enumerate(groups))
+    return pl.concat(
+        _sample(part, ctx.cfg.proxy.pool_rows, ctx.cfg.seed + i) for i, (_, part) in enumerate(groups)
+    )
 
 
 def proxy_data(ctx: RunContext, pool: pl.DataFrame) -> ProxyData:
@@ -113,6 +120,8 @@ def proxy_data(ctx: RunContext, pool: pl.DataFrame) -> ProxyData:
             .collect()
         )
         task = NgramTask(
-            corpus=tokenize(texts["text"].to_list()), eval_corpus=tokenize(evals["text"].to_list()), order=p.order
+            corpus=tokenize(texts["text"].to_list()),
+            eval_corpus=tokenize(evals["text"].to_list()),
+            order=p.order,
         )
     return ProxyData(task=task, pool=pool.select("doc_id", "source", "row"), x=x, x_eval=x_eval)

@@ -93,7 +93,9 @@ def select(ctx: RunContext) -> StageOutput:
         for source, want in targets.items():
             slack = 0 if b.unit == "samples" else int(pools[source]["size"].max() or 0)  # type: ignore[arg-type]
             if want and abs(got.get(source, 0) - want) > slack:
-                raise StageError(f"selection for '{source}' realises {got.get(source, 0)} {b.unit}, planned {want}.")
+                raise StageError(
+                    f"selection for '{source}' realises {got.get(source, 0)} {b.unit}, planned {want}."
+                )
         sha = write_selection(sel, tmp / "selection.parquet")
         write_record(SelectionSummary(sha256=sha, sources=summary, targets=targets), tmp)
         return {"rows": sel.height}

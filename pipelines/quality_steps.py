@@ -96,7 +96,7 @@ def prune(ctx: RunContext) -> StageOutput:
                 chosen = select(
                     pool,
                     keep_fraction=keep,
-                    policy=policy,  # type: ignore[arg-type]
+                    policy=policy,
                     balance=s.balance,
                     score=s.prune_metric,
                     seed=ctx.cfg.seed,
@@ -105,7 +105,9 @@ def prune(ctx: RunContext) -> StageOutput:
                 if policy != "random" and not kept.is_empty():
                     threshold = float(kept.min() if policy == "keep_hard" else kept.max())  # type: ignore[arg-type]
             parts.append(chosen.with_columns(source=pl.lit(source)))
-            plans[source] = SourcePrune(policy=policy, threshold=threshold, n_pool=pool.height, keep_fraction=keep)
+            plans[source] = SourcePrune(
+                policy=policy, threshold=threshold, n_pool=pool.height, keep_fraction=keep
+            )
         write_table(pl.concat(parts).sort("doc_id").to_arrow(), tmp / "prune.parquet")
         write_record(PrunePlan(sources=plans), tmp)
         return {"sources": len(plans)}
@@ -114,12 +116,14 @@ def prune(ctx: RunContext) -> StageOutput:
 
 
 def bucket_table(ctx: RunContext) -> pl.DataFrame:
-    """doc_id, source, bucket of every pruned-in document (quantiles of bucket_metric per source, 0 = best)."""
+    """doc_id, source, bucket of every pruned-in document (bucket_metric quantiles per source, 0 = best)."""
     from scaling.buckets import quality_buckets
 
     metric = ctx.cfg.score.bucket_metric
     kept = pl.read_parquet(ctx.output("prune").path / "prune.parquet").filter("kept").select("doc_id")
-    table = read_scores(ctx.output("score")).select("doc_id", "source", metric).collect().join(kept, on="doc_id")
+    table = (
+        read_scores(ctx.output("score")).select("doc_id", "source", metric).collect().join(kept, on="doc_id")
+    )
     return pl.concat(
         quality_buckets(table.filter(pl.col("source") == s), column=metric, n_buckets=ctx.cfg.score.n_buckets)
         for s in sorted(ctx.cfg.sources)
@@ -195,13 +199,20 @@ def fit_quality(ctx: RunContext) -> StageOutput:
                 .group_by("pool", "samples_seen")
                 .agg(error=pl.col("eval_loss").mean())
             )
-            sizes = dict(curves.filter(pl.col("pool").is_in(names)).group_by("pool").agg(pl.col("pool_rows").first()).iter_rows())
+            sizes = dict(
+                curves.filter(pl.col("pool").is_in(names))
+                .group_by("pool")
+                .agg(pl.col("pool_rows").first())
+                .iter_rows()
+            )
             try:
                 fit = fit_qqt(c, sizes, n_bootstrap=ctx.cfg.proxy.bootstrap, seed=ctx.cfg.seed)
             except FitError as exc:  # e.g. curves that do not decrease: keep every bucket, say why
                 note = f"QQT fit failed ({exc}); all buckets kept"
                 warnings.warn(f"fit.quality: source '{source}': {note}.", FitWarning, stacklevel=2)
-                choice[source] = SourceQuality(buckets=tuple(sorted(bucket_of.values())), error=None, note=note)
+                choice[source] = SourceQuality(
+                    buckets=tuple(sorted(bucket_of.values())), error=None, note=note
+                )
                 continue
             predicted = [fit.predict([q], int(n)) for q, n in c.select("pool", "samples_seen").iter_rows()]
             fitted.append(
@@ -213,8 +224,9 @@ def fit_quality(ctx: RunContext) -> StageOutput:
             best = fit.best_union([n_docs[source]]).row(0, named=True)
             chosen = tuple(sorted(bucket_of[p] for p in best["pools"]))
             choice[source] = SourceQuality(buckets=chosen, error=float(best["error"]), note=None)
-            law = fit.to_laws()["qqt"]
-            laws[f"qqt/{source}"] = Law(form=str(law["form"]), params=dict(law["params"]), fit_error=float(law["fit_error"]))  # type: ignore[arg-type]
+            laws[f"qqt/{source}"] = Law(
+                form="qqt_goyal2024", params=fit.law.params, fit_error=fit.law.rmse_log
+            )
             grid = sorted({max(1, round(n_docs[source] * f)) for f in (0.25, 0.5, 1.0, 2.0, 4.0)})
             unions.append(
                 fit.unions(grid).select(

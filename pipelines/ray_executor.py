@@ -150,10 +150,7 @@ class RayExecutor:
         n = min(self.pool_size(), max(1, len(items)))
         actor = ray.remote(num_cpus=self.cpus_per_actor, num_gpus=self.num_gpus, max_restarts=3)(_StageActor)
         pool = ActorPool(
-            [
-                actor.options(max_task_retries=3).remote(stage, self.cpus_per_actor)  # type: ignore[attr-defined]
-                for _ in range(n)
-            ]
+            [actor.options(max_task_retries=3).remote(stage, self.cpus_per_actor) for _ in range(n)]
         )
         self._count("actors", n)
         self._count("tasks", len(items))

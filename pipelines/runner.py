@@ -90,7 +90,9 @@ def execute(
     return PipelineRun(outputs=dict(ctx.outputs))
 
 
-def run(config: CurateConfig | PathLike, *, work: PathLike | None = None, address: str | None = None) -> MixtureManifest:
+def run(
+    config: CurateConfig | PathLike, *, work: PathLike | None = None, address: str | None = None
+) -> MixtureManifest:
     """`pipelines.run(config)`: the whole curation on Ray, resumable in `work`; returns the manifest."""
     return execute(config, work=work, address=address).manifest
 

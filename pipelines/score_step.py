@@ -50,8 +50,12 @@ def score(ctx: RunContext) -> StageOutput:
         docs, emb, final = ctx.output("ingest"), ctx.output("embed"), ctx.output("dedup")
         keep = SkipMarked(tuple(str(f) for f in final.files))
         n_kept = check_sources_kept(ctx, final)
-        kept = emb.scan().select("doc_id").join(
-            final.scan().filter(pl.col("dup_of").is_not_null()).select("doc_id"), on="doc_id", how="anti"
+        kept = (
+            emb.scan()
+            .select("doc_id")
+            .join(
+                final.scan().filter(pl.col("dup_of").is_not_null()).select("doc_id"), on="doc_id", how="anti"
+            )
         )
         pick = kept.filter(sample_filter(n_kept, s.fit_rows, ctx.cfg.seed))
         sample = (
@@ -71,8 +75,12 @@ def score(ctx: RunContext) -> StageOutput:
             seed=ctx.cfg.seed,
         )
         progress = ctx.report("docs", 2 * n_kept)
-        ctx.executor.map_batches(EmbeddingScoreStage(model=model), emb.files, tmp / "embedding", keep=keep, on_progress=progress)
-        ctx.executor.map_batches(TextScoreStage(model=model), docs.files, tmp / "text", keep=keep, on_progress=progress)
+        ctx.executor.map_batches(
+            EmbeddingScoreStage(model=model), emb.files, tmp / "embedding", keep=keep, on_progress=progress
+        )
+        ctx.executor.map_batches(
+            TextScoreStage(model=model), docs.files, tmp / "text", keep=keep, on_progress=progress
+        )
         labelled = _labelled(docs, emb, keep, seed=ctx.cfg.seed)
         write_table(labelled.to_arrow(), tmp / "labelled" / "part-00000.parquet")
         return {"rows": n_kept, "fit_rows": sample.height, "labelled_rows": labelled.height}
@@ -93,9 +101,9 @@ def _target(ctx: RunContext) -> tuple[np.ndarray | None, list[str] | None]:
 def _labelled(docs: StageOutput, emb: StageOutput, keep: SkipMarked, *, seed: int) -> pl.DataFrame:
     """EL2N and class prototypes of the kept labelled documents (empty without two labelled classes)."""
     labelled = docs.scan().filter(pl.col("label").is_not_null()).select("doc_id", "label")
-    frame = emb.scan().join(labelled, on="doc_id").sort("doc_id").collect()
-    frame = pl.from_arrow(keep(frame.to_arrow()))
-    assert isinstance(frame, pl.DataFrame)
+    joined = pl.from_arrow(keep(emb.scan().join(labelled, on="doc_id").sort("doc_id").collect().to_arrow()))
+    assert isinstance(joined, pl.DataFrame)
+    frame = joined
     return labelled_scores(frame["doc_id"].to_list(), _matrix(frame), frame["label"].to_list(), seed=seed)
 
 
@@ -114,16 +122,16 @@ def score_frame(
     data: pl.DataFrame,
     *,
     target: list[str] | None,
-    label_column: str | None = None,
-    k: int | None = None,
+    label_field: str | None = None,
+    n_clusters: int | None = None,
     seed: int = 0,
     embedder: EmbedderKind = "auto",
 ) -> pl.DataFrame:
-    """The score step's scores for an in-memory frame (doc_id, text[, label_column]), in its row order."""
+    """The score step's scores for an in-memory frame (doc_id, text[, label_field]), in its row order."""
     from curate._validation import check_columns
     from curate.embeddings import load_embedder
 
-    required = {"doc_id": pl.String, "text": pl.String, **({label_column: None} if label_column else {})}
+    required = {"doc_id": pl.String, "text": pl.String, **({label_field: None} if label_field else {})}
     check_columns(data, required, what="score_dataset() data")
     if data.is_empty():
         raise InputError("score_dataset() data holds no rows; give at least one document.")
@@ -138,8 +146,10 @@ def score_frame(
             raise InputError("score target holds no non-empty text; give target documents with text.")
         t_vectors = model.encode(target)
     ids = data["doc_id"].to_list()
-    fitted = fit_scores(ids, x, texts, target_vectors=t_vectors, target_texts=target, k=k, seed=seed)
-    labels = data[label_column].cast(pl.String) if label_column else pl.Series([None] * data.height, dtype=pl.String)
+    fitted = fit_scores(ids, x, texts, target_vectors=t_vectors, target_texts=target, k=n_clusters, seed=seed)
+    labels = (
+        data[label_field].cast(pl.String) if label_field else pl.Series([None] * data.height, dtype=pl.String)
+    )
     batch = pa.table({"doc_id": ids, "source": [""] * data.height, "label": labels.to_arrow(), "text": texts})
     text = pl.from_arrow(fitted.text_scores(batch))
     emb = pl.from_arrow(fitted.embedding_scores(pa.array(ids, pa.string()), x))
@@ -196,5 +206,15 @@ def summarize_scores(scores: pl.LazyFrame) -> pl.DataFrame:
             hist=pl.concat_list([(pl.col("bin") == b).sum() for b in range(10)]),
         )
         .sort(pl.col("source"), pl.col("score").replace_strict(order, return_dtype=pl.Int32))
-        .select("source", "score", "n", "n_null", "mean", "min", *(f"q{q}" for q in range(10, 100, 10)), "max", "hist")
+        .select(
+            "source",
+            "score",
+            "n",
+            "n_null",
+            "mean",
+            "min",
+            *(f"q{q}" for q in range(10, 100, 10)),
+            "max",
+            "hist",
+        )
     )

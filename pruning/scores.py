@@ -74,7 +74,7 @@ class ScoreModel:
         )
 
     def text_scores(self, batch: pa.Table) -> pa.Table:
-        """target_ngram (classifier log-odds pool over target) and lm_loss of one (doc_id, source, label, text)."""
+        """target_ngram (log-odds pool over target) and lm_loss of one batch (doc_id, source, label, text)."""
         texts = [t or "" for t in batch.column("text").to_pylist()]
         n = len(texts)
         ngram = pa.nulls(n, pa.float32())
@@ -122,7 +122,9 @@ def fit_scores(
         if float(np.linalg.norm(centre)) == 0.0:
             raise InputError("the target has a zero mean embedding (all-zero or cancelling rows).")
         mean = (centre / np.linalg.norm(centre)).astype(np.float32)
-        classifier = TargetClassifier(sample_size=len(x), seed=seed).fit(list(sample_texts), list(target_texts))
+        classifier = TargetClassifier(sample_size=len(x), seed=seed).fit(
+            list(sample_texts), list(target_texts)
+        )
         held = {
             str(sample_ids[int(r)]): float(s)
             for r, s in zip(classifier.pool_rows_, classifier.pool_scores_, strict=True)

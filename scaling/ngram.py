@@ -189,7 +189,9 @@ class NgramLM:
             # repeats scale the raw counts: estimate the top discount on the distinct documents (continuation
             # counts of the lower orders do not change with repeats)
             u_ids, u_pos, _ = _gather(corpus, np.unique(idx))
-            d_top = _discount(np.unique(_keys(u_ids, u_pos, self.order, v, corpus.bos)[-1], return_counts=True)[1])
+            d_top = _discount(
+                np.unique(_keys(u_ids, u_pos, self.order, v, corpus.bos)[-1], return_counts=True)[1]
+            )
         levels = [_level(top, top_counts.astype(np.int64), v, d_top)]
         for n in range(self.order - 1, 0, -1):  # continuation counts: distinct left extensions
             suffix, cont = np.unique(levels[0].keys % v**n, return_counts=True)
@@ -197,7 +199,7 @@ class NgramLM:
         self.levels_ = levels
         self.vocab_size_ = v
         self.bos_ = corpus.bos
-        self.n_train_tokens_ = int(len(ids))
+        self.n_train_tokens_ = len(ids)
         return self
 
     def _check_fitted(self, corpus: TokenizedTexts) -> None:
@@ -223,7 +225,9 @@ class NgramLM:
             total_h = _lookup(lev.ctx_keys, lev.ctx_total, ctx).astype(np.float64)
             types_h = _lookup(lev.ctx_keys, lev.ctx_types, ctx).astype(np.float64)
             seen = total_h > 0
-            mixed = (np.maximum(c - lev.discount, 0.0) + lev.discount * types_h * p) / np.where(seen, total_h, 1)
+            mixed = (np.maximum(c - lev.discount, 0.0) + lev.discount * types_h * p) / np.where(
+                seen, total_h, 1
+            )
             p = np.where(seen, mixed, p)
         return p
 
@@ -284,7 +288,12 @@ def ngram_curve(
     for n in marks:
         model = NgramLM(order=order).fit(corpus, seq[:n])
         rows.append(
-            {"samples_seen": n, "epoch": n / per_epoch, "eval_loss": model.loss(eval_corpus), "eval_accuracy": None}
+            {
+                "samples_seen": n,
+                "epoch": n / per_epoch,
+                "eval_loss": model.loss(eval_corpus),
+                "eval_accuracy": None,
+            }
         )
     return NgramRun(curve=pl.DataFrame(rows, schema=CURVE_SCHEMA), model=model)
 

@@ -83,7 +83,9 @@ def test_argparse_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "Traceback" not in err
 
 
-@pytest.mark.parametrize("command", ["ingest", "dedup", "embed", "score", "plan", "mix", "run", "demo", "report"])
+@pytest.mark.parametrize(
+    "command", ["ingest", "dedup", "embed", "score", "plan", "mix", "run", "demo", "report"]
+)
 def test_every_subcommand_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     """`curate <command> --help` exits 0 and describes the command's arguments."""
     with pytest.raises(SystemExit) as exc:

@@ -133,10 +133,15 @@ def test_work_dir_runs_semantic_after_exact_and_fuzzy(
     out = dedup_documents(work, methods=["semantic", "exact"])
     embedded = latest_committed(work, "embed")
     assert embedded is not None
-    assert (embedded.info["rows_out"], embedded.info["rows_skipped"]) == (24, 1)  # the exact copy is not embedded
+    assert (embedded.info["rows_out"], embedded.info["rows_skipped"]) == (
+        24,
+        1,
+    )  # the exact copy is not embedded
     table = out.scan().collect()
     counts = dict(table["dup_kind"].drop_nulls().value_counts().iter_rows())
     assert counts == {"exact": 1, "semantic": 4}
-    summary = dedup_summary(out.scan(), pl.read_parquet(tmp_path / "work" / "ingest" / "*" / "part-*.parquet").lazy())
+    summary = dedup_summary(
+        out.scan(), pl.read_parquet(tmp_path / "work" / "ingest" / "*" / "part-*.parquet").lazy()
+    )
     row = summary.row(0, named=True)
     assert (row["n_docs"], row["n_exact"], row["n_semantic"], row["n_fuzzy"]) == (25, 1, 4, 0)

@@ -53,7 +53,7 @@ def test_mixture_runs_draw_each_source_by_its_weight() -> None:
     for run, job in zip(runs, jobs.iter_rows(named=True), strict=True):
         rows = np.asarray(run["rows"])
         counts = mixture_counts([job["a"], job["b"], job["c"]], job["n"])
-        for (name, pool), want in zip(pools.items(), counts, strict=True):
+        for pool, want in zip(pools.values(), counts, strict=True):
             mine = rows[np.isin(rows, pool)]
             assert len(mine) == want
             per_row = Counter(mine.tolist()).values()
@@ -63,7 +63,9 @@ def test_mixture_runs_draw_each_source_by_its_weight() -> None:
 
 def test_bucket_runs_checkpoint_at_whole_epochs() -> None:
     """A bucket run of a 7-row bucket trains 8 passes with checkpoints after passes 1, 2, 4 and 8."""
-    runs, jobs = bucket_runs({"s/q0": np.arange(7), "s/q1": np.arange(7, 400)}, epochs=[1, 2, 4, 8], max_rows=50, seeds=2)
+    runs, jobs = bucket_runs(
+        {"s/q0": np.arange(7), "s/q1": np.arange(7, 400)}, epochs=[1, 2, 4, 8], max_rows=50, seeds=2
+    )
     small = runs[jobs["pool"].to_list().index("s/q0")]
     assert small["checkpoints"] == [7, 14, 28, 56] and len(small["rows"]) == 56
     big = [r for r, p in zip(runs, jobs["pool"].to_list(), strict=True) if p == "s/q1"]
@@ -92,8 +94,22 @@ def test_probe_task_is_a_probe_trained_on_the_first_n_rows(wiki_docs: pl.DataFra
     y = (x[:, 0] > 0).astype(np.int64)
     task = ProbeTask(x=x, y=y, x_eval=x[:30], y_eval=y[:30], n_classes=2, hidden=8, batch_size=16, lr=1e-2)
     rows = list(range(100))
-    curve = run_tasks(task, [{"run": "r", "rows": rows, "checkpoints": [60], "n_unique": 100, "seed": 5}], executor=_local())
-    direct = train_probe(x[:60], y[:60], x_eval=x[:30], y_eval=y[:30], n_classes=2, epochs=1, batch_size=16, lr=1e-2, hidden=8, seed=5, device="cpu")
+    curve = run_tasks(
+        task, [{"run": "r", "rows": rows, "checkpoints": [60], "n_unique": 100, "seed": 5}], executor=_local()
+    )
+    direct = train_probe(
+        x[:60],
+        y[:60],
+        x_eval=x[:30],
+        y_eval=y[:30],
+        n_classes=2,
+        epochs=1,
+        batch_size=16,
+        lr=1e-2,
+        hidden=8,
+        seed=5,
+        device="cpu",
+    )
     assert curve["eval_loss"][0] == pytest.approx(float(direct.curve["eval_loss"][-1]), rel=1e-6)
 
 
@@ -105,7 +121,9 @@ def _local() -> Executor:
 
 def _mixtures(task: NgramTask, executor: Executor) -> pl.DataFrame:
     pools = {"a": np.arange(0, 80), "b": np.arange(80, 160), "c": np.arange(160, 240)}
-    return calibrate_mixtures(task, pools, simplex_grid(3, divisions=2), [30, 60], executor=executor, repeats=2)
+    return calibrate_mixtures(
+        task, pools, simplex_grid(3, divisions=2), [30, 60], executor=executor, repeats=2
+    )
 
 
 def test_calibrate_mixtures_frame(ngram_task: NgramTask) -> None:

@@ -18,7 +18,9 @@ from pipelines.ray_executor import RayExecutor
 
 def _docs(texts: list[str], prefix: str) -> pl.DataFrame:
     frame = pl.DataFrame({"doc_id": [f"{prefix}{i:04d}" for i in range(len(texts))], "text": texts})
-    return frame.with_columns(content_hash=pl.Series(content_hashes(frame["text"].to_arrow()), dtype=pl.Binary))
+    return frame.with_columns(
+        content_hash=pl.Series(content_hashes(frame["text"].to_arrow()), dtype=pl.Binary)
+    )
 
 
 @pytest.mark.ray
@@ -33,7 +35,9 @@ def test_ray_equals_local(tmp_path: Path, ray_runtime: None, exact: bool, fuzzy:
         part.write_parquet(tmp_path / f"docs-{i}.parquet")
     params = TextDedup(exact=exact, fuzzy=fuzzy)
     executor = RayExecutor(batch_size=64)
-    rows = text_duplicates_ray(sorted(tmp_path.glob("docs-*.parquet")), tmp_path / "out", params, executor=executor, num_partitions=3)
+    rows = text_duplicates_ray(
+        sorted(tmp_path.glob("docs-*.parquet")), tmp_path / "out", params, executor=executor, num_partitions=3
+    )
     got = pl.read_parquet(tmp_path / "out" / "part-*.parquet").sort("doc_id")
     expected = text_duplicates(docs, params)
     assert rows == docs.height
@@ -52,7 +56,11 @@ def test_ray_single_partition_and_no_pairs(tmp_path: Path, ray_runtime: None) ->
     expected = text_duplicates(docs, TextDedup())
     assert expected["dup_of"].null_count() == docs.height  # the independent path finds no pair either
     rows = text_duplicates_ray(
-        [tmp_path / "docs.parquet"], tmp_path / "out", TextDedup(), executor=RayExecutor(batch_size=16), num_partitions=1
+        [tmp_path / "docs.parquet"],
+        tmp_path / "out",
+        TextDedup(),
+        executor=RayExecutor(batch_size=16),
+        num_partitions=1,
     )
     got = pl.read_parquet(tmp_path / "out" / "part-*.parquet")
     assert rows == docs.height
@@ -65,4 +73,6 @@ def test_bad_params_are_refused_before_ray(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"'threshold' parameter of TextDedup\(\)"):
         TextDedup(threshold=1.2)
     with pytest.raises(ConfigError, match=r"'num_partitions' parameter of text_duplicates_ray\(\)"):
-        text_duplicates_ray([tmp_path / "x.parquet"], tmp_path / "out", TextDedup(), executor=RayExecutor(), num_partitions=0)
+        text_duplicates_ray(
+            [tmp_path / "x.parquet"], tmp_path / "out", TextDedup(), executor=RayExecutor(), num_partitions=0
+        )

@@ -292,9 +292,7 @@ def test_disk_full_in_a_stage_names_the_part_file(
     """ENOSPC while a stage writes its part file: StageError naming the file; nothing committed."""
     monkeypatch.setattr(pq.ParquetWriter, "write_table", _enospc)
     with pytest.raises(StageError, match=r"part-00000-00000\.parquet.*No space left"):
-        run_stage(
-            ExitOnce(marker=str(tmp_path)), docs_input, tmp_path, executor=LocalExecutor()
-        )
+        run_stage(ExitOnce(marker=str(tmp_path)), docs_input, tmp_path, executor=LocalExecutor())
     assert not _committed(tmp_path, "exit_once")
 
 

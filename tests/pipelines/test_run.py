@@ -1,5 +1,6 @@
 """End-to-end curation of a tiny unlabelled corpus (real Wikipedia text plus junk): the manifest, the
-selection, reuse across faces (run, stage commands, library calls), resume, Ray equal to in-process, errors."""
+selection, reuse across faces (run, stage commands, library calls), resume, Ray equal to in-process,
+errors."""
 
 from __future__ import annotations
 
@@ -111,7 +112,12 @@ def test_prediction_is_for_the_selection_written(finished: PipelineRun) -> None:
 def test_provenance_pins_inputs_and_config(finished: PipelineRun) -> None:
     """Provenance lists every input shard with its digest and the config without runtime-only keys."""
     prov = finished.manifest.provenance
-    assert sorted(prov.inputs) == ["alpha/part.jsonl", "beta/part.jsonl", "junk/part.jsonl", "target/part.jsonl"]
+    assert sorted(prov.inputs) == [
+        "alpha/part.jsonl",
+        "beta/part.jsonl",
+        "junk/part.jsonl",
+        "target/part.jsonl",
+    ]
     assert "ray" not in prov.config and prov.config["budget"] == {"unit": "samples", "value": 300}
 
 
@@ -134,7 +140,9 @@ def test_rerun_is_a_noop(finished: PipelineRun) -> None:
     assert again.manifest_path.read_bytes() == finished.manifest_path.read_bytes()
 
 
-def test_stage_commands_reuse_what_run_committed(finished: PipelineRun, capsys: pytest.CaptureFixture[str]) -> None:
+def test_stage_commands_reuse_what_run_committed(
+    finished: PipelineRun, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`curate dedup|embed|score|plan WORK` after `curate run` on the same work dir are no-ops that print
     the run's outputs (same step keys, no new _stage.json)."""
     from curate.cli import main
@@ -149,7 +157,7 @@ def test_stage_commands_reuse_what_run_committed(finished: PipelineRun, capsys: 
 
 
 def test_run_reuses_what_stage_commands_committed(tmp_path: Path) -> None:
-    """The other way round: ingest, dedup and embed run as stage commands first; `execute` then reuses them."""
+    """The other way round: ingest and embed run as stage commands first; `execute` then reuses them."""
     from curate.cli import main
 
     config = write_corpus(tmp_path)
@@ -174,7 +182,9 @@ def test_budget_change_reruns_only_the_plan(finished: PipelineRun) -> None:
         changed = execute(cfg, work=work, local=True)
     same = ("ingest", "dedup", "embed", "score", "calibrate.mixture")
     assert {k: changed.outputs[k].key for k in same} == {k: finished.outputs[k].key for k in same}
-    assert all(changed.outputs[k].key != finished.outputs[k].key for k in ("fit.mixture", "select", "publish"))
+    assert all(
+        changed.outputs[k].key != finished.outputs[k].key for k in ("fit.mixture", "select", "publish")
+    )
     assert changed.manifest.budget.value == 400
 
 
@@ -190,7 +200,9 @@ def test_target_without_rows_is_an_input_error(tmp_path: Path) -> None:
     """A target whose every row is rejected raises InputError naming it and the reject reasons."""
     cfg = write_corpus(tmp_path)
     (tmp_path / "target" / "part.jsonl").write_text('{"text": ""}\n{"body": "x"}\n')
-    with pytest.raises(InputError, match=r"source 'target' has no usable rows: 2 read, all rejected \(.*empty_text=1"):
+    with pytest.raises(
+        InputError, match=r"source 'target' has no usable rows: 2 read, all rejected \(.*empty_text=1"
+    ):
         execute(cfg, local=True)
 
 
@@ -199,7 +211,9 @@ def test_source_empty_after_dedup_is_an_input_error(tmp_path: Path) -> None:
     cfg = write_corpus(tmp_path)
     (tmp_path / "zcopy").mkdir()
     (tmp_path / "zcopy" / "part.jsonl").write_text((tmp_path / "alpha" / "part.jsonl").read_text())
-    cfg.write_text(cfg.read_text().replace('junk = "junk/*.jsonl"', 'junk = "junk/*.jsonl"\nzcopy = "zcopy/*.jsonl"'))
+    cfg.write_text(
+        cfg.read_text().replace('junk = "junk/*.jsonl"', 'junk = "junk/*.jsonl"\nzcopy = "zcopy/*.jsonl"')
+    )
     with pytest.raises(InputError, match=r"source 'zcopy' is empty after dedup: every document duplicates"):
         execute(cfg, local=True)
 
