@@ -6,22 +6,19 @@
   held-out folds): the score is read early, before the model has memorised them. Defaults (5 epochs,
   Adam lr 1e-2) were picked on Wikipedia topics: mislabelled examples separate clearly from the rest
   at 5 epochs, while by 20 epochs the probe has memorised them (every EL2N near 0).
-- Unlabelled text: mean next-byte NLL of a tiny byte LM trained for a short while on a seeded sample.
-- Target distance: `1 - cos(z, mu_T)` with `mu_T` the normalised mean of the normalised target embeddings.
-The proxy models are `scaling.proxy.train_probe` / `train_tiny_lm` (shared with the scaling fits).
+The probe is `scaling.proxy.train_probe` (shared with the calibration runs). The unlabelled difficulty (the
+n-gram LM's per-document loss) and the target distances live in `pruning.scores` and `pruning.target`.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
 
 from curate._validation import check_embeddings, check_interval
 from curate.errors import InputError
-from pruning.prototypes import Labels, normalize_rows
-from scaling.proxy import LMRun, ProbeRun, train_probe, train_tiny_lm
+from pruning.prototypes import Labels
+from scaling.proxy import ProbeRun, train_probe
 
 EVAL_ROWS = 256  # the probes' eval curve is not used here; a small slice keeps it cheap
 
@@ -117,79 +114,3 @@ def el2n_scores(
 ) -> pl.DataFrame:
     """EL2N and proxy loss of every row of (x, y) (Paul et al. 2021), averaged over `n_seeds` probes."""
     return EL2NScorer(epochs=epochs, n_seeds=n_seeds, seed=seed).fit(x, y).score(x, y)
-
-
-class LMLossScorer:
-    """Per-document loss of tiny byte LMs trained `epochs` epochs on a seeded sample of the texts.
-
-    Fitted attribute: `runs_` (one LMRun per seed).
-    """
-
-    def __init__(
-        self,
-        *,
-        epochs: int = 1,
-        n_seeds: int = 1,
-        sample_size: int = 2000,
-        max_len: int = 128,
-        seed: int = 0,
-    ) -> None:
-        self.epochs = epochs
-        self.n_seeds = n_seeds
-        self.sample_size = sample_size
-        self.max_len = max_len
-        self.seed = seed
-
-    def fit(self, texts: Sequence[str]) -> LMLossScorer:
-        """Train one tiny LM per derived seed on up to `sample_size` texts (a seeded sample)."""
-        check_interval("n_seeds", self.n_seeds, 1, None, caller="LMLossScorer")
-        check_interval("sample_size", self.sample_size, 1, None, caller="LMLossScorer")
-        if not any(t.strip() for t in texts):
-            raise InputError("LMLossScorer.fit texts must hold at least one non-empty text; got none.")
-        rng = np.random.default_rng(self.seed)
-        pick = np.arange(len(texts))
-        if len(texts) > self.sample_size:
-            pick = np.sort(rng.choice(len(texts), size=self.sample_size, replace=False))
-        sample = [texts[int(i)] for i in pick]
-        self.runs_: list[LMRun] = [
-            train_tiny_lm(
-                sample,
-                eval_texts=sample[:EVAL_ROWS],
-                epochs=self.epochs,
-                max_len=self.max_len,
-                seed=s,
-                device="cpu",
-            )
-            for s in seed_stream(self.seed, self.n_seeds)
-        ]
-        return self
-
-    def score(self, texts: Sequence[str]) -> pl.DataFrame:
-        """Frame of lm_loss (float32, mean next-byte NLL in nats; null for an empty text)."""
-        if not hasattr(self, "runs_"):
-            raise InputError("LMLossScorer.score() needs a fitted scorer; call fit() first.")
-        if not texts:
-            return pl.DataFrame({"lm_loss": pl.Series([], dtype=pl.Float32)})
-        loss = np.mean([run.per_example_loss(list(texts)) for run in self.runs_], axis=0)
-        return pl.DataFrame({"lm_loss": loss.astype(np.float32)}).with_columns(
-            pl.col("lm_loss").fill_nan(None)
-        )
-
-
-def lm_loss_scores(
-    texts: Sequence[str], *, epochs: int = 1, n_seeds: int = 1, sample_size: int = 2000, seed: int = 0
-) -> pl.DataFrame:
-    """Tiny-LM per-document loss of every text (lm_loss, nats per byte), averaged over `n_seeds` LMs."""
-    scorer = LMLossScorer(epochs=epochs, n_seeds=n_seeds, sample_size=sample_size, seed=seed)
-    return scorer.fit(texts).score(texts)
-
-
-def target_distance(x: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """`1 - cos(z, mean target embedding)` per row of `x` (float32); both must share one embedding space."""
-    z = normalize_rows(check_embeddings(x, what="target_distance x", min_rows=0))
-    t = normalize_rows(check_embeddings(target, what="target_distance target", dim=z.shape[1]))
-    mean = t.mean(axis=0)
-    norm = float(np.linalg.norm(mean))
-    if norm == 0.0:
-        raise InputError("target_distance target has a zero mean embedding (all-zero or cancelling rows).")
-    return (1.0 - z @ (mean / norm)).astype(np.float32)

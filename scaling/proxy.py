@@ -1,13 +1,11 @@
-"""Small, deterministic torch proxy runs that log a checkpoint curve (samples seen -> eval metric).
-
-Two models: an MLP probe on frozen embeddings (labelled data) and a tiny byte-level causal LM (unlabelled
-text). One multi-epoch run yields a whole curve, the input of the QQT and power-law fits (Goyal et al. 2024).
+"""The labelled proxy: a small, deterministic torch MLP probe on frozen embeddings that logs a checkpoint
+curve (samples seen -> eval loss and accuracy). The unlabelled proxy is the n-gram LM of `scaling.ngram`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,7 +22,6 @@ CURVE_SCHEMA = {
     "eval_loss": pl.Float64,
     "eval_accuracy": pl.Float64,
 }
-_BOS, _PAD, _VOCAB = 256, 257, 258  # byte tokens 0..255, then begin-of-text and padding
 
 
 def _device(device: str | None) -> torch.device:
@@ -180,132 +177,3 @@ def train_probe(
         gen=gen,
     )
     return ProbeRun(curve=curve, n_classes=k, model=model.eval(), device=dev)
-
-
-# --- tiny byte-level causal LM ---
-
-
-class _ByteLM(nn.Module):
-    """A pre-norm causal transformer over bytes; learned positions, no dropout (deterministic)."""
-
-    def __init__(self, *, d_model: int, n_layers: int, max_len: int) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(_VOCAB, d_model)
-        self.pos = nn.Embedding(max_len, d_model)
-        layer = nn.TransformerEncoderLayer(
-            d_model, nhead=4, dim_feedforward=2 * d_model, dropout=0.0, batch_first=True, norm_first=True
-        )
-        self.blocks = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
-        self.head = nn.Linear(d_model, _VOCAB)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        t = tokens.shape[1]
-        h = self.embed(tokens) + self.pos(torch.arange(t, device=tokens.device))
-        mask = nn.Transformer.generate_square_subsequent_mask(t, device=tokens.device)
-        return self.head(self.blocks(h, mask=mask, is_causal=True))
-
-
-def _encode_bytes(texts: Sequence[str], max_len: int, *, what: str) -> torch.Tensor:
-    """(n, max_len + 1) int64: BOS, then up to max_len UTF-8 bytes, then padding."""
-    if len(texts) == 0:
-        raise InputError(f"{what} must hold at least one text; got none.")
-    out = torch.full((len(texts), max_len + 1), _PAD, dtype=torch.int64)
-    out[:, 0] = _BOS
-    for i, text in enumerate(texts):
-        raw = text.encode("utf-8")[:max_len]
-        if raw:
-            out[i, 1 : len(raw) + 1] = torch.frombuffer(bytearray(raw), dtype=torch.uint8).long()
-    return out
-
-
-@dataclass(frozen=True, slots=True)
-class LMRun:
-    """A trained tiny byte LM and its checkpoint curve (eval_accuracy = next-byte accuracy)."""
-
-    curve: pl.DataFrame
-    max_len: int
-    model: nn.Module = field(repr=False, compare=False)
-    device: torch.device = field(repr=False, compare=False)
-
-    def per_example_loss(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
-        """Mean next-byte NLL (nats) per text over its first max_len bytes; NaN for an empty text."""
-        tokens = _encode_bytes(texts, self.max_len, what="per_example_loss texts")
-        out = np.empty(len(texts), dtype=np.float64)
-        self.model.eval()
-        with torch.no_grad():
-            for s in range(0, len(texts), batch_size):
-                nll, count = _token_nll(self.model, tokens[s : s + batch_size].to(self.device))
-                out[s : s + batch_size] = (nll.sum(dim=1) / count).double().cpu().numpy()
-        return out
-
-
-def _token_nll(model: nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-position NLL (0 on padding) and per-row count of real target bytes."""
-    logits = model(tokens[:, :-1])
-    target = tokens[:, 1:]
-    nll = nn.functional.cross_entropy(
-        logits.reshape(-1, _VOCAB), target.reshape(-1), ignore_index=_PAD, reduction="none"
-    ).view_as(target)
-    count = (target != _PAD).sum(dim=1).to(nll.dtype)
-    return nll, count.where(count > 0, torch.full_like(count, float("nan")))
-
-
-def train_tiny_lm(
-    texts: Sequence[str],
-    *,
-    eval_texts: Sequence[str],
-    epochs: int = 3,
-    batch_size: int = 32,
-    lr: float = 3e-3,
-    d_model: int = 64,
-    n_layers: int = 2,
-    max_len: int = 128,
-    checkpoints_per_epoch: int = 1,
-    seed: int = 0,
-    device: str | None = None,
-) -> LMRun:
-    """Train a tiny causal byte LM; eval mean next-byte NLL (eval_loss) and accuracy at checkpoints."""
-    _check_loop(epochs, batch_size, lr, checkpoints_per_epoch, "train_tiny_lm")
-    check_interval("d_model", d_model, 4, None, caller="train_tiny_lm")
-    check_interval("n_layers", n_layers, 1, None, caller="train_tiny_lm")
-    check_interval("max_len", max_len, 1, None, caller="train_tiny_lm")
-    if d_model % 4:
-        raise InputError(f"train_tiny_lm d_model must be a multiple of 4 (4 heads); got {d_model}.")
-    train = _encode_bytes(texts, max_len, what="train_tiny_lm texts")
-    held = _encode_bytes(eval_texts, max_len, what="train_tiny_lm eval_texts")
-    dev = _device(device)
-    gen = torch.Generator().manual_seed(seed)
-    model = _ByteLM(d_model=d_model, n_layers=n_layers, max_len=max_len)
-    _seeded_init(model, gen)
-    model.to(dev)
-    train, held = train.to(dev), held.to(dev)
-
-    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
-        nll, count = _token_nll(model, train[idx.to(dev)])
-        return nll.sum() / count.nan_to_num(0.0).sum().clamp(min=1.0)
-
-    def evaluate() -> tuple[float, float | None]:
-        total, correct, count = 0.0, 0.0, 0.0
-        for s in range(0, held.shape[0], 256):
-            chunk = held[s : s + 256]
-            logits = model(chunk[:, :-1])
-            target = chunk[:, 1:]
-            real = target != _PAD
-            nll = nn.functional.cross_entropy(logits[real], target[real], reduction="sum")
-            total += float(nll)
-            correct += float((logits.argmax(dim=-1)[real] == target[real]).sum())
-            count += float(real.sum())
-        return total / max(count, 1.0), correct / max(count, 1.0)
-
-    curve = _train_curve(
-        model,
-        n=train.shape[0],
-        batch_loss=batch_loss,
-        evaluate=evaluate,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        checkpoints_per_epoch=checkpoints_per_epoch,
-        gen=gen,
-    )
-    return LMRun(curve=curve, max_len=max_len, model=model.eval(), device=dev)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
 from curate.errors import ConfigError, InputError
-from pruning.difficulty import EL2NScorer, LMLossScorer, el2n_scores, target_distance
+from pruning.difficulty import EL2NScorer, el2n_scores
 
 
 def test_el2n_and_loss_equal_numpy_recomputation_from_the_probes(
@@ -54,31 +52,9 @@ def test_el2n_same_seed_same_scores(wiki_small: pl.DataFrame, wiki_vectors: np.n
     assert_frame_equal(a, b)
 
 
-def test_lm_loss_is_the_mean_over_seeds_and_null_for_empty_text(wiki_small: pl.DataFrame) -> None:
-    """lm_loss = mean of the LMs' per-document NLL; an empty text has no loss; gibberish scores harder."""
-    texts = wiki_small["text"].head(32).to_list()
-    scorer = LMLossScorer(n_seeds=2, max_len=64, seed=0).fit(texts)
-    probe = [*texts[:4], "", "qzx vvkj wq xzzq jjv kqx zqv wxq"]
-    got = scorer.score(probe)["lm_loss"]
-    expected = np.mean([run.per_example_loss(probe) for run in scorer.runs_], axis=0)
-    np.testing.assert_allclose(got.to_numpy()[:4], expected[:4], rtol=1e-5)
-    assert got[4] is None
-    assert got[5] > np.max(got.to_numpy()[:4])
-
-
-def test_target_distance_hand_values() -> None:
-    """1 - cos(z, normalised mean of normalised target rows), computed by hand for 2-D vectors."""
-    x = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
-    target = np.array([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0]])  # unit rows (1,0),(1,0),(0,1); mean dir (2,1)
-    s5 = math.sqrt(5.0)
-    np.testing.assert_allclose(target_distance(x, target), [1 - 2 / s5, 1 - 1 / s5, 1 + 2 / s5], rtol=1e-6)
-
-
 @pytest.mark.parametrize(
     ("call", "exc", "match"),
     [
-        (lambda: target_distance(np.ones((2, 3)), np.ones((2, 4))), InputError, r"target must have width 3"),
-        (lambda: target_distance(np.ones((2, 3)), np.zeros((2, 3))), InputError, r"zero mean embedding"),
         (lambda: el2n_scores(np.eye(4), ["a"] * 4), InputError, r"needs at least 2 classes; got 1"),
         (lambda: el2n_scores(np.eye(4), ["a", None, "b", "a"]), InputError, r"none missing"),
         (lambda: el2n_scores(np.eye(3), ["a", "b"]), InputError, r"must hold 3 labels"),
@@ -90,11 +66,9 @@ def test_target_distance_hand_values() -> None:
             r"labels unseen in fit\(\): c",
         ),
         (lambda: el2n_scores(np.eye(4), ["a", "b"] * 2, n_seeds=0), ConfigError, r"'n_seeds' parameter"),
-        (lambda: LMLossScorer().fit(["", "  "]), InputError, r"at least one non-empty text"),
-        (lambda: LMLossScorer().score(["a"]), InputError, r"call fit\(\) first"),
     ],
 )
 def test_bad_input_raises_a_clear_error(call: object, exc: type, match: str) -> None:
-    """Mismatched widths, a degenerate target, bad labels and unfitted scorers name the problem."""
+    """Bad labels and unfitted scorers name the problem."""
     with pytest.raises(exc, match=match):
         call()  # type: ignore[operator]

@@ -11,7 +11,7 @@ from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from curate.errors import ConfigError, InputError
-from scaling.proxy import ProbeRun, train_probe, train_tiny_lm
+from scaling.proxy import ProbeRun, train_probe
 
 
 @pytest.fixture(scope="module")
@@ -61,22 +61,6 @@ def test_probe_curve_matches_predict_proba_and_learns(topic_features: tuple[np.n
     assert last["eval_accuracy"] > 2.0 / proba.shape[1]  # well above chance on 11 topics
 
 
-def test_tiny_lm_curve_matches_per_example_loss(wiki_docs: pl.DataFrame) -> None:
-    """The LM's eval NLL equals the byte-weighted mean of per_example_loss and falls with training."""
-    texts = wiki_docs["text"].to_list()
-    train, held = texts[:48], texts[280:290]
-    run = train_tiny_lm(train, eval_texts=held, epochs=2, d_model=32, max_len=48, batch_size=16, lr=1e-2)
-    again = train_tiny_lm(train, eval_texts=held, epochs=2, d_model=32, max_len=48, batch_size=16, lr=1e-2)
-    assert run.curve.equals(again.curve)
-    per_doc = run.per_example_loss(held)
-    n_bytes = np.array([min(len(t.encode("utf-8")), 48) for t in held])
-    assert run.curve["eval_loss"][-1] == pytest.approx(
-        float((per_doc * n_bytes).sum() / n_bytes.sum()), rel=1e-4
-    )
-    assert run.curve["eval_loss"][-1] < run.curve["eval_loss"][0] < np.log(256) + 0.5
-    assert np.isnan(run.per_example_loss([""])[0])
-
-
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
@@ -100,9 +84,3 @@ def test_probe_rejects_bad_input(kwargs: dict[str, object], error: type[Exceptio
     x, y = args.pop("x"), args.pop("y")
     with pytest.raises(error, match=match):
         train_probe(x, y, **args)  # type: ignore[arg-type]
-
-
-def test_tiny_lm_rejects_empty_texts() -> None:
-    """An empty training set is an InputError naming the argument."""
-    with pytest.raises(InputError, match="train_tiny_lm texts"):
-        train_tiny_lm([], eval_texts=["a"])
