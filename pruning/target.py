@@ -10,19 +10,28 @@ the pool holds, scores high.
 Cross-fitting: pool rows (up to `sample_size` of them, a seeded sample) and target rows are split into
 `n_folds` folds; fold k's rows are scored by the model trained on every other fold, so no row is ever scored
 by a model that saw it. Rows outside the fitted sample are scored by the mean log-odds of all fold models.
+
+Fluency score `target_lm`: a document's trigram minus unigram NLL under n-gram LMs fitted on the target
+(scaling.ngram): shuffled words, keyword lists and templates gain little from context. Combined score
+`target_z` (the CPU default; bench/signals.py): each signal (`target_dist`, 1 - cos to the centred target
+mean; `target_ngram`; `target_lm`) is scaled by its spread on the target rows themselves (leave-one-out
+distances, cross-fitted scores): z = (s - median_T) / IQR_T, and the z's are averaged. The statistics come
+from the target only, so a row's score does not depend on the rest of the pool.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
 import xxhash
 
-from curate._validation import check_interval
+from curate._validation import check_embeddings, check_interval
 from curate.errors import InputError
+from pruning.prototypes import normalize_rows
+from scaling.ngram import NgramLM, TokenizedTexts, tokenize
 
 N_FEATURES = 1 << 18
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant: mixes the previous gram hash
@@ -161,3 +170,63 @@ def target_ngram_scores(
     """Frame of target_ngram (float32; larger = less like `target`) for every pool text, cross-fitted."""
     clf = TargetClassifier(n_folds=n_folds, sample_size=sample_size, seed=seed).fit(pool, target)
     return pl.DataFrame({"target_ngram": clf.pool_scores(pool)})
+
+
+def target_self_distance(target: np.ndarray) -> np.ndarray:
+    """Leave-one-out `1 - cos(t_i, normalised mean of the other target rows)` per target row (float32)."""
+    t = normalize_rows(check_embeddings(target, what="target_self_distance target", min_rows=2))
+    others = normalize_rows(t.sum(axis=0, keepdims=True) - t)
+    return (1.0 - np.einsum("ij,ij->i", t, others)).astype(np.float32)
+
+
+def robust_z(scores: np.ndarray, reference: np.ndarray, *, what: str = "scores") -> np.ndarray:
+    """`(scores - median(reference)) / IQR(reference)` (float32); InputError if reference has no spread."""
+    ref = np.asarray(reference, dtype=np.float64)
+    if ref.size < 2 or not np.isfinite(ref).all():
+        raise InputError(f"robust_z reference of {what} needs at least 2 finite values; got {ref.size}.")
+    q1, med, q3 = np.percentile(ref, [25, 50, 75])
+    if q3 - q1 <= 0:
+        raise InputError(f"robust_z reference of {what} has zero interquartile range; cannot scale by it.")
+    return ((np.asarray(scores, dtype=np.float64) - med) / (q3 - q1)).astype(np.float32)
+
+
+def target_z(signals: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Mean over named signals (pool scores, target scores) of robust_z(pool, target): how many target spreads
+    each pool row lies beyond the target's typical score; larger = further (the `target_z` column)."""
+    if not signals:
+        raise InputError("target_z needs at least one signal; got none.")
+    sizes = {name: len(pool) for name, (pool, _) in signals.items()}
+    if len(set(sizes.values())) != 1:
+        raise InputError(f"target_z signals must score the same pool rows; got sizes {sizes}.")
+    return np.mean([robust_z(p, t, what=name) for name, (p, t) in signals.items()], axis=0).astype(np.float32)
+
+
+def _context_gain(train: TokenizedTexts, texts: TokenizedTexts, order: int) -> np.ndarray:
+    high = NgramLM(order=order).fit(train).doc_loss(texts)
+    return high - NgramLM(order=1).fit(train).doc_loss(texts)
+
+
+def target_lm_scores(
+    pool: Sequence[str] | TokenizedTexts,
+    target: Sequence[str] | TokenizedTexts,
+    *,
+    order: int = 3,
+    n_folds: int = 5,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`target_lm` of pool and target rows: per-document NLL of an `order`-gram LM minus a unigram LM's
+    (nats/token), both fitted on the target; larger = context helps less than in the target's language.
+    Pool rows use LMs on every target row; target rows are cross-fitted in `n_folds` folds."""
+    check_interval("n_folds", n_folds, 2, None, caller="target_lm_scores")
+    check_interval("order", order, 2, 4, caller="target_lm_scores")
+    p = pool if isinstance(pool, TokenizedTexts) else tokenize(pool)
+    t = target if isinstance(target, TokenizedTexts) else tokenize(target)
+    if len(t) < n_folds:
+        raise InputError(f"target_lm_scores needs at least n_folds={n_folds} target texts; got {len(t)}.")
+    fold = np.random.default_rng(seed).permutation(len(t)) % n_folds
+    target_scores = np.empty(len(t), dtype=np.float64)
+    for k in range(n_folds):
+        held = np.flatnonzero(fold == k)
+        target_scores[held] = _context_gain(t.select(np.flatnonzero(fold != k)), t.select(held), order)
+    pool_scores = _context_gain(t, p, order) if len(p) else np.zeros(0)
+    return pool_scores.astype(np.float32), target_scores.astype(np.float32)

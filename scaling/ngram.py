@@ -60,6 +60,15 @@ class TokenizedTexts:
         """Number of predicted tokens (every document's tokens and its end-of-text token)."""
         return int(self.ids.shape[0])
 
+    def select(self, rows: Sequence[int] | np.ndarray) -> TokenizedTexts:
+        """The documents `rows` (in that order, repeats allowed) as a new TokenizedTexts."""
+        idx = np.asarray(rows, dtype=np.int64)
+        if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
+            raise InputError(f"TokenizedTexts.select rows must index its {len(self)} documents.")
+        ids, _, _ = _gather(self, idx)
+        offsets = np.concatenate([[0], np.cumsum(np.diff(self.offsets)[idx])])
+        return TokenizedTexts(ids, offsets, self.vocab_size, self.bos, self.eos, self.tokenizer)
+
 
 @cache
 def _wordpiece() -> object:
@@ -89,7 +98,10 @@ def tokenize(
         vocab, bos, eos = WORDS_VOCAB, 0, 1
         docs = [
             np.array(
-                [2 + xxhash.xxh32_intdigest(w) % (vocab - 2) for w in _WORD.findall(t.lower())],
+                [
+                    2 + xxhash.xxh32_intdigest(w.encode("utf-8")) % (vocab - 2)
+                    for w in _WORD.findall(t.lower())
+                ],
                 dtype=np.int64,
             )
             for t in texts
