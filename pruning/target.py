@@ -133,8 +133,13 @@ class TargetClassifier:
         self.models_ = []
         for k in range(self.n_folds):
             train = fold != k
-            model = LogisticRegression(
-                C=self.c, class_weight="balanced", max_iter=1000, solver="liblinear", dual=True
+            model = LogisticRegression(  # liblinear's dual solver: fast when features outnumber rows
+                C=self.c,
+                class_weight="balanced",
+                max_iter=1000,
+                solver="liblinear",
+                dual=True,
+                random_state=self.seed,  # liblinear shuffles; never the global RNG
             )
             model.fit(x[train], y[train])
             scores[~train] = model.decision_function(x[~train])
