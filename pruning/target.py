@@ -26,37 +26,21 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
-import xxhash
 
 from curate._validation import check_embeddings, check_interval
 from curate.errors import InputError
 from pruning.prototypes import normalize_rows
-from scaling.ngram import NgramLM, TokenizedTexts, tokenize
+from scaling.ngram import NgramLM, TokenizedTexts, tokenize, word_hashes
 
 N_FEATURES = 1 << 18
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant: mixes the previous gram hash
-
-
-def _word_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(xxh64 of every lowercase word in order, word count per text): polars tokenises, xxhash per type."""
-    words = pl.Series("text", list(texts), dtype=pl.String).str.to_lowercase().str.extract_all(r"\w+")
-    lens = words.list.len().fill_null(0).to_numpy().astype(np.int64)
-    flat = words.explode().drop_nulls()
-    types = flat.unique().sort()
-    table = np.fromiter(
-        (xxhash.xxh64_intdigest(w.encode("utf-8")) for w in types.to_list()),
-        dtype=np.uint64,
-        count=len(types),
-    )
-    hashes = flat.replace_strict(types, pl.Series(table, dtype=pl.UInt64), return_dtype=pl.UInt64)
-    return hashes.to_numpy(), lens
 
 
 def hashed_ngrams(texts: Sequence[str], *, n_features: int = N_FEATURES, ngram: int = 2) -> sp.csr_matrix:
     """Sparse (len(texts), n_features) float32 of hashed word 1..`ngram`-grams, log(1 + tf), unit rows."""
     check_interval("n_features", n_features, 2, None, caller="hashed_ngrams")
     check_interval("ngram", ngram, 1, 3, caller="hashed_ngrams")
-    h, lens = _word_hashes(texts)
+    h, lens = word_hashes(texts)
     doc = np.repeat(np.arange(len(lens)), lens)
     pos = np.arange(len(h)) - np.repeat(np.cumsum(lens) - lens, lens)
     keys, docs, gram = [h], [doc], h

@@ -1,23 +1,23 @@
 """A smoothed n-gram LM as the CPU proxy for unlabelled text: interpolated Kneser-Ney, numpy-vectorised.
 
-Interpolated Kneser-Ney (Kneser & Ney 1995; Chen & Goodman 1999, eq. 17 with one discount per order): the
-highest order uses raw counts, lower orders continuation counts N1+(. h w), the unigram is interpolated with
-the uniform distribution over the vocabulary, so every token has a positive probability and
-`sum_w P(w | h) = 1` for every context h. Discounts default to D_n = n1 / (n1 + 2 n2) of each order's count
-table, clipped to [0.1, 0.9]; the top order's is estimated on the distinct training documents, so repeats
-sharpen the counts without resetting the discount.
+Interpolated Kneser-Ney (Kneser & Ney 1995; the interpolated form of Chen & Goodman 1999, one discount per
+order): the highest order uses raw counts, lower orders continuation counts N1+(. h w), the unigram is
+interpolated with the uniform distribution over the vocabulary, so every token has a positive probability
+and `sum_w P(w | h) = 1` for every context h. Discounts default to D_n = n1 / (n1 + 2 n2) of each order's
+count table, clipped to [0.1, 0.9]; the top order's is estimated on the distinct training documents, so
+repeats sharpen the counts without resetting the discount.
 
-Documents are tokenised once (the packaged MiniLM WordPiece tokenizer, or lowercase words hashed to a fixed
-vocabulary) into one flat id array with an end-of-text token per document; contexts are padded with a
-begin-of-text token and never cross documents. A training multiset is a sequence of row ids (a row repeated
-k times counts k times: k repetition epochs). A count model has no optimiser state, so the checkpoint of a run
-after n documents equals a run trained on its first n documents; curves are computed that way.
+Documents are tokenised once (default: lowercase words and punctuation marks, tokenised in polars and
+hashed to 2^18 ids; or the packaged MiniLM WordPiece tokenizer) into one flat id array with an end-of-text
+token per document; contexts are padded with a begin-of-text token and never cross documents. A training
+multiset is a sequence of row ids (a row repeated k times counts k times: k repetition epochs). A count
+model has no optimiser state, so the checkpoint of a run after n documents equals a run trained on its
+first n documents; curves are computed that way.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -25,9 +25,10 @@ from typing import Literal
 
 import numpy as np
 import polars as pl
+import xxhash
 
 from curate._validation import check_interval, check_option
-from curate.errors import InputError
+from curate.errors import ConfigError, InputError
 
 TokenizerKind = Literal["wordpiece", "words"]
 TOKENIZERS: tuple[TokenizerKind, ...] = ("wordpiece", "words")
@@ -38,7 +39,6 @@ CURVE_SCHEMA = {
     "eval_loss": pl.Float64,
     "eval_accuracy": pl.Float64,
 }
-_WORD = re.compile(r"\w+|[^\w\s]")
 D_MIN, D_MAX = 0.1, 0.9
 
 
@@ -70,6 +70,22 @@ class TokenizedTexts:
         return TokenizedTexts(ids, offsets, self.vocab_size, self.bos, self.eos, self.tokenizer)
 
 
+def word_hashes(texts: Sequence[str], *, pattern: str = r"\w+") -> tuple[np.ndarray, np.ndarray]:
+    """(xxh64 of every lowercase token matching `pattern`, in order; tokens per text): polars tokenises,
+    xxhash runs once per distinct token."""
+    words = pl.Series("text", list(texts), dtype=pl.String).str.to_lowercase().str.extract_all(pattern)
+    lens = words.list.len().fill_null(0).to_numpy().astype(np.int64)
+    flat = words.explode().drop_nulls()
+    types = flat.unique().sort()
+    table = np.fromiter(
+        (xxhash.xxh64_intdigest(w.encode("utf-8")) for w in types.to_list()),
+        dtype=np.uint64,
+        count=len(types),
+    )
+    hashes = flat.replace_strict(types, pl.Series(table, dtype=pl.UInt64), return_dtype=pl.UInt64)
+    return hashes.to_numpy(), lens
+
+
 @cache
 def _wordpiece() -> object:
     from tokenizers import Tokenizer
@@ -80,39 +96,31 @@ def _wordpiece() -> object:
 
 
 def tokenize(
-    texts: Sequence[str], *, tokenizer: TokenizerKind = "wordpiece", max_tokens: int | None = 512
+    texts: Sequence[str], *, tokenizer: TokenizerKind = "words", max_tokens: int | None = 512
 ) -> TokenizedTexts:
     """Token ids of `texts` (each cut to its first `max_tokens` tokens, then an end-of-text token)."""
     check_option("tokenizer", tokenizer, TOKENIZERS, caller="tokenize")
     if max_tokens is not None:
         check_interval("max_tokens", max_tokens, 1, None, caller="tokenize")
-    docs: list[np.ndarray]
     if tokenizer == "wordpiece":
         tok = _wordpiece()
-        encoded = tok.encode_batch(list(texts), add_special_tokens=False)  # type: ignore[attr-defined]
+        encoded = tok.encode_batch_fast(list(texts), add_special_tokens=False)  # type: ignore[attr-defined]
         docs = [np.asarray(e.ids, dtype=np.int64) for e in encoded]
+        if max_tokens is not None:
+            docs = [d[:max_tokens] for d in docs]
+        lens = np.array([len(d) for d in docs], dtype=np.int64)
+        flat = np.concatenate(docs) if docs else np.zeros(0, dtype=np.int64)
         vocab, bos, eos = int(tok.get_vocab_size()), 101, 102  # type: ignore[attr-defined]  # [CLS], [SEP]
     else:
-        import xxhash
-
+        hashes, lens = word_hashes(texts, pattern=r"\w+|[^\w\s]")
         vocab, bos, eos = WORDS_VOCAB, 0, 1
-        docs = [
-            np.array(
-                [
-                    2 + xxhash.xxh32_intdigest(w.encode("utf-8")) % (vocab - 2)
-                    for w in _WORD.findall(t.lower())
-                ],
-                dtype=np.int64,
-            )
-            for t in texts
-        ]
-    if max_tokens is not None:
-        docs = [d[:max_tokens] for d in docs]
-    lengths = np.array([len(d) + 1 for d in docs], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
+        flat = (2 + hashes % np.uint64(vocab - 2)).astype(np.int64)
+        if max_tokens is not None:
+            keep = np.arange(len(flat)) - np.repeat(np.cumsum(lens) - lens, lens) < max_tokens
+            flat, lens = flat[keep], np.minimum(lens, max_tokens)
+    offsets = np.concatenate([[0], np.cumsum(lens + 1)])
     ids = np.full(int(offsets[-1]), eos, dtype=np.int64)
-    for d, start in zip(docs, offsets[:-1], strict=True):
-        ids[start : start + len(d)] = d
+    ids[np.arange(len(flat)) + np.repeat(np.arange(len(lens)), lens)] = flat  # doc d shifts by d EOS tokens
     return TokenizedTexts(ids, offsets, vocab, bos, eos, tokenizer)
 
 
@@ -192,8 +200,14 @@ class NgramLM:
             raise InputError(f"NgramLM.fit rows must index the corpus's {len(corpus)} documents.")
         if (idx is not None and len(idx) == 0) or len(corpus) == 0:
             raise InputError("NgramLM.fit needs at least one training document; got none.")
-        ids, pos, _ = _gather(corpus, idx)
         v = corpus.vocab_size
+        if v**self.order >= 2**63:
+            top = max(n for n in range(1, 5) if v**n < 2**63)
+            raise ConfigError(
+                f"The 'order' parameter of NgramLM() must be at most {top} for a {v}-id vocabulary "
+                f"(n-gram keys are int64). Got {self.order} instead."
+            )
+        ids, pos, _ = _gather(corpus, idx)
         keys = _keys(ids, pos, self.order, v, corpus.bos)
         top, top_counts = np.unique(keys[-1], return_counts=True)
         d_top = self.discount
@@ -317,7 +331,7 @@ def train_ngram_lm(
     epochs: int = 1,
     checkpoints_per_epoch: int = 1,
     order: int = 3,
-    tokenizer: TokenizerKind = "wordpiece",
+    tokenizer: TokenizerKind = "words",
     seed: int = 0,
 ) -> NgramRun:
     """`train_tiny_lm`'s twin: `epochs` seeded passes over `texts`, eval loss (nats/token) at checkpoints."""

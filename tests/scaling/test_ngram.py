@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
 import pytest
+import xxhash
 from polars.testing import assert_frame_equal
 
 from curate.errors import ConfigError, InputError
@@ -91,7 +93,7 @@ def test_a_hand_computed_bigram_probability() -> None:
 @pytest.mark.parametrize("order", [1, 2, 3, 4])
 def test_probabilities_sum_to_one_on_real_wordpiece_text(order: int, wiki_docs: pl.DataFrame) -> None:
     """For any context (seen or not), P(. | context) sums to 1 over the 30,522 WordPiece ids."""
-    corpus = tokenize(wiki_docs["text"].to_list()[:40])
+    corpus = tokenize(wiki_docs["text"].to_list()[:40], tokenizer="wordpiece")
     lm = NgramLM(order=order).fit(corpus)
     for context in ([], [1996], [1996, 2103, 1997], [29000, 29001, 29002]):
         p = lm.next_token_probs(context)
@@ -154,25 +156,33 @@ def test_target_domain_beats_junk_and_other_domains() -> None:
     assert more < loss["on_topic"]  # 40 unique on-topic documents beat 20
 
 
-def test_words_tokenizer_is_stable() -> None:
-    """The hashed-word tokenizer gives the same ids on every call, within its vocabulary, BOS/EOS reserved."""
-    texts = spam_emails(5, seed=0)
-    a, b = tokenize(texts, tokenizer="words"), tokenize(texts, tokenizer="words")
-    np.testing.assert_array_equal(a.ids, b.ids)
-    assert a.ids.max() < a.vocab_size and (a.ids[a.offsets[1:] - 1] == a.eos).all()
-    assert (a.ids[np.setdiff1d(np.arange(len(a.ids)), a.offsets[1:] - 1)] >= 2).all()
+def test_words_tokenizer_equals_an_independent_computation() -> None:
+    """Words: 2 + xxh64(lowercase word or punctuation mark) mod (2^18 - 2), cut at max_tokens, then EOS."""
+    texts = [*spam_emails(3, seed=0), "", "Caf\u00e9, CAFE!"]
+    got = tokenize(texts, max_tokens=12)
+    expected: list[int] = []
+    for t in texts:
+        words = re.findall(r"\w+|[^\w\s]", t.lower())[:12]
+        expected += [2 + xxhash.xxh64_intdigest(w.encode()) % (2**18 - 2) for w in words] + [got.eos]
+    np.testing.assert_array_equal(got.ids, expected)
+    assert len(got) == 5 and got.vocab_size == 2**18 and got.bos == 0 and got.eos == 1
 
 
 @pytest.mark.parametrize(
     ("call", "exc", "match"),
     [
         (lambda: NgramLM(order=5).fit(tiny(TRAIN)), ConfigError, r"'order' parameter of NgramLM\(\)"),
+        (
+            lambda: NgramLM(order=4).fit(tokenize(["a b"])),
+            ConfigError,
+            r"at most 3 for a 262144-id vocabulary",
+        ),
         (lambda: NgramLM(discount=1.0).fit(tiny(TRAIN)), ConfigError, r"'discount' parameter"),
         (lambda: NgramLM().fit(tiny(TRAIN), [9]), InputError, r"must index the corpus's 4 documents"),
         (lambda: NgramLM().fit(tiny(TRAIN), []), InputError, r"at least one training document"),
         (lambda: NgramLM().loss(tiny(EVAL)), InputError, r"needs fit\(\)"),
         (
-            lambda: NgramLM().fit(tiny(TRAIN)).loss(tokenize(["a b"])),
+            lambda: NgramLM().fit(tiny(TRAIN)).loss(tokenize(["a b"], tokenizer="wordpiece")),
             InputError,
             r"vocabulary of 7 ids; the texts have 30522",
         ),
