@@ -190,9 +190,44 @@ def target_z(signals: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> np.ndarray
     return np.mean([robust_z(p, t, what=name) for name, (p, t) in signals.items()], axis=0).astype(np.float32)
 
 
-def _context_gain(train: TokenizedTexts, texts: TokenizedTexts, order: int) -> np.ndarray:
-    high = NgramLM(order=order).fit(train).doc_loss(texts)
-    return high - NgramLM(order=1).fit(train).doc_loss(texts)
+class TargetLM:
+    """`target_lm` scorer: an `order`-gram and a unigram LM fitted on the target (scaling.ngram, word tokens).
+
+    Fitted: `high_`, `low_` (the LMs on every target row) and `target_scores_` (target rows, cross-fitted in
+    `n_folds` folds: no target row is scored by LMs that counted it).
+    """
+
+    def __init__(self, *, order: int = 3, n_folds: int = 5, seed: int = 0) -> None:
+        self.order = order
+        self.n_folds = n_folds
+        self.seed = seed
+
+    def fit(self, target: Sequence[str] | TokenizedTexts) -> TargetLM:
+        """Fit both LMs on the target and the cross-fitted target scores."""
+        check_interval("n_folds", self.n_folds, 2, None, caller="TargetLM")
+        check_interval("order", self.order, 2, 3, caller="TargetLM")
+        t = target if isinstance(target, TokenizedTexts) else tokenize(target)
+        if len(t) < self.n_folds:
+            raise InputError(f"TargetLM needs at least n_folds={self.n_folds} target texts; got {len(t)}.")
+        fold = np.random.default_rng(self.seed).permutation(len(t)) % self.n_folds
+        scores = np.empty(len(t), dtype=np.float64)
+        for k in range(self.n_folds):
+            held = t.select(np.flatnonzero(fold == k))
+            train = t.select(np.flatnonzero(fold != k))
+            high, low = NgramLM(order=self.order).fit(train), NgramLM(order=1).fit(train)
+            scores[fold == k] = high.doc_loss(held) - low.doc_loss(held)
+        self.target_scores_ = scores.astype(np.float32)
+        self.high_, self.low_ = NgramLM(order=self.order).fit(t), NgramLM(order=1).fit(t)
+        return self
+
+    def score(self, texts: Sequence[str] | TokenizedTexts) -> np.ndarray:
+        """Per-document `order`-gram minus unigram NLL (nats/token, float32) of texts the LMs never saw."""
+        if not hasattr(self, "high_"):
+            raise InputError("TargetLM.score() needs a fitted scorer; call fit() first.")
+        x = texts if isinstance(texts, TokenizedTexts) else tokenize(texts)
+        if len(x) == 0:
+            return np.zeros(0, dtype=np.float32)
+        return (self.high_.doc_loss(x) - self.low_.doc_loss(x)).astype(np.float32)
 
 
 def target_lm_scores(
@@ -206,16 +241,5 @@ def target_lm_scores(
     """`target_lm` of pool and target rows: per-document NLL of an `order`-gram LM minus a unigram LM's
     (nats/token), both fitted on the target; larger = context helps less than in the target's language.
     Pool rows use LMs on every target row; target rows are cross-fitted in `n_folds` folds."""
-    check_interval("n_folds", n_folds, 2, None, caller="target_lm_scores")
-    check_interval("order", order, 2, 4, caller="target_lm_scores")
-    p = pool if isinstance(pool, TokenizedTexts) else tokenize(pool)
-    t = target if isinstance(target, TokenizedTexts) else tokenize(target)
-    if len(t) < n_folds:
-        raise InputError(f"target_lm_scores needs at least n_folds={n_folds} target texts; got {len(t)}.")
-    fold = np.random.default_rng(seed).permutation(len(t)) % n_folds
-    target_scores = np.empty(len(t), dtype=np.float64)
-    for k in range(n_folds):
-        held = np.flatnonzero(fold == k)
-        target_scores[held] = _context_gain(t.select(np.flatnonzero(fold != k)), t.select(held), order)
-    pool_scores = _context_gain(t, p, order) if len(p) else np.zeros(0)
-    return pool_scores.astype(np.float32), target_scores.astype(np.float32)
+    lm = TargetLM(order=order, n_folds=n_folds, seed=seed).fit(target)
+    return lm.score(pool), lm.target_scores_

@@ -15,6 +15,7 @@ from curate.errors import ConfigError, InputError
 from curate.junk import JunkCase, junk_case
 from pruning.target import (
     TargetClassifier,
+    TargetLM,
     hashed_ngrams,
     robust_z,
     target_lm_scores,
@@ -22,6 +23,7 @@ from pruning.target import (
     target_self_distance,
     target_z,
 )
+from scaling.ngram import NgramLM, tokenize
 
 MIX = 0x9E3779B97F4A7C15
 
@@ -117,6 +119,21 @@ def test_signals_see_planted_junk(case: JunkCase) -> None:
     assert lm_target.shape == (40,) and np.isfinite(lm_target).all()
 
 
+def test_target_lm_is_cross_fitted_on_the_target(case: JunkCase) -> None:
+    """Target rows are scored by LMs fitted on the other folds; pool rows by LMs on every target row."""
+    pool, target = case.pool["text"].to_list()[:30], case.target["text"].to_list()
+    lm = TargetLM(n_folds=4, seed=2).fit(target)
+    tok = tokenize(target)
+    fold = np.random.default_rng(2).permutation(len(target)) % 4
+    for k in range(4):
+        train, held = tok.select(np.flatnonzero(fold != k)), tok.select(np.flatnonzero(fold == k))
+        gain = NgramLM(order=3).fit(train).doc_loss(held) - NgramLM(order=1).fit(train).doc_loss(held)
+        np.testing.assert_allclose(lm.target_scores_[fold == k], gain, rtol=1e-5)
+    p = tokenize(pool)
+    expected = NgramLM(order=3).fit(tok).doc_loss(p) - NgramLM(order=1).fit(tok).doc_loss(p)
+    np.testing.assert_allclose(lm.score(pool), expected, rtol=1e-5)
+
+
 def test_target_self_distance_is_leave_one_out() -> None:
     """Each target row's distance is 1 - cos to the normalised mean of the other unit rows."""
     t = np.random.default_rng(0).normal(size=(7, 5)).astype(np.float32)
@@ -155,7 +172,8 @@ def test_robust_z_and_target_z_hand_values() -> None:
             r"same pool rows",
         ),
         (lambda: target_lm_scores(["a b"], ["c d"] * 3), InputError, r"at least n_folds=5 target texts"),
-        (lambda: target_lm_scores(["a"], ["b"] * 5, order=1), ConfigError, r"'order' parameter"),
+        (lambda: TargetLM().score(["a"]), InputError, r"call fit\(\) first"),
+        (lambda: target_lm_scores(["a"], ["b"] * 5, order=4), ConfigError, r"'order' parameter of TargetLM"),
         (lambda: target_self_distance(np.ones((1, 3))), InputError, r"at least 2 row"),
     ],
 )
