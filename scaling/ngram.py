@@ -202,9 +202,9 @@ class NgramLM:
             raise InputError("NgramLM.fit needs at least one training document; got none.")
         v = corpus.vocab_size
         if v**self.order >= 2**63:
-            top = max(n for n in range(1, 5) if v**n < 2**63)
+            most = max(n for n in range(1, 5) if v**n < 2**63)
             raise ConfigError(
-                f"The 'order' parameter of NgramLM() must be at most {top} for a {v}-id vocabulary "
+                f"The 'order' parameter of NgramLM() must be at most {most} for a {v}-id vocabulary "
                 f"(n-gram keys are int64). Got {self.order} instead."
             )
         ids, pos, _ = _gather(corpus, idx)
