@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate._validation import check_embeddings, check_option
+from curate.centering import NO_CENTERING, Centering
 from curate.errors import EmbeddingSpaceError, SchemaError
 from curate.hashing import JSONValue, file_digest, stage_key
 from curate.io import parquet_files
@@ -55,13 +56,25 @@ class EmbeddingSpace:
     embedder: str
     version: str
     dim: int
+    centering: str = NO_CENTERING  # Centering.digest of a corpus-centred space (curate.centering)
 
     def __str__(self) -> str:
-        return f"{self.embedder} (version {self.version}, {self.dim}-d)"
+        centred = "" if self.centering == NO_CENTERING else f", centred {self.centering}"
+        return f"{self.embedder} (version {self.version}, {self.dim}-d{centred})"
+
+    def centred(self, centering: Centering) -> EmbeddingSpace:
+        """This raw space centred by `centering` (a new space); EmbeddingSpaceError if already centred."""
+        if self.centering != NO_CENTERING:
+            raise EmbeddingSpaceError(f"{self} is already centred; centre the raw vectors instead.")
+        if centering.dim != self.dim:
+            raise EmbeddingSpaceError(f"a {centering.dim}-d centering cannot centre {self}.")
+        return replace(self, centering=centering.digest)
 
     def schema(self) -> pa.Schema:
         """The embeddings side-table schema carrying this space in its metadata."""
-        return embeddings_schema(self.dim, embedder=self.embedder, version=self.version)
+        return embeddings_schema(
+            self.dim, embedder=self.embedder, version=self.version, centering=self.centering
+        )
 
     @classmethod
     def from_schema(cls, schema: pa.Schema, *, where: str | Path) -> EmbeddingSpace:
@@ -74,7 +87,10 @@ class EmbeddingSpace:
                 f"embeddings table '{where}' lacks the embedding-space metadata {', '.join(keys)} "
                 f"(found keys: {', '.join(sorted(meta)) or 'none'}); write it with the Embed stage."
             )
-        return cls(meta["curate.embedder"], meta["curate.embedder_version"], int(meta["curate.dim"]))
+        centering = meta.get("curate.centering", NO_CENTERING)  # tables written before centering: raw
+        return cls(
+            meta["curate.embedder"], meta["curate.embedder_version"], int(meta["curate.dim"]), centering
+        )
 
 
 def check_same_space(a: EmbeddingSpace, b: EmbeddingSpace, *, what: str) -> None:

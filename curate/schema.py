@@ -75,8 +75,9 @@ SCORES = pa.schema(
 )
 
 
-def embeddings_schema(dim: int, *, embedder: str, version: str) -> pa.Schema:
-    """Schema of an embeddings side table; the embedder's name, version and width ride in the metadata."""
+def embeddings_schema(dim: int, *, embedder: str, version: str, centering: str = "none") -> pa.Schema:
+    """Schema of an embeddings side table; the embedder's name, version, width and centering digest ride in
+    the metadata ("none" = raw vectors)."""
     return pa.schema(
         [
             pa.field("doc_id", pa.string(), nullable=False),
@@ -88,6 +89,7 @@ def embeddings_schema(dim: int, *, embedder: str, version: str) -> pa.Schema:
             "curate.embedder": embedder,
             "curate.embedder_version": version,
             "curate.dim": str(dim),
+            "curate.centering": centering,
             "curate.normalized": "true",
         },
     )
