@@ -68,7 +68,9 @@ class EmbedConfig(_Section):
     cache_dir: str = ""  # "" = the user cache (~/.cache/curate/embedders)
 
 
-ScoreName = Literal["target_dist", "target_ngram", "proto_dist", "class_proto_dist", "difficulty"]
+ScoreName = Literal[
+    "target_z", "target_dist", "target_ngram", "target_lm", "proto_dist", "class_proto_dist", "difficulty"
+]
 RENAMED_SCORES = {
     "target_sim": "target_dist"
 }  # old name -> new name, accepted (with a warning) for one version
@@ -77,7 +79,7 @@ RENAMED_SCORES = {
 class ScoreConfig(_Section):
     """Scores: which one cuts quality buckets (QQT), which one the pruning policy ranks, what it keeps."""
 
-    bucket_metric: ScoreName = "target_ngram"
+    bucket_metric: ScoreName = "target_z"
     prune_metric: ScoreName = "proto_dist"
     n_clusters: int = Field(default=0, ge=0, le=100_000)  # 0 = chosen from the data
     fit_rows: int = Field(default=100_000, ge=100, le=10_000_000)  # sample the score statistics are fitted on

@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from curate.config import SourceConfig
 from curate.dedup.passes import TextDedup, add_semantic, text_duplicates
@@ -164,6 +166,52 @@ def _embed(ctx: RunContext, docs: StageOutput, *, keep: SkipMarked | None, total
         return {"rows_in": counts.rows_in, "rows_out": counts.rows_out, "rows_skipped": counts.rows_skipped}
 
     return ctx.commit({"stage": stage.name, "version": stage.version, **key_params(stage)}, build)
+
+
+def center(ctx: RunContext) -> StageOutput:
+    """The mean embedding of the deduplicated pool (never the target), from running sums over the parts:
+    the centring of the space every score, prototype and OT distance uses (`curate.centering`)."""
+    import pyarrow.parquet as pq
+
+    from curate.centering import CenteringAccumulator
+    from curate.records import write_record
+
+    def build(tmp: Path) -> dict[str, Any]:
+        acc = CenteringAccumulator()
+        for path in ctx.output("embed").files:
+            for batch in pq.ParquetFile(path).iter_batches(columns=["embedding"]):
+                acc.add(matrix(batch.column("embedding")))
+        centering = acc.result()
+        write_record(centering, tmp)
+        return {"rows": centering.n, "digest": centering.digest}
+
+    return ctx.commit({}, build)
+
+
+def matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """An (n, dim) float32 matrix from a fixed-size-list embedding column."""
+    flat = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    return flat.flatten().to_numpy(zero_copy_only=False).reshape(len(flat), flat.type.list_size)
+
+
+def centred_embeddings(
+    ctx: RunContext, step: str, ids: pl.Series | None = None
+) -> tuple[list[str], np.ndarray]:
+    """doc_ids and centred vectors of embedding step `step` (all rows, or the rows of `ids` in that order)."""
+    from curate.centering import Centering
+    from curate.embeddings import check_same_space, read_embeddings, read_space
+
+    all_ids, x, space = read_embeddings(ctx.output(step))
+    check_same_space(space, read_space(ctx.output("embed")), what=f"step '{step}' and the pool's embeddings")
+    if ids is not None:
+        rows = pl.DataFrame({"doc_id": all_ids, "row": np.arange(len(all_ids))})
+        picked = ids.to_frame("doc_id").join(rows, on="doc_id", how="left", maintain_order="left")["row"]
+        if picked.null_count():
+            raise StageError(
+                f"embeddings of step '{step}' lack {picked.null_count()} of the documents asked for."
+            )
+        all_ids, x = ids.to_list(), x[picked.to_numpy()]
+    return all_ids, ctx.record("center", Centering).apply(x)
 
 
 def dedup(ctx: RunContext) -> StageOutput:

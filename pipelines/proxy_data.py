@@ -3,7 +3,8 @@
 The pool is, per source, a seeded sample of at most `[proxy] pool_rows` scored (kept) documents; the eval set
 is a seeded sample of at most `[proxy] eval_size` target documents, never trained on and never used to pick a
 checkpoint. The default proxy is the n-gram LM on token ids (unlabelled text); `kind = "probe"` trains an
-MLP on embeddings and needs a labelled target. OT distances use the same pool rows and target rows.
+MLP on embeddings and needs a labelled target. OT distances use the same pool rows and target rows, in the
+centred space (the center step).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from curate.embeddings import read_embeddings
-from curate.errors import ConfigError, InputError, StageError
+from curate.errors import ConfigError, InputError
 from pipelines.calibrate import NgramTask, ProbeTask, ProxyTask
 from pipelines.context import RunContext
+from pipelines.data_steps import centred_embeddings
 from pipelines.score_step import read_scores
 from scaling.ngram import tokenize
 from scaling.ot import MixtureDistance
@@ -50,18 +51,6 @@ class ProxyData:
             max_points=max_points,
             seed=seed,
         )
-
-
-def _vectors(ctx: RunContext, step: str, ids: pl.Series) -> np.ndarray:
-    """Embedding rows of `ids` (in that order) from step `step`."""
-    all_ids, x, _ = read_embeddings(ctx.output(step))
-    rows = pl.DataFrame({"doc_id": all_ids, "row": np.arange(len(all_ids))})
-    picked = ids.to_frame("doc_id").join(rows, on="doc_id", how="left", maintain_order="left")["row"]
-    if picked.null_count():
-        raise StageError(
-            f"embeddings of step '{step}' lack {picked.null_count()} of the documents asked for."
-        )
-    return x[picked.to_numpy()]
 
 
 def _sample(frame: pl.DataFrame, n: int, seed: int) -> pl.DataFrame:
@@ -98,8 +87,8 @@ def proxy_data(ctx: RunContext, pool: pl.DataFrame) -> ProxyData:
     if pool.is_empty():
         raise InputError(f"no document of the sources can train the '{p.kind}' proxy.")
     pool = pool.with_row_index("row").with_columns(pl.col("row").cast(pl.Int64))
-    x = _vectors(ctx, "embed", pool["doc_id"])
-    x_eval = _vectors(ctx, "embed.target", evals["doc_id"])
+    _, x = centred_embeddings(ctx, "embed", pool["doc_id"])
+    _, x_eval = centred_embeddings(ctx, "embed.target", evals["doc_id"])
     if classes:
         code = {c: i for i, c in enumerate(classes)}
         task = ProbeTask(

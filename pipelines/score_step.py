@@ -8,6 +8,7 @@ prototypes in-process over their labelled rows. `read_scores` joins the parts in
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +16,25 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from curate.centering import Centering, fit_centering
 from curate.dedup.table import SkipMarked
-from curate.embeddings import EmbedderKind, read_embeddings
+from curate.embeddings import EmbedderKind
 from curate.errors import InputError
 from curate.hashing import JSONValue
 from curate.io import parquet_files, write_table
+from curate.records import read_record, write_record
 from curate.stages import StageOutput
 from pipelines.context import RunContext
-from pipelines.data_steps import check_sources_kept
-from pruning.scores import SCORE_COLUMNS, EmbeddingScoreStage, TextScoreStage, fit_scores, labelled_scores
+from pipelines.data_steps import centred_embeddings, check_sources_kept, matrix
+from pruning.scores import (
+    LABELLED_SCORES,
+    SCORE_COLUMNS,
+    EmbeddingScoreStage,
+    TextScoreStage,
+    fit_scores,
+    labelled_scores,
+    target_z,
+)
 
 PARTS = ("embedding", "text")
 
@@ -34,11 +45,6 @@ def sample_filter(n_rows: int, fit_rows: int, seed: int) -> pl.Expr:
         return pl.lit(True)
     cut = int(fit_rows / n_rows * 2**32)
     return (pl.col("doc_id").hash(seed=seed) % (2**32)) < cut
-
-
-def _matrix(frame: pl.DataFrame) -> np.ndarray:
-    col = frame["embedding"]
-    return np.asarray(col.to_list(), dtype=np.float32).reshape(len(col), -1) if len(col) else np.zeros((0, 0))
 
 
 def score(ctx: RunContext) -> StageOutput:
@@ -64,10 +70,11 @@ def score(ctx: RunContext) -> StageOutput:
             .sort("doc_id")
             .collect()
         )
+        centering = ctx.record("center", Centering)
         t_vectors, t_texts = _target(ctx)
         model = fit_scores(
             sample["doc_id"].to_list(),
-            _matrix(sample),
+            centering.apply(matrix(sample["embedding"].to_arrow())),
             sample["text"].to_list(),
             target_vectors=t_vectors,
             target_texts=t_texts,
@@ -81,8 +88,9 @@ def score(ctx: RunContext) -> StageOutput:
         ctx.executor.map_batches(
             TextScoreStage(model=model), docs.files, tmp / "text", keep=keep, on_progress=progress
         )
-        labelled = _labelled(docs, emb, keep, seed=ctx.cfg.seed)
+        labelled = _labelled(ctx, keep)
         write_table(labelled.to_arrow(), tmp / "labelled" / "part-00000.parquet")
+        write_record(ScoreStats(z_stats=model.z_stats), tmp)
         return {"rows": n_kept, "fit_rows": sample.height, "labelled_rows": labelled.height}
 
     return ctx.commit(params, build)
@@ -92,19 +100,29 @@ def _target(ctx: RunContext) -> tuple[np.ndarray | None, list[str] | None]:
     """The target's embeddings and texts (same order), or (None, None) without a target."""
     if ctx.cfg.target is None:
         return None, None
-    ids, vectors, _ = read_embeddings(ctx.output("embed.target"))
+    ids, vectors = centred_embeddings(ctx, "embed.target")
     texts = ctx.output("ingest.target").scan().select("doc_id", "text").collect()
     texts = pl.DataFrame({"doc_id": ids}).join(texts, on="doc_id", how="left", maintain_order="left")
     return vectors, texts["text"].fill_null("").to_list()
 
 
-def _labelled(docs: StageOutput, emb: StageOutput, keep: SkipMarked, *, seed: int) -> pl.DataFrame:
+def _labelled(ctx: RunContext, keep: SkipMarked) -> pl.DataFrame:
     """EL2N and class prototypes of the kept labelled documents (empty without two labelled classes)."""
-    labelled = docs.scan().filter(pl.col("label").is_not_null()).select("doc_id", "label")
-    joined = pl.from_arrow(keep(emb.scan().join(labelled, on="doc_id").sort("doc_id").collect().to_arrow()))
-    assert isinstance(joined, pl.DataFrame)
-    frame = joined
-    return labelled_scores(frame["doc_id"].to_list(), _matrix(frame), frame["label"].to_list(), seed=seed)
+    labelled = ctx.output("ingest").scan().filter(pl.col("label").is_not_null()).select("doc_id", "label")
+    ids = ctx.output("embed").scan().select("doc_id").join(labelled, on="doc_id").sort("doc_id").collect()
+    kept = pl.from_arrow(keep(ids.to_arrow()))
+    assert isinstance(kept, pl.DataFrame)
+    if kept.is_empty():
+        return pl.DataFrame(schema=LABELLED_SCORES)
+    doc_ids, x = centred_embeddings(ctx, "embed", kept["doc_id"])
+    return labelled_scores(doc_ids, x, kept["label"].to_list(), seed=ctx.cfg.seed)
+
+
+@dataclass(frozen=True)
+class ScoreStats:
+    """The score step's record: per target signal the (median, IQR) of the target's own scores."""
+
+    z_stats: dict[str, tuple[float, float]]
 
 
 def read_scores(out: StageOutput) -> pl.LazyFrame:
@@ -115,7 +133,8 @@ def read_scores(out: StageOutput) -> pl.LazyFrame:
     n_rows, n_labelled = int(out.info["rows"]), int(out.info["labelled_rows"])
     frame = parts[1].join(parts[0], on="doc_id").join(labelled, on="doc_id", how="left")
     hardness = pl.col("el2n") if n_labelled == n_rows and n_rows else pl.col("lm_loss")
-    return frame.with_columns(difficulty=hardness).sort("doc_id")
+    stats = read_record(ScoreStats, out.path).z_stats
+    return frame.with_columns(target_z(stats), difficulty=hardness).sort("doc_id")
 
 
 def score_frame(
@@ -139,12 +158,14 @@ def score_frame(
         raise InputError(f"score_dataset() data must hold each doc_id once; got {data.height} rows.")
     model = load_embedder(embedder)
     texts = data["text"].fill_null("").to_list()
-    x = model.encode(texts)
+    raw = model.encode(texts)
+    centering = fit_centering(raw)  # the pool's own mean, as the center step fits it
+    x = centering.apply(raw)
     t_vectors = None
     if target is not None:
         if not any(t.strip() for t in target):
             raise InputError("score target holds no non-empty text; give target documents with text.")
-        t_vectors = model.encode(target)
+        t_vectors = centering.apply(model.encode(target))
     ids = data["doc_id"].to_list()
     fitted = fit_scores(ids, x, texts, target_vectors=t_vectors, target_texts=target, k=n_clusters, seed=seed)
     labels = (
@@ -158,7 +179,8 @@ def score_frame(
     frame = text.drop("source", "label").join(emb, on="doc_id", maintain_order="left")
     frame = frame.join(labelled, on="doc_id", how="left", maintain_order="left")
     every = labelled.height == data.height
-    return frame.with_columns(difficulty=pl.col("el2n") if every else pl.col("lm_loss")).select(
+    hardness = pl.col("el2n") if every else pl.col("lm_loss")
+    return frame.with_columns(target_z(fitted.z_stats), difficulty=hardness).select(
         "doc_id", *SCORE_COLUMNS_OUT
     )
 
@@ -167,8 +189,10 @@ SCORE_COLUMNS_OUT = (
     "cluster_id",
     "proto_dist",
     "class_proto_dist",
+    "target_z",
     "target_dist",
     "target_ngram",
+    "target_lm",
     "el2n",
     "lm_loss",
     "difficulty",

@@ -44,7 +44,7 @@ def _dedup_inputs(cfg: CurateConfig) -> tuple[str, ...]:
 
 def _score_inputs(cfg: CurateConfig) -> tuple[str, ...]:
     target = ("ingest.target", "embed.target") if cfg.target is not None else ()
-    return ("ingest", "dedup", "embed", *target)
+    return ("ingest", "dedup", "embed", "center", *target)
 
 
 STEPS: tuple[Step, ...] = (
@@ -53,12 +53,13 @@ STEPS: tuple[Step, ...] = (
     Step("dedup.text", 2, ("ingest",), "DEDUP table (exact, fuzzy)", data_steps.dedup_text),
     Step("embed", 2, ("ingest", "dedup.text"), "embeddings table", data_steps.embed),
     Step("embed.target", 2, ("ingest.target",), "embeddings table", data_steps.embed_target),
+    Step("center", 1, ("embed",), "Centering record (the pool's mean embedding)", data_steps.center),
     Step("dedup", 2, _dedup_inputs, "DEDUP table (+ semantic)", data_steps.dedup),
     Step("score", 3, _score_inputs, "scores tables (embedding, text, labelled parts)", score_step.score),
     Step(
         "calibrate.mixture",
         2,
-        ("score", "ingest", "embed", "ingest.target", "embed.target"),
+        ("score", "ingest", "embed", "center", "ingest.target", "embed.target"),
         "proxy runs table",
         mixture_steps.calibrate_mixture,
     ),
@@ -67,7 +68,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         "calibrate.quality",
         2,
-        ("score", "prune", "ingest", "embed", "ingest.target", "embed.target"),
+        ("score", "prune", "ingest", "embed", "center", "ingest.target", "embed.target"),
         "bucket table + curves",
         quality_steps.calibrate_quality,
     ),
@@ -88,7 +89,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         "predict",
         1,
-        ("select", "ingest", "embed", "ingest.target", "embed.target", "fit.mixture"),
+        ("select", "ingest", "embed", "center", "ingest.target", "embed.target", "fit.mixture"),
         "Prediction record",
         mixture_steps.predict_selection,
     ),

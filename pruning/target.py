@@ -168,15 +168,21 @@ def target_self_distance(target: np.ndarray) -> np.ndarray:
     return (1.0 - np.einsum("ij,ij->i", t, others)).astype(np.float32)
 
 
-def robust_z(scores: np.ndarray, reference: np.ndarray, *, what: str = "scores") -> np.ndarray:
-    """`(scores - median(reference)) / IQR(reference)` (float32); InputError if reference has no spread."""
+def z_reference(reference: np.ndarray, *, what: str = "scores") -> tuple[float, float]:
+    """(median, interquartile range) of a signal's target scores; InputError without spread."""
     ref = np.asarray(reference, dtype=np.float64)
     if ref.size < 2 or not np.isfinite(ref).all():
         raise InputError(f"robust_z reference of {what} needs at least 2 finite values; got {ref.size}.")
     q1, med, q3 = np.percentile(ref, [25, 50, 75])
     if q3 - q1 <= 0:
         raise InputError(f"robust_z reference of {what} has zero interquartile range; cannot scale by it.")
-    return ((np.asarray(scores, dtype=np.float64) - med) / (q3 - q1)).astype(np.float32)
+    return float(med), float(q3 - q1)
+
+
+def robust_z(scores: np.ndarray, reference: np.ndarray, *, what: str = "scores") -> np.ndarray:
+    """`(scores - median(reference)) / IQR(reference)` (float32); InputError if reference has no spread."""
+    med, iqr = z_reference(reference, what=what)
+    return ((np.asarray(scores, dtype=np.float64) - med) / iqr).astype(np.float32)
 
 
 def target_z(signals: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
