@@ -299,18 +299,19 @@ def test_embed_texts_uses_the_user_cache(
 def test_cli_embed_writes_the_side_table(
     distilled: Distilled, wiki_docs: pl.DataFrame, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`curate embed WORK --embedder static --local` commits embeddings for the latest ingest output."""
-    import shutil
-
-    commit_documents(tmp_path, wiki_docs.head(150))
-    cached = default_cache_dir(tmp_path) / "static" / distilled.path.name
-    shutil.copytree(distilled.path, cached)  # the content-keyed cache is portable
-    assert main(["embed", str(tmp_path), "--embedder", "static", "--local"]) == 0
-    out = latest_committed(tmp_path, "embed")
+    """`curate embed WORK --embedder static --local` after `curate ingest` commits the embeddings step."""
+    src = tmp_path / "src"
+    src.mkdir()
+    wiki_docs.head(150).select("text").write_ndjson(src / "part.jsonl")
+    work = tmp_path / "work"
+    assert main(["ingest", str(work), "--source", f"wiki={src}", "--local"]) == 0
+    assert main(["embed", str(work), "--embedder", "static", "--local"]) == 0
+    out = latest_committed(work, "embed")
     assert out is not None
     ids, matrix, space = read_embeddings(out)
-    assert sorted(ids) == sorted(wiki_docs.head(150)["id"].to_list()) and matrix.shape == (150, 256)
+    docs = pl.read_parquet(work / "ingest" / "*" / "part-*.parquet")
+    assert sorted(ids) == sorted(docs["doc_id"].to_list()) and matrix.shape == (150, 256)
     assert space == embedding_space("static")
     assert "static" in capsys.readouterr().out
     assert main(["embed", str(tmp_path / "nowhere"), "--local"]) == 2
-    assert "no committed ingest output" in capsys.readouterr().err
+    assert "has no sources yet; run `curate ingest" in capsys.readouterr().err

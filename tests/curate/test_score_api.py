@@ -1,4 +1,4 @@
-"""`curate.score_dataset`, the committed `scores` side table and `curate score`, on real Wikipedia text."""
+"""`curate.score_dataset`, the score step and `curate score`, on real Wikipedia text."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import pytest
 
 from curate.api import embed_texts, ingest, score_dataset, score_documents, score_summary
 from curate.cli import main
-from curate.embeddings import EmbeddingSpace
-from curate.errors import EmbeddingSpaceError, InputError, SchemaError
+from curate.errors import InputError, SchemaError
 from curate.stages import latest_committed
 
 SCORES_DTYPES = {
@@ -19,15 +18,20 @@ SCORES_DTYPES = {
     "cluster_id": pl.Int32,
     "proto_dist": pl.Float32,
     "class_proto_dist": pl.Float32,
+    "target_z": pl.Float32,
+    "target_dist": pl.Float32,
+    "target_ngram": pl.Float32,
+    "target_lm": pl.Float32,
+    "el2n": pl.Float32,
+    "lm_loss": pl.Float32,
     "difficulty": pl.Float32,
-    "target_sim": pl.Float32,
 }
 
 
 @pytest.fixture(scope="module")
 def docs(wiki_docs: pl.DataFrame) -> pl.DataFrame:
-    """24 labelled Wikipedia summaries cut to 200 characters, plus one empty text."""
-    head = wiki_docs.slice(200, 24).rename({"id": "doc_id"}).with_columns(pl.col("text").str.slice(0, 200))
+    """60 labelled Wikipedia summaries, plus one empty text."""
+    head = wiki_docs.slice(200, 60).rename({"id": "doc_id"})
     empty = pl.DataFrame({"doc_id": ["empty"], "text": [""], "label": ["People"]})
     return pl.concat([head.select("doc_id", "text", "label"), empty])
 
@@ -36,77 +40,71 @@ def docs(wiki_docs: pl.DataFrame) -> pl.DataFrame:
 def work(tmp_path_factory: pytest.TempPathFactory, docs: pl.DataFrame) -> Path:
     """A work dir with two ingested sources (jsonl with text and label) and a target shard beside it."""
     root = tmp_path_factory.mktemp("score")
-    for name, part in (("a", docs.head(14)), ("b", docs.slice(14, 10))):
+    for name, part in (("a", docs.slice(0, 30)), ("b", docs.slice(30, 20))):
         (root / "src" / name).mkdir(parents=True)
         part.select("text", "label").write_ndjson(root / "src" / name / "part.jsonl")
     (root / "target").mkdir()
-    docs.slice(0, 5).select("text").write_ndjson(root / "target" / "t.jsonl")
+    docs.slice(50, 10).select("text").write_ndjson(root / "target" / "t.jsonl")
     ingest({"a": str(root / "src" / "a"), "b": str(root / "src" / "b")}, root / "work", label_field="label")
     return root
 
 
 def test_score_dataset_on_a_frame_matches_an_independent_target_distance(docs: pl.DataFrame) -> None:
-    """One row per document with the SCORES columns; target_sim = 1 - cos(z, mean target direction)."""
-    target = docs["text"].head(5).to_list()
-    got = score_dataset(docs, target=target, label_column="label", seed=0, embedder="minilm")
+    """One row per document with every score column; target_dist = 1 - cos(z, mean target direction) in
+    the space centred on the frame's own mean (NumPy recomputation)."""
+    target = docs["text"].slice(50, 10).to_list()
+    pool = docs.head(50)
+    got = score_dataset(pool, target=target, label_field="label", seed=0, embedder="static")
     assert got.schema == pl.Schema(SCORES_DTYPES)
-    assert got["doc_id"].to_list() == docs["doc_id"].to_list()
-    z = embed_texts(docs["text"].to_list(), embedder="minilm").astype(np.float64)
-    t = embed_texts(target, embedder="minilm").astype(np.float64)
-    mean = t.mean(axis=0) / np.linalg.norm(t.mean(axis=0))
-    np.testing.assert_allclose(got["target_sim"].to_numpy(), 1.0 - z @ mean, atol=1e-5)
-    assert got.select(pl.all().null_count()).row(0) == (0,) * 6
-    assert got.filter(pl.col("doc_id") == "empty")["proto_dist"].item() == pytest.approx(1.0)
+    assert got["doc_id"].to_list() == pool["doc_id"].to_list()
+    z = embed_texts(pool["text"].to_list(), embedder="static").astype(np.float64)
+    t = embed_texts(target, embedder="static").astype(np.float64)
+    mean = z.mean(axis=0)
+
+    def centre(x: np.ndarray) -> np.ndarray:
+        c = x - mean
+        return c / np.linalg.norm(c, axis=1, keepdims=True)
+
+    direction = centre(t).mean(axis=0)
+    direction /= np.linalg.norm(direction)
+    np.testing.assert_allclose(got["target_dist"].to_numpy(), 1.0 - centre(z) @ direction, atol=1e-5)
+    assert got.select("target_z", "target_ngram", "target_lm", "el2n").null_count().row(0) == (0, 0, 0, 0)
+    assert got["difficulty"].to_list() == got["el2n"].to_list()  # every row labelled: EL2N
     assert got["proto_dist"].is_between(0.0, 2.0).all()
 
 
-def test_score_cli_commits_the_side_table_once_and_prints_histograms(
+def test_score_cli_commits_once_and_prints_deciles(
     work: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`curate score` writes one row per document, prints per-source deciles, and a rerun does no work."""
-    args = ["score", str(work / "work"), "--embedder", "minilm", "--label-field", "label"]
-    assert main([*args, "--target", str(work / "target" / "*.jsonl")]) == 0
+    """`curate score WORK --target GLOB` scores every kept document, prints per-source deciles, and the
+    library call with the same settings reuses the committed step."""
+    target = str(work / "target" / "*.jsonl")
+    assert main(["score", str(work / "work"), "--target", target, "--local"]) == 0
     printed = capsys.readouterr().out
-    assert "proto_dist" in printed and "target_sim" in printed
-    committed = latest_committed(work / "work", "scores")
+    assert "proto_dist" in printed and "target_z" in printed
+    committed = latest_committed(work / "work", "score")
     assert committed is not None
-    scores = committed.scan().collect()
-    documents = latest_committed(work / "work", "ingest")
-    assert documents is not None
-    assert sorted(scores["doc_id"]) == sorted(documents.scan().collect()["doc_id"])
-    assert scores["target_sim"].null_count() == 0
     summary = score_summary(work / "work")
-    assert summary.select("source", "score").rows() == [
-        (s, c) for s in ("a", "b") for c in ("proto_dist", "class_proto_dist", "difficulty", "target_sim")
-    ]
-    assert summary.filter(pl.col("score") == "proto_dist")["n"].to_list() == [14, 10]
+    by_source = summary.filter(pl.col("score") == "proto_dist").select("source", "n").rows()
+    kept = pl.read_parquet(work / "work" / "embed" / "*" / "part-*.parquet").height
+    assert sum(n for _, n in by_source) == kept
     assert [sum(h) for h in summary["hist"]] == list(summary["n"] - summary["n_null"])
 
     def boom(*_: object, **__: object) -> None:
         raise AssertionError("a committed score step must not refit")
 
-    monkeypatch.setattr("pruning.prototypes.PrototypeScorer.fit", boom)
-    again = score_documents(
-        work / "work", target=str(work / "target" / "*.jsonl"), label_field="label", embedder="minilm"
+    monkeypatch.setattr("pruning.scores.fit_scores", boom)
+    assert score_documents(work / "work", target=target).key == committed.key
+
+
+def test_unlabelled_scores_use_the_ngram_loss(docs: pl.DataFrame) -> None:
+    """Without labels, difficulty is the n-gram LM's per-document loss; no class prototypes, no EL2N."""
+    got = score_dataset(docs.head(40).drop("label"), seed=1, embedder="static")
+    assert got["difficulty"].to_list() == got["lm_loss"].to_list()
+    assert got["lm_loss"].null_count() == 0
+    assert (
+        got["class_proto_dist"].null_count() == got["el2n"].null_count() == got["target_z"].null_count() == 40
     )
-    assert again.key == committed.key
-
-
-def test_score_work_dir_without_labels_uses_the_tiny_lm_loss(work: Path) -> None:
-    """Unlabelled documents get difficulty from the tiny LM and no class_proto_dist or target_sim."""
-    got = score_dataset(work / "work", embedder="minilm", seed=1)
-    assert got.height == 24
-    assert got["difficulty"].null_count() == 0
-    assert got["class_proto_dist"].null_count() == got["target_sim"].null_count() == 24
-
-
-def test_target_in_another_embedding_space_is_refused() -> None:
-    """A data space that the target's embedder does not reproduce raises EmbeddingSpaceError."""
-    from curate.api import _embed_target
-
-    other = EmbeddingSpace("minilm", "someone-else", 384)
-    with pytest.raises(EmbeddingSpaceError, match=r"score target mixes two embedding spaces"):
-        _embed_target(["a text"], other, None)
 
 
 @pytest.mark.parametrize(
@@ -115,21 +113,25 @@ def test_target_in_another_embedding_space_is_refused() -> None:
         (pl.DataFrame(schema={"doc_id": pl.String, "text": pl.String}), {}, InputError, r"holds no rows"),
         (pl.DataFrame({"doc_id": ["a"]}), {}, SchemaError, r"score_dataset\(\) data lacks column\(s\) text"),
         (pl.DataFrame({"doc_id": ["a", "a"], "text": ["x", "y"]}), {}, InputError, r"each doc_id once"),
-        (pl.DataFrame({"doc_id": ["a"], "text": ["x"]}), {"label_column": "topic"}, SchemaError, r"topic"),
+        (pl.DataFrame({"doc_id": ["a"], "text": ["x"]}), {"label_field": "topic"}, SchemaError, r"topic"),
+        (
+            pl.DataFrame({"doc_id": ["a"], "text": ["x"]}),
+            {"target": ["  "]},
+            InputError,
+            r"no non-empty text",
+        ),
     ],
 )
-def test_score_dataset_rejects_bad_frames(
-    data: pl.DataFrame, kwargs: dict[str, str], exc: type, match: str
+def test_score_dataset_rejects_bad_input(
+    data: pl.DataFrame, kwargs: dict[str, object], exc: type, match: str
 ) -> None:
-    """Empty data, missing columns and duplicate doc_ids raise before any model is loaded."""
+    """Empty data, missing columns, duplicate doc_ids and an empty target raise errors naming them."""
     with pytest.raises(exc, match=match):
         score_dataset(data, **kwargs)  # type: ignore[arg-type]
 
 
-def test_score_work_dir_errors_name_the_problem(work: Path, tmp_path: Path) -> None:
-    """No ingest output, or a label field the documents lack, raise a CurateError naming it."""
-    with pytest.raises(InputError, match=r"has no committed ingest output"):
+def test_score_work_dir_errors_name_the_problem(tmp_path: Path) -> None:
+    """A work dir without an ingest is refused by the library call and the CLI (exit 2)."""
+    with pytest.raises(InputError, match=r"has no sources yet; run `curate ingest"):
         score_documents(tmp_path)
-    with pytest.raises(SchemaError, match=r"lacks column\(s\) topic"):
-        score_documents(work / "work", label_field="topic")
-    assert main(["score", str(tmp_path)]) == 2
+    assert main(["score", str(tmp_path), "--local"]) == 2
