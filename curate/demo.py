@@ -2,7 +2,8 @@
 
 Four clean sources of different domains and formats (Wikipedia EN as JSONL.zst, Wikipedia FR as JSONL.gz,
 State of the Union paragraphs as CSV, BBC News as a folder of .txt) plus one degraded "web" source
-(boilerplate, shuffled words, near-copies and exact copies of other sources, a few malformed lines).
+(`curate.junk`: boilerplate, spam, shuffled words, near copies, off-language text; exact copies of other
+sources and a few malformed lines).
 Deterministic for a seed; the files are rewritten byte for byte, so re-ingesting them is a no-op.
 """
 
@@ -19,21 +20,10 @@ import numpy as np
 import polars as pl
 import zstandard
 
-from curate import corpora
+from curate import corpora, junk
 from curate.io import atomic_file
 
 DEMO_SIZES = {"wiki_en": 1000, "wiki_fr": 600, "sotu": 1000, "bbc": 800}
-_BOILERPLATE = (
-    "Subscribe to our newsletter for the latest updates. © {year} {site}. All rights reserved. "
-    "Privacy Policy | Terms of Use | Cookie settings",
-    "This website uses cookies to improve your experience. By continuing to browse {site} you agree "
-    "to our use of cookies. Learn more. Accept all.",
-    "Page not found. The page you are looking for on {site} may have been removed, had its name changed "
-    "or is temporarily unavailable. Return to the home page.",
-    "Share this article: Facebook Twitter LinkedIn Email. Related stories from {site}. Sponsored content. "
-    "Copyright {year}.",
-)
-_SITES = ("example.com", "news-daily.net", "bestdeals.shop", "infohub.org")
 _MALFORMED = (
     b'{"text": "unterminated string, id: 1}',
     b"{text: 'single quotes are not JSON'}",
@@ -59,40 +49,26 @@ def _jsonl(records: Sequence[dict[str, object]]) -> bytes:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
 
 
-def _near_copy(text: str, rng: np.random.Generator, *, edit_rate: float = 0.05) -> str:
-    """`text` with about `edit_rate` of its words dropped or doubled: a near duplicate."""
-    words = text.split()
-    out: list[str] = []
-    for w in words:
-        u = rng.random()
-        if u < edit_rate / 2:
-            continue
-        out.append(w)
-        if u > 1 - edit_rate / 2:
-            out.append(w)
-    return " ".join(out)
-
-
 def _web_records(others: dict[str, pl.DataFrame], rng: np.random.Generator) -> list[bytes]:
-    """~800 degraded records (each with meta 'kind') and the malformed lines, in a seeded order."""
-    recs: list[dict[str, object]] = []
-    for _ in range(160):
-        template = _BOILERPLATE[int(rng.integers(len(_BOILERPLATE)))]
-        site = _SITES[int(rng.integers(len(_SITES)))]
-        recs.append(
-            {"text": template.format(year=2015 + int(rng.integers(4)), site=site), "kind": "boilerplate"}
-        )
+    """~830 degraded records (each with meta 'kind': curate.junk generators plus exact copies) and the
+    malformed lines, in a seeded order."""
+    seed = int(rng.integers(1 << 31))
     wiki = others["wiki_en"]["text"].to_list()
-    for i in rng.choice(len(wiki), size=200, replace=False):
-        words = wiki[int(i)].split()
-        recs.append({"text": " ".join(rng.permutation(words).tolist()), "kind": "shuffled"})
     pool = others["sotu"]["text"].to_list() + others["bbc"]["text"].to_list()
-    for i in rng.choice(len(pool), size=250, replace=False):
-        recs.append({"text": _near_copy(pool[int(i)], rng), "kind": "near_copy"})
-    for i in rng.choice(len(wiki), size=60, replace=False):
-        recs.append({"text": wiki[int(i)], "kind": "exact_copy"})
-    for text in corpora.wiki(120, lang="es", seed=int(rng.integers(1 << 31)))["text"]:
-        recs.append({"text": text, "kind": "off_language"})
+    picks = {
+        "shuffled": [wiki[int(i)] for i in rng.choice(len(wiki), size=200, replace=False)],
+        "near_copy": [pool[int(i)] for i in rng.choice(len(pool), size=250, replace=False)],
+        "exact_copy": [wiki[int(i)] for i in rng.choice(len(wiki), size=60, replace=False)],
+    }
+    kinds = {
+        "boilerplate": junk.boilerplate(130, seed=seed),
+        "spam": junk.spam_emails(70, seed=seed + 1),
+        "shuffled": junk.shuffled_words(picks["shuffled"], seed=seed + 2),
+        "near_copy": junk.near_copies(picks["near_copy"], seed=seed + 3),
+        "exact_copy": picks["exact_copy"],
+        "off_language": junk.off_language(120, lang="es", seed=seed + 4),
+    }
+    recs = [{"text": t, "kind": kind} for kind, texts in kinds.items() for t in texts]
     lines = [
         json.dumps({"url": f"https://web.example/{k}", **r}, ensure_ascii=False).encode()
         for k, r in enumerate(recs)
