@@ -117,3 +117,32 @@ def test_ray_ingest_equals_local_ingest(tmp_path: Path, wiki_docs: pl.DataFrame,
         "truncated_file",
         "unreadable_file",
     }
+
+
+RUNTIME_CHECK = """
+import ray
+from curate.config import parse_config
+from curate.stages import LocalExecutor
+from pipelines.runner import executor_for
+
+ray_keys = {"num_cpus": 2, "actors": 3, "cpus_per_actor": 2, "num_gpus": 0.5, "max_tasks": 7}
+cfg = parse_config({"sources": {"a": "x"}, "ray": ray_keys})
+with executor_for(cfg, address=None, local=False) as ex:
+    assert ray.is_initialized()
+    assert (ex.actors, ex.cpus_per_actor, ex.num_gpus, ex.max_tasks) == (3, 2, 0.5, 7)
+    assert ex.describe()["cpus"] == 2
+assert not ray.is_initialized()
+with executor_for(cfg, address=None, local=True) as local:
+    assert isinstance(local, LocalExecutor) and not ray.is_initialized()
+print("ok")
+"""
+
+
+def test_ray_settings_reach_the_executor_and_an_embedded_runtime_stops() -> None:
+    """[ray] actors, cpus_per_actor, num_gpus and max_tasks reach the RayExecutor; a runtime that
+    `executor_for` started itself is shut down when it returns (checked in a fresh process)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", RUNTIME_CHECK], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
