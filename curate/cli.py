@@ -187,15 +187,34 @@ def _report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the accounting as JSON")
 
 
-@command("report", "Per source: rows read, kept, rejected by reason, exact dups, bytes.", _report_arguments)
+@command(
+    "report",
+    "Per source: rows read, kept, rejected by reason; duplicates when deduplicated.",
+    _report_arguments,
+)
 def _report(args: argparse.Namespace) -> int:
-    from curate.report import load_report, report_table
+    import json
 
-    report = load_report(args.work)
+    from curate.dedup.passes import dedup_summary
+    from curate.report import load_report, report_table
+    from curate.stages import latest_committed
+
+    work = Path(args.work)
+    report = load_report(work)
+    dedup = latest_committed(work, "dedup") or latest_committed(work, "dedup.text")
+    summary = None
+    if dedup is not None:
+        docs = latest_committed(work, "ingest")
+        summary = dedup_summary(dedup.scan(), docs.scan()) if docs is not None else None
     if args.json:
-        print(report.to_json())
-    else:
-        console.print(report_table(report))
+        data = report.to_dict()
+        if summary is not None:
+            data["duplicates"] = {r.pop("source"): r for r in summary.to_dicts()}
+        print(json.dumps(data, indent=2, sort_keys=True))
+        return 0
+    console.print(report_table(report))
+    if summary is not None:
+        console.print(_table(f"duplicates ({dedup.name} {dedup.key[:12]})", summary))  # type: ignore[union-attr]
     return 0
 
 

@@ -20,7 +20,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate._validation import check_interval
-from curate.dedup.exact import kept_doc_id
 from curate.errors import ConfigError, InputError, StageError, UnreadableFileWarning
 from curate.hashing import JSONValue, file_digest, stage_key
 from curate.io import PathLike, atomic_file, parquet_files, write_table
@@ -28,7 +27,7 @@ from curate.readers import STAGE, SUFFIXES, Rows, Shard, format_of, read_shard
 from curate.report import IngestReport
 from curate.stages import Executor, LocalExecutor, Progress, commit_step
 
-VERSION = 1
+VERSION = 2  # 2: per-source counts from the footers; exact duplicates are the dedup step's
 DEFAULT_MAX_CHARS = 1_000_000
 TXT_FILES_PER_TASK = 256  # .txt files are one document each; group them so part files stay few
 
@@ -208,16 +207,26 @@ def ingest_sources(
 
     def build(tmp: Path) -> dict[str, Any]:
         fn = ReadShards(str(tmp), text_field, label_field, int(max_chars))
-        stats = pl.DataFrame(runner.map_tasks(fn, _tasks(shards), on_progress=on_progress))
-        return {"sources": _account(tmp, stats, sorted(sources))}
+        tasks = _tasks(shards)
+        stats = pl.DataFrame(runner.map_tasks(fn, tasks, on_progress=on_progress))
+        return {"sources": _account(tmp, stats, tasks, sorted(sources))}
 
     output = commit_step(work, STAGE, key, build, params=params, inputs=inputs)
     return IngestReport.from_stage(output)
 
 
-def _account(tmp: Path, stats: pl.DataFrame, names: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Per-source counts from the part files on disk; StageError if rows read != documents + rejects."""
-    docs = pl.scan_parquet([str(f) for f in parquet_files(tmp)]).select("doc_id", "source", "content_hash")
+def _account(
+    tmp: Path, stats: pl.DataFrame, tasks: pa.Table, names: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """Per-source counts from the Parquet footers and the reject files on disk (each part holds one task's
+    rows, a task one source, so no document is read); StageError if rows read != documents + rejects."""
+    part_source = dict(
+        zip(tasks.column("index").to_pylist(), tasks.column("source").to_pylist(), strict=True)
+    )
+    n_docs: dict[str, int] = {}
+    for path in parquet_files(tmp):
+        source = part_source[int(path.stem.split("-")[1])]
+        n_docs[source] = n_docs.get(source, 0) + pq.ParquetFile(path).metadata.num_rows
     reject_files = parquet_files(tmp / "rejects")
     rejects = (
         pl.scan_parquet([str(f) for f in reject_files]).select("source", "origin", "reason").collect()
@@ -231,14 +240,6 @@ def _account(tmp: Path, stats: pl.DataFrame, names: Sequence[str]) -> dict[str, 
             UnreadableFileWarning,
             stacklevel=5,
         )
-    per_source = (
-        docs.select("source", dup=pl.col("doc_id") != kept_doc_id())
-        .group_by("source")
-        .agg(pl.len().alias("n"), pl.col("dup").sum().alias("dups"))
-        .collect()
-    )
-    n_docs = dict(per_source.select("source", "n").iter_rows())
-    n_dups = dict(per_source.select("source", "dups").iter_rows())
     by_reason = rejects.group_by("source", "reason").len()
     read = stats.group_by("source").agg(
         pl.len().alias("files"), pl.col("bytes").sum(), pl.col("rows_read").sum()
@@ -253,7 +254,6 @@ def _account(tmp: Path, stats: pl.DataFrame, names: Sequence[str]) -> dict[str, 
             "rows_read": row["rows_read"],
             "documents": n_docs.get(s, 0),
             "rejected": sum(reasons.values()),
-            "exact_duplicates": n_dups.get(s, 0),
             "reasons": dict(sorted(reasons.items())),
         }
         if counts["rows_read"] != counts["documents"] + counts["rejected"]:

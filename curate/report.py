@@ -24,7 +24,6 @@ SOURCE_COLUMNS = {
     "rows_read": pl.Int64,
     "documents": pl.Int64,
     "rejected": pl.Int64,
-    "exact_duplicates": pl.Int64,
 }
 
 
@@ -60,7 +59,7 @@ class IngestReport:
 
     @property
     def totals(self) -> dict[str, int]:
-        """Column sums of `sources` (files, bytes, rows_read, documents, rejected, exact_duplicates)."""
+        """Column sums of `sources` (files, bytes, rows_read, documents, rejected)."""
         return {c: int(self.sources[c].sum()) for c in SOURCE_COLUMNS if c != "source"}
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,14 +90,14 @@ def load_report(work: Path) -> IngestReport:
 def report_table(report: IngestReport) -> Group:
     """Rich tables: one row per source plus a total, then the rejects per source and reason."""
     table = Table(title=f"ingest {report.key[:12]}  ({report.path})", title_justify="left")
-    for name in ("source", "files", "MB", "read", "kept", "rejected", "exact dups"):
+    for name in ("source", "files", "MB", "read", "kept", "rejected"):
         table.add_column(name, justify="left" if name == "source" else "right")
     rows = [(r["source"], r) for r in report.sources.iter_rows(named=True)]
     for i, (name, r) in enumerate([*rows, ("total", report.totals)]):
         cells = (r["files"], f"{r['bytes'] / 1e6:.2f}", r["rows_read"], r["documents"], r["rejected"])
         table.add_row(
             name,
-            *(str(c) for c in (*cells, r["exact_duplicates"])),
+            *(str(c) for c in cells),
             style="bold" if i == len(rows) else None,
             end_section=i == len(rows) - 1,
         )

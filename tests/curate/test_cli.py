@@ -119,7 +119,7 @@ def test_demo_builds_ingests_and_reports(tmp_path: Path, capsys: pytest.CaptureF
         "missing_field": 2,
         "not_string": 2,
     }
-    assert web["exact_duplicates"] > 0
+    assert data["duplicates"]["web"]["n_exact"] > 0
     assert data["sources"]["wiki_en"]["documents"] == 1000
     suffixes = {p.name.split(".", 1)[-1] for p in (tmp_path / "corpus").rglob("*.*")}
     assert {"jsonl.zst", "jsonl.gz", "csv", "txt", "jsonl"} <= suffixes

@@ -87,7 +87,7 @@ def test_text_is_stored_as_read_and_hashed_normalised(tmp_path: Path) -> None:
     out = curate.read_documents(tmp_path / "work").collect().sort("origin")
     assert out["text"].to_list() == [decomposed, composed]
     assert out["content_hash"][0] == out["content_hash"][1]
-    assert report.sources["exact_duplicates"].to_list() == [1]
+    assert report.sources["documents"].to_list() == [2]  # exact copies are the dedup step's to mark
 
 
 def test_doc_ids_are_stable_across_work_dirs(shards: tuple[Path, pl.DataFrame], tmp_path: Path) -> None:
@@ -229,7 +229,6 @@ def test_source_with_only_rejects_still_commits(tmp_path: Path) -> None:
         "rows_read": 2,
         "documents": 0,
         "rejected": 2,
-        "exact_duplicates": 0,
     }
     assert curate.read_documents(tmp_path / "w").collect().height == 0
 
