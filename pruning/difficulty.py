@@ -3,9 +3,9 @@
 - EL2N (Paul et al. 2021, "Deep learning on a data diet"): `||softmax(f(x)) - onehot(y)||_2` of a
   proxy model early in training, averaged over seeds; the same runs give the per-example proxy loss
   `-log softmax(f(x))_y`. As in the paper, the proxy is trained on all the examples it then scores (no
-  held-out folds): the score is read early, before the model has memorised them. Defaults (5 epochs,
-  Adam lr 1e-2) were picked on Wikipedia topics: mislabelled examples separate clearly from the rest
-  at 5 epochs, while by 20 epochs the probe has memorised them (every EL2N near 0).
+  held-out folds): the score is read early, before the model has memorised them. Defaults (10 epochs of
+  AdamW, lr 1e-2 decaying to 0) were picked on 300 Wikipedia summaries: mislabelled examples score 0.90 vs
+  0.47 for the rest at 10 epochs, 0.95 vs 0.76 at 5, while by 20 both fall (0.52 vs 0.19).
 The probe is `scaling.proxy.train_probe` (shared with the calibration runs). The unlabelled difficulty (the
 n-gram LM's per-document loss) and the target distances live in `pruning.scores` and `pruning.target`.
 """
@@ -37,7 +37,7 @@ class EL2NScorer:
     def __init__(
         self,
         *,
-        epochs: int = 5,
+        epochs: int = 10,
         n_seeds: int = 3,
         hidden: int = 128,
         batch_size: int = 64,
@@ -110,7 +110,7 @@ class EL2NScorer:
 
 
 def el2n_scores(
-    x: np.ndarray, y: Labels, *, epochs: int = 5, n_seeds: int = 3, seed: int = 0
+    x: np.ndarray, y: Labels, *, epochs: int = 10, n_seeds: int = 3, seed: int = 0
 ) -> pl.DataFrame:
     """EL2N and proxy loss of every row of (x, y) (Paul et al. 2021), averaged over `n_seeds` probes."""
     return EL2NScorer(epochs=epochs, n_seeds=n_seeds, seed=seed).fit(x, y).score(x, y)

@@ -49,12 +49,16 @@ def _train_curve(
     epochs: int,
     batch_size: int,
     lr: float,
+    weight_decay: float,
     checkpoints_per_epoch: int,
     gen: torch.Generator,
 ) -> pl.DataFrame:
-    """Adam over shuffled mini-batches; evaluate at `checkpoints_per_epoch` even points of every epoch."""
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    """AdamW over shuffled mini-batches, the learning rate decaying linearly to 0 at the run's last step (a
+    run's budget is its own); evaluate at `checkpoints_per_epoch` even points of every epoch."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     n_batches = math.ceil(n / batch_size)
+    total = n_batches * epochs
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(0.0, 1.0 - step / total))
     marks = {math.ceil(n_batches * (c + 1) / checkpoints_per_epoch) for c in range(checkpoints_per_epoch)}
     rows: list[dict[str, float | int | None]] = []
     seen = 0
@@ -66,6 +70,7 @@ def _train_curve(
             opt.zero_grad(set_to_none=True)
             batch_loss(idx).backward()
             opt.step()
+            schedule.step()
             seen += len(idx)
             if b + 1 in marks:
                 model.eval()
@@ -82,10 +87,13 @@ def _train_curve(
     return pl.DataFrame(rows, schema=CURVE_SCHEMA)
 
 
-def _check_loop(epochs: int, batch_size: int, lr: float, checkpoints_per_epoch: int, caller: str) -> None:
+def _check_loop(
+    epochs: int, batch_size: int, lr: float, weight_decay: float, checkpoints_per_epoch: int, caller: str
+) -> None:
     check_interval("epochs", epochs, 1, None, caller=caller)
     check_interval("batch_size", batch_size, 1, None, caller=caller)
     check_interval("lr", lr, 0, None, caller=caller, closed="neither")
+    check_interval("weight_decay", weight_decay, 0, None, caller=caller)
     check_interval("checkpoints_per_epoch", checkpoints_per_epoch, 1, None, caller=caller)
 
 
@@ -129,13 +137,15 @@ def train_probe(
     epochs: int = 10,
     batch_size: int = 64,
     lr: float = 1e-3,
+    weight_decay: float = 0.01,
     hidden: int = 128,
     checkpoints_per_epoch: int = 1,
     seed: int = 0,
     device: str | None = None,
 ) -> ProbeRun:
-    """Train a one-hidden-layer MLP on frozen embeddings; eval cross-entropy and accuracy at checkpoints."""
-    _check_loop(epochs, batch_size, lr, checkpoints_per_epoch, "train_probe")
+    """Train a one-hidden-layer MLP on frozen embeddings (AdamW, learning rate decaying to 0 at the end of
+    the run); eval cross-entropy and accuracy at checkpoints."""
+    _check_loop(epochs, batch_size, lr, weight_decay, checkpoints_per_epoch, "train_probe")
     check_interval("hidden", hidden, 1, None, caller="train_probe")
     xs = check_embeddings(x, what="train_probe x")
     xe = check_embeddings(x_eval, what="train_probe x_eval", dim=xs.shape[1])
@@ -173,6 +183,7 @@ def train_probe(
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
+        weight_decay=weight_decay,
         checkpoints_per_epoch=checkpoints_per_epoch,
         gen=gen,
     )
