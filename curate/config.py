@@ -110,7 +110,11 @@ class ProxyConfig(_Section):
     pilot_sizes: list[int] = Field(default_factory=lambda: [250, 1000, 4000], min_length=2)
     repeats: int = Field(default=2, ge=1, le=100)  # proxy runs per (mixture, pilot size)
     seeds: int = Field(default=3, ge=1, le=100)  # proxy runs per quality bucket (and for the prediction)
-    epochs: list[int] = Field(default_factory=lambda: [1, 2, 4, 8], min_length=3)  # bucket curve points
+    bucket_epochs: list[float] = (
+        Field(  # passes at which a bucket's curve is measured (the n-gram proxy: <= 1)
+            default_factory=lambda: [0.125, 0.25, 0.5, 1.0, 2.0, 4.0], min_length=3
+        )
+    )
     grid_divisions: int = Field(default=3, ge=1, le=20)  # simplex lattice of mixtures (1/d steps)
     pool_rows: int = Field(default=5_000, ge=10, le=1_000_000)  # proxy pool per source (seeded sample)
     bucket_rows: int = Field(default=1_000, ge=3, le=1_000_000)  # rows a bucket's proxy trains on
@@ -120,12 +124,18 @@ class ProxyConfig(_Section):
     eval_size: int = Field(default=500, ge=8, le=1_000_000)
     bootstrap: int = Field(default=20, ge=0, le=1_000)  # bootstrap refits of each QQT fit (its intervals)
 
-    @field_validator("pilot_sizes", "epochs")
+    @field_validator("pilot_sizes", "bucket_epochs")
     @classmethod
-    def _increasing(cls, v: list[int]) -> list[int]:
-        if any(b <= a for a, b in itertools.pairwise(v)) or v[0] < 1:
+    def _increasing(cls, v: list[Any]) -> list[Any]:
+        if any(b <= a for a, b in itertools.pairwise(v)) or v[0] <= 0:
             raise ValueError(f"must be positive and strictly increasing, got {v}")
         return v
+
+
+class QualityConfig(_Section):
+    """The QQT plan: how a union of buckets repeats (Goyal et al. 2024)."""
+
+    union_rule: Literal["auto", "paper", "shared"] = "auto"  # auto: chosen on held-out union runs
 
 
 class MixtureConfig(_Section):
@@ -161,6 +171,7 @@ class CurateConfig(_Section):
     embed: EmbedConfig = EmbedConfig()
     score: ScoreConfig = ScoreConfig()
     proxy: ProxyConfig = ProxyConfig()
+    quality: QualityConfig = QualityConfig()
     mixture: MixtureConfig = MixtureConfig()
     ray: RayConfig = RayConfig()
     base_dir: str = Field(default=".", exclude=True)

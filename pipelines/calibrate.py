@@ -10,6 +10,7 @@ too. `calibrate_mixtures` feeds Projektor and the mixture laws; `calibrate_bucke
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -213,11 +214,12 @@ def calibrate_mixtures(
 
 
 def bucket_runs(
-    buckets: Mapping[str, np.ndarray], *, epochs: Sequence[int], max_rows: int, seeds: int, seed: int = 0
+    buckets: Mapping[str, np.ndarray], *, epochs: Sequence[float], max_rows: int, seeds: int, seed: int = 0
 ) -> tuple[list[dict[str, object]], pl.DataFrame]:
-    """Per bucket and seed: a sample of at most `max_rows` rows trained for max(epochs) passes, with a
-    checkpoint at the end of each pass in `epochs` (for a count model, a run trained for that many passes).
-    Returns the task rows and their description (run, pool, seed, pool_rows)."""
+    """Per bucket and seed: a sample of at most `max_rows` rows, a training order of max(epochs) passes, and a
+    checkpoint after each number of passes in `epochs` (fractions: part of the first); each task trains one
+    run per checkpoint (the n-gram model's counts, the probe's own schedule). Returns the task rows and
+    their description (run, pool, seed, pool_rows)."""
     runs: list[dict[str, object]] = []
     jobs = []
     for b, name in enumerate(sorted(buckets)):
@@ -227,8 +229,8 @@ def bucket_runs(
             rows = buckets[name]
             if len(rows) > max_rows:
                 rows = np.sort(rng.choice(rows, size=max_rows, replace=False))
-            order = epochs_of(rows, len(rows) * max(epochs), rng)
-            marks = [len(rows) * e for e in sorted(set(epochs))]
+            order = epochs_of(rows, math.ceil(len(rows) * max(epochs)), rng)
+            marks = sorted({max(1, round(len(rows) * e)) for e in epochs})
             run = f"bucket{b:03d}/s{s}"
             runs.append(
                 {"run": run, "rows": order.tolist(), "checkpoints": marks, "n_unique": len(rows), "seed": sd}
@@ -244,7 +246,7 @@ def calibrate_buckets(
     buckets: Mapping[str, np.ndarray],
     *,
     executor: Executor,
-    epochs: Sequence[int],
+    epochs: Sequence[float],
     max_rows: int,
     seeds: int = 3,
     seed: int = 0,

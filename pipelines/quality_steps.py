@@ -9,6 +9,7 @@ fit.quality fits QQT (Goyal et al. 2024) per source and picks the union of bucke
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from pipelines.mixture_steps import MixtureFit
 from pipelines.proxy_data import calibration_pool, proxy_data
 from pipelines.score_step import read_scores
 from pipelines.selection import split_budget
+from scaling.qqt import PRIOR_TAU, QQTFit, choose_union_rule
 
 
 @dataclass(frozen=True)
@@ -49,11 +51,14 @@ class PrunePlan:
 
 @dataclass(frozen=True)
 class SourceQuality:
-    """One source's QQT choice: its buckets (0 = best), the predicted error there, why (fallbacks)."""
+    """One source's QQT choice: its buckets (0 = best), the predicted loss there with its interval, how the
+    fit went (union rule, identifiability, fallbacks) and the buckets excluded with their reasons."""
 
     buckets: tuple[int, ...]
     error: float | None
-    note: str | None
+    interval: tuple[float, float] | None
+    note: str
+    excluded: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -130,8 +135,37 @@ def bucket_table(ctx: RunContext) -> pl.DataFrame:
     ).filter(pl.col("bucket").is_not_null())
 
 
+def bucket_epochs(ctx: RunContext) -> list[float]:
+    """Passes at which a bucket's curve is measured: all of `[proxy] bucket_epochs` for the probe; for the
+    n-gram proxy only those within the first epoch (a count model's repeats only sharpen its counts, so its
+    curves say nothing of repetition: tau then comes from the prior)."""
+    epochs = list(ctx.cfg.proxy.bucket_epochs)
+    return epochs if ctx.cfg.proxy.kind == "probe" else [e for e in epochs if e <= 1.0]
+
+
+def _pool_table(table: pl.DataFrame) -> pl.DataFrame:
+    """One row per calibration pool: each bucket of each source, and the held-out unions of its best
+    buckets in score order (q0+q1, q0+q1+q2) that choose the union rule."""
+    singles = table.group_by("source", "bucket").len("n_docs").sort("source", "bucket")
+    rows = []
+    for (source,), part in singles.group_by("source", maintain_order=True):
+        buckets = part["bucket"].to_list()
+        rows += [
+            {"pool": f"{source}/q{b}", "source": source, "buckets": [b], "union": False} for b in buckets
+        ]
+        for m in (2, 3):
+            if len(buckets) > m:
+                name = f"{source}/q{'+'.join(map(str, buckets[:m]))}"
+                rows.append({"pool": name, "source": source, "buckets": buckets[:m], "union": True})
+    return pl.DataFrame(
+        rows,
+        schema={"pool": pl.String, "source": pl.String, "buckets": pl.List(pl.Int32), "union": pl.Boolean},
+    )
+
+
 def calibrate_quality(ctx: RunContext) -> StageOutput:
-    """Quality buckets of each source's pruned pool and their proxy curves (a run per bucket and seed)."""
+    """Quality buckets of each source's pruned pool and the proxy curves of every bucket and of two held-out
+    unions per source (a run per pool and seed, each curve point a run trained that many passes)."""
     s, p = ctx.cfg.score, ctx.cfg.proxy
     params: dict[str, JSONValue] = {
         **p.model_dump(mode="json"),
@@ -143,100 +177,172 @@ def calibrate_quality(ctx: RunContext) -> StageOutput:
     def build(tmp: Path) -> dict[str, Any]:
         table = bucket_table(ctx)
         data = proxy_data(ctx, calibration_pool(ctx))
+        pools = _pool_table(table)
         members = {}
-        for (source, bucket), part in table.group_by("source", "bucket"):
-            rows = data.rows(part["doc_id"])
+        for row in pools.iter_rows(named=True):
+            ids = table.filter((pl.col("source") == row["source"]) & pl.col("bucket").is_in(row["buckets"]))
+            rows = data.rows(ids["doc_id"])
             if len(rows):
-                members[f"{source}/q{bucket}"] = rows
+                members[row["pool"]] = rows
         curves = calibrate_buckets(
             data.task,
             members,
             executor=ctx.executor,
-            epochs=p.epochs,
+            epochs=bucket_epochs(ctx),
             max_rows=p.bucket_rows,
             seeds=p.seeds,
             seed=ctx.cfg.seed,
         )
-        pools = (
-            table.group_by("source", "bucket")
-            .len("n_docs")
-            .with_columns(pool=pl.format("{}/q{}", "source", "bucket"))
-            .sort("source", "bucket")
-        )
+        sizes = table.group_by("source", "bucket").len("n_docs")
         write_table(table.select("doc_id", "source", "bucket").to_arrow(), tmp / "buckets.parquet")
         write_table(pools.to_arrow(), tmp / "pools.parquet")
+        write_table(sizes.sort("source", "bucket").to_arrow(), tmp / "sizes.parquet")
         write_table(curves.to_arrow(), tmp / "curves.parquet")
         return {"pools": len(members), "runs": curves.select("pool", "seed").n_unique()}
 
     return ctx.commit(params, build)
 
 
+def _union_rule(ctx: RunContext, fit: QQTFit, curves: pl.DataFrame, pools: pl.DataFrame) -> tuple[float, str]:
+    """gamma and why: the config's rule, or (auto) the one that best predicts the held-out union runs;
+    shared when the curves hold no repetition (the rule then changes no prediction they can check)."""
+    rule = ctx.cfg.quality.union_rule
+    if rule != "auto":
+        return (1.0 if rule == "paper" else 0.0), f"union rule '{rule}' (config)"
+    if max(bucket_epochs(ctx)) <= 1.0:
+        return 0.0, "union rule shared (no repetition in the proxy's curves to choose by)"
+    unions = pools.filter("union")
+    if unions.is_empty():
+        return 0.0, "union rule shared (no held-out union runs)"
+    members = {r["pool"]: [f"{r['source']}/q{b}" for b in r["buckets"]] for r in unions.iter_rows(named=True)}
+    sizes = dict(zip(fit.names, fit.sizes, strict=True))
+    union_sizes = {u: {m: sizes[m] for m in ms} for u, ms in members.items()}
+    observed = curves.filter(pl.col("pool").is_in(list(members))).select(
+        "pool", "samples_seen", error="eval_loss"
+    )
+    gamma, table = choose_union_rule(fit, observed, members, union_sizes)
+    scores = ", ".join(f"{g:g}: {e:.2%}" for g, e in table.select("gamma", "mare").iter_rows())
+    return gamma, f"union rule gamma = {gamma:g} chosen on held-out unions (mean abs rel error {scores})"
+
+
 def fit_quality(ctx: RunContext) -> StageOutput:
-    """Per source: QQT on its bucket curves (proxy-sized pools) moved to full bucket sizes, and the best
-    union of its top buckets at the source's share of the budget."""
+    """Per source: QQT on its bucket curves (proxy-sized pools, seeds), the union rule, then the fit moved to
+    full bucket sizes and the union of usable buckets of lowest predicted loss at the source's share."""
     from scaling.qqt import fit_qqt
 
-    params: dict[str, JSONValue] = {"bootstrap": ctx.cfg.proxy.bootstrap, "seed": ctx.cfg.seed}
+    params: dict[str, JSONValue] = {
+        "bootstrap": ctx.cfg.proxy.bootstrap,
+        "union_rule": ctx.cfg.quality.union_rule,
+        "seed": ctx.cfg.seed,
+    }
 
     def build(tmp: Path) -> dict[str, Any]:
         cal = ctx.output("calibrate.quality").path
         curves = pl.read_parquet(cal / "curves.parquet")
         pools = pl.read_parquet(cal / "pools.parquet")
+        sizes = pl.read_parquet(cal / "sizes.parquet")
         fit_mix = ctx.record("fit.mixture", MixtureFit)
         n_docs = split_budget(fit_mix.weights, fit_mix.n)
         choice: dict[str, SourceQuality] = {}
         laws: dict[str, Law] = {}
-        unions, fitted = [], []
+        reports, unions = [], []
         for source in sorted(ctx.cfg.sources):
-            pp = pools.filter(pl.col("source") == source)
-            if n_docs[source] == 0 or pp.is_empty():
-                choice[source] = SourceQuality(buckets=(), error=None, note="no share of the budget")
+            mine = pools.filter((pl.col("source") == source) & ~pl.col("union"))
+            full = {
+                f"{source}/q{b}": n
+                for b, n in sizes.filter(pl.col("source") == source).select("bucket", "n_docs").iter_rows()
+            }
+            if n_docs[source] == 0 or mine.is_empty():
+                choice[source] = SourceQuality(
+                    buckets=(), error=None, interval=None, note="no share of the budget", excluded={}
+                )
                 continue
-            names = pp["pool"].to_list()
-            bucket_of = dict(zip(names, pp["bucket"].to_list(), strict=True))
-            c = (
-                curves.filter(pl.col("pool").is_in(names))
-                .group_by("pool", "samples_seen")
-                .agg(error=pl.col("eval_loss").mean())
+            names = mine["pool"].to_list()
+            c = curves.filter(pl.col("pool").is_in(names)).select(
+                "pool", "seed", "samples_seen", error="eval_loss"
             )
-            sizes = dict(
+            proxy = dict(
                 curves.filter(pl.col("pool").is_in(names))
                 .group_by("pool")
                 .agg(pl.col("pool_rows").first())
                 .iter_rows()
             )
             try:
-                fit = fit_qqt(c, sizes, n_bootstrap=ctx.cfg.proxy.bootstrap, seed=ctx.cfg.seed)
-            except FitError as exc:  # e.g. curves that do not decrease: keep every bucket, say why
+                fit = fit_qqt(c, proxy, n_bootstrap=ctx.cfg.proxy.bootstrap, seed=ctx.cfg.seed)
+            except FitError as exc:  # unusable curves: keep every bucket, say why
                 note = f"QQT fit failed ({exc}); all buckets kept"
                 warnings.warn(f"fit.quality: source '{source}': {note}.", FitWarning, stacklevel=2)
                 choice[source] = SourceQuality(
-                    buckets=tuple(sorted(bucket_of.values())), error=None, note=note
+                    buckets=tuple(sorted(int(n.rsplit("q", 1)[1]) for n in names)),
+                    error=None,
+                    interval=None,
+                    note=note,
+                    excluded={},
                 )
                 continue
-            predicted = [fit.predict([q], int(n)) for q, n in c.select("pool", "samples_seen").iter_rows()]
-            fitted.append(
-                c.select(bucket="pool", samples_seen="samples_seen", observed="error").with_columns(
-                    predicted=pl.Series(predicted, dtype=pl.Float64)
+            gamma, why = _union_rule(ctx, fit, curves, pools.filter(pl.col("source") == source))
+            fit = fit.with_gamma(gamma)
+            reports.append(_fitted(fit, c))
+            planned = fit.with_pool_sizes(full)
+            excluded = {
+                p: r for p, r in planned.params.select("pool", "excluded").iter_rows() if r is not None
+            }
+            if not planned.usable:
+                note = f"every bucket is flat or harmful ({excluded}); the best one by b kept"
+                warnings.warn(f"fit.quality: source '{source}': {note}.", FitWarning, stacklevel=2)
+                best_pool = min(names, key=lambda n: planned.theta.b[planned.names.index(n)])
+                value = planned.predict_interval([best_pool], n_docs[source])
+                chosen: list[str] = [best_pool]
+            else:
+                row = planned.best_union([n_docs[source]]).row(0, named=True)
+                chosen, value = row["pools"], (row["error"], row["lo"], row["hi"])
+                grid = sorted({max(1, round(n_docs[source] * f)) for f in (0.25, 0.5, 1.0, 2.0, 4.0)})
+                unions.append(
+                    planned.best_union(grid).select(
+                        "budget",
+                        union=pl.lit(f"{source}: ") + pl.col("pools").list.join("+"),
+                        predicted="error",
+                    )
                 )
+            flags = (
+                ("d identified" if fit.d_identified else "d not identified (grid best)")
+                + ", tau "
+                + ("fitted" if all(fit.tau_identified) else f"prior {PRIOR_TAU:.3g} where unobserved")
             )
-            fit = fit.with_pool_sizes(dict(zip(names, pp["n_docs"].to_list(), strict=True)))
-            best = fit.best_union([n_docs[source]]).row(0, named=True)
-            chosen = tuple(sorted(bucket_of[p] for p in best["pools"]))
-            choice[source] = SourceQuality(buckets=chosen, error=float(best["error"]), note=None)
+            choice[source] = SourceQuality(
+                buckets=tuple(sorted(int(p.rsplit("q", 1)[1]) for p in chosen)),
+                error=float(value[0]),
+                interval=None if math.isnan(value[1]) else (float(value[1]), float(value[2])),
+                note=f"{why}; {flags}; fit rmse(log) {fit.rmse_log:.3g} vs seed spread {fit.seed_spread:.3g}",
+                excluded=excluded,
+            )
             laws[f"qqt/{source}"] = Law(
-                form="qqt_goyal2024", params=fit.law.params, fit_error=fit.law.rmse_log
+                form="qqt_goyal2024",
+                params={
+                    **planned.to_laws(),
+                    "seed_spread": fit.seed_spread,
+                    "d_identified": float(fit.d_identified),
+                },
+                fit_error=fit.rmse_log,
             )
-            grid = sorted({max(1, round(n_docs[source] * f)) for f in (0.25, 0.5, 1.0, 2.0, 4.0)})
-            unions.append(
-                fit.unions(grid).select(
-                    "budget", union=pl.format("{} top-{}", pl.lit(source), "n_pools"), predicted="error"
-                )
-            )
+        if reports:
+            write_table(pl.concat(reports).to_arrow(), tmp / "fitted.parquet")
         if unions:
             write_table(pl.concat(unions).to_arrow(), tmp / "unions.parquet")
-            write_table(pl.concat(fitted).to_arrow(), tmp / "fitted.parquet")
         write_record(QualityPlan(sources=choice, laws=laws), tmp)
         return {"sources": len(choice)}
 
     return ctx.commit(params, build)
+
+
+def _fitted(fit: QQTFit, curves: pl.DataFrame) -> pl.DataFrame:
+    """bucket, samples_seen, observed (mean over seeds), predicted: the report's curves."""
+    mean = (
+        curves.group_by("pool", "samples_seen")
+        .agg(observed=pl.col("error").mean())
+        .sort("pool", "samples_seen")
+    )
+    predicted = [fit.predict([p], n) for p, n in mean.select("pool", "samples_seen").iter_rows()]
+    return mean.select(bucket="pool", samples_seen="samples_seen", observed="observed").with_columns(
+        predicted=pl.Series(predicted, dtype=pl.Float64)
+    )

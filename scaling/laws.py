@@ -59,12 +59,15 @@ def qqt_log_excess(
     b: torch.Tensor,
     tau: torch.Tensor,
     pool_size: torch.Tensor,
+    gamma: float = 1.0,
 ) -> torch.Tensor:
     """log(y_k - d) of Goyal et al. 2024 (official parameterisation) for a union of pools, one row per point.
 
     y_k - d = (a n_1/1e5)^{b_1} prod_{j>=2} (n_j/n_{j-1})^{b_j}, n_j = min(j |S|, n), |S| = sum of
-    pool sizes; pass j has b_j = sum_i w_i b_i 2^{-(j-1) w_i / tau_i} with w_i = |S_i|/|S| (equal pools:
-    the mean of b_i 2^{-(j-1)/(p tau_i)}). `samples_seen` is (n,); b, tau, pool_size broadcast to (n, p).
+    pool sizes; pass j has b_j = sum_i w_i b_i 2^{-(j-1) w_i^gamma / tau_i} with w_i = |S_i|/|S|. The union
+    rule: gamma = 1 is the paper's (equal pools: the mean of b_i 2^{-(j-1)/(p tau_i)}, a union of p decays p
+    times slower), gamma = 0 decays each pool by its own passes (a union pass repeats each pool once).
+    `samples_seen` is (n,); b, tau, pool_size broadcast to (n, p).
     """
     b, tau, pool_size = torch.broadcast_tensors(b, tau, pool_size)
     epoch = pool_size.sum(dim=1)
@@ -72,7 +75,9 @@ def qqt_log_excess(
     n_pass = int(torch.ceil(torch.max(samples_seen / epoch)).item())
     j = torch.arange(1, n_pass + 1, dtype=torch.float64)
     n_j = torch.minimum(j[None, :] * epoch[:, None], samples_seen[:, None])  # (n, passes)
-    decay = torch.exp2(-(j[None, :, None] - 1.0) * weight[:, None, :] / tau[:, None, :])  # (n, passes, p)
+    decay = torch.exp2(
+        -(j[None, :, None] - 1.0) * weight[:, None, :] ** gamma / tau[:, None, :]
+    )  # (n, passes, p)
     b_j = (weight[:, None, :] * b[:, None, :] * decay).sum(dim=2)  # (n, passes)
     log_n = torch.log(n_j)
     step = torch.cat([log_a + log_n[:, :1] - math.log(QQT_NORMALIZER), log_n[:, 1:] - log_n[:, :-1]], dim=1)
@@ -148,6 +153,7 @@ class QQTLaw:
     b: tuple[float, ...]
     tau: tuple[float, ...]
     pool_size: tuple[int, ...]
+    gamma: float = 1.0  # union rule: 1 = the paper's p x tau, 0 = each pool decays by its own passes
 
     def __post_init__(self) -> None:
         if not (len(self.b) == len(self.tau) == len(self.pool_size) >= 1):
@@ -172,6 +178,7 @@ class QQTLaw:
             b=_t([self.b]),
             tau=_t([self.tau]),
             pool_size=_t([self.pool_size]),
+            gamma=self.gamma,
         )
         return np.exp(excess.numpy()) + self.d
 
@@ -187,4 +194,5 @@ class QQTLaw:
             b=self.b + other.b,
             tau=self.tau + other.tau,
             pool_size=self.pool_size + other.pool_size,
+            gamma=self.gamma,
         )

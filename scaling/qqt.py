@@ -1,106 +1,330 @@
-"""Quality-quantity trade-off (QQT, Goyal et al. 2024): fit per-pool utility b and repetition half-life tau
-from multi-epoch curves, predict unions of pools never trained on, and choose the union per compute budget.
+"""Quality-quantity trade-off (QQT, Goyal et al. 2024): per-pool utility b and repetition half-life tau with
+a shared scale a and floor d, unions of pools never trained on, and the union chosen per budget.
+
+Law (official parameterisation, `scaling.laws.qqt_log_excess`): y_k = (a n_1/1e5)^b_1 prod_j (n_j/n_{j-1})^b_j
++ d, the j-th pass of a union with utility b_j = sum_i w_i b_i 2^{-(j-1) w_i^gamma / tau_i}.
+
+Fit (`fit_qqt`), from curves of several seeds per pool (a curve point at k epochs is a run trained for k
+epochs, never a checkpoint picked on the eval set):
+1. a and d, shared by the pools, by an outer grid search (as the official `finding_a`); for each (a, d), every
+   pool's (b, tau) by a grid (b alone for a fixed tau: log(y - d) is b times a known design), the grid point
+   of least total squared log error, then a joint L-BFGS polish.
+2. tau is identified only by points past the first epoch: a pool without two such points keeps the prior
+   tau = R_D* ln 2 ~ 10.7 (Muennighoff et al. 2023) and says so; d is flagged unidentified when the fit
+   barely depends on it (the outer grid's objective varies by < 2% across d).
+3. Intervals: the whole fit repeated on seed bootstraps (seeds drawn with replacement), so checkpoints of one
+   run are never resampled as if independent; the seed-to-seed spread of the curves is reported beside the
+   fit's error.
+4. A pool whose b interval reaches 0 (no gain from its data, or harm) is excluded from every union, with the
+   reason; unions are ranked by their predicted error at the budget (every subset of the usable pools).
+The union rule gamma (1: the paper's p x tau; 0: each pool decays by its own passes) is an input; it is chosen
+on held-out union runs by `choose_union_rule` (the pipeline's `auto`).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import polars as pl
+import scipy.optimize
 import torch
+from threadpoolctl import threadpool_limits
 
 from curate._validation import check_columns, check_interval
-from curate.errors import ConfigError, FitError, FitWarning
-from scaling.fit import FittedLaw, LawForm, fit_law
-from scaling.laws import QQT_NORMALIZER, EffectiveData, QQTLaw, qqt_log_excess
+from curate.errors import ConfigError, FitError
+from scaling.laws import QQT_NORMALIZER, EffectiveData, qqt_log_excess
 
 PRIOR_TAU = EffectiveData().half_life  # Muennighoff et al. 2023: tau = R_D* ln 2 ~ 10.7
-PRIOR_WEIGHT = 0.5  # per pool, on (log tau - log PRIOR_TAU)^2, against a mean Huber/delta of ~10 at 1% noise
-RISE_TOLERANCE = 0.05  # relative rise above a curve's running minimum that triggers FitWarning
 CURVE_COLUMNS = {"pool": pl.String, "samples_seen": int, "error": float}
-_B_BOUNDS = (-3.0, -1e-4)
-_LOG_TAU_BOUNDS = (math.log(0.05), math.log(1000.0))
+MAX_UNION_POOLS = 10  # every subset of at most this many usable pools is ranked
+_B_GRID = np.linspace(-2.0, 0.5, 126)
+_TAU_GRID = np.geomspace(0.2, 200.0, 31)
+_D_FRACTIONS = (0.0, 0.3, 0.5, 0.7, 0.85, 0.95)
+_A_STEPS = np.linspace(-3.0, 3.0, 25)  # log10 a around the scale that puts a n / 1e5 at 1
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class QQTFit:
-    """Shared a, d and per-pool (b, tau) with bootstrap refits; predicts any union of the fitted pools."""
+@dataclass(frozen=True)
+class Pools:
+    """Mean curves of the fitted pools: per pool its points (samples_seen, error) and its proxy size."""
 
-    a: float
+    names: tuple[str, ...]
+    n: tuple[np.ndarray, ...]
+    y: tuple[np.ndarray, ...]
+    size: tuple[int, ...]
+
+    def epochs_past_one(self, i: int) -> int:
+        """Distinct curve points of pool i after its first epoch (what identifies tau)."""
+        return int((self.n[i] > self.size[i] * 1.001).sum())
+
+
+def _design(n: np.ndarray, size: float, log_a: float, tau: np.ndarray) -> np.ndarray:
+    """X with log(y - d) = b X for one pool: log(a n_1 / 1e5) + sum_{j>=2} 2^{-(j-1)/tau} log(n_j/n_{j-1})."""
+    passes = int(np.ceil(n.max() / size))
+    j = np.arange(1, passes + 1, dtype=np.float64)
+    n_j = np.minimum(j[None, :] * size, n[:, None])  # (points, passes)
+    step = np.diff(np.log(n_j), axis=1)  # (points, passes - 1), zero past each point's own n
+    first = log_a + np.log(n_j[:, 0]) - math.log(QQT_NORMALIZER)
+    decay = np.exp2(-(j[None, 1:] - 1.0) / tau[:, None])  # (taus, passes - 1)
+    return first[None, :] + decay @ step.T  # (taus, points)
+
+
+def _pool_grid(
+    pools: Pools, i: int, log_a: float, d: float, tau_fixed: float | None
+) -> tuple[float, float, float]:
+    """(sse, b, tau) of pool i at the best grid point for a given (a, d)."""
+    taus = np.array([tau_fixed]) if tau_fixed is not None else _TAU_GRID
+    design = _design(pools.n[i], pools.size[i], log_a, taus)  # (taus, points)
+    excess = _B_GRID[:, None, None] * design[None, :, :]  # (b, taus, points)
+    pred = np.logaddexp(np.clip(excess, -50.0, 50.0), math.log(d) if d > 0 else -np.inf)
+    sse = ((pred - np.log(pools.y[i])[None, None, :]) ** 2).sum(axis=2)
+    k = np.unravel_index(int(np.argmin(sse)), sse.shape)
+    return float(sse[k]), float(_B_GRID[k[0]]), float(taus[k[1]])
+
+
+@dataclass(frozen=True)
+class Theta:
+    """One QQT solution: shared log a and d, per-pool b and tau."""
+
+    log_a: float
     d: float
-    params: pl.DataFrame  # pool, b, tau, pool_size
-    law: FittedLaw = field(repr=False)
+    b: tuple[float, ...]
+    tau: tuple[float, ...]
+
+
+def _fixed_tau(pools: Pools, i: int, tau: float | None) -> float | None:
+    if tau is not None:
+        return tau
+    return None if pools.epochs_past_one(i) >= 2 else PRIOR_TAU
+
+
+def _pool_sse(pools: Pools, i: int, theta: Theta) -> float:
+    """Squared log error of pool i's points under `theta`."""
+    excess = theta.b[i] * _design(pools.n[i], pools.size[i], theta.log_a, np.array([theta.tau[i]]))[0]
+    pred = np.logaddexp(np.clip(excess, -50.0, 50.0), math.log(theta.d) if theta.d > 0 else -np.inf)
+    return float(((pred - np.log(pools.y[i])) ** 2).sum())
+
+
+def _objective(pools: Pools, theta: Theta) -> float:
+    return sum(_pool_sse(pools, i, theta) for i in range(len(pools.names)))
+
+
+def _search(pools: Pools, *, d: float | None, tau: float | None) -> Theta:
+    """The outer (a, d) grid with per-pool (b, tau) grids inside, then a joint polish."""
+    best: tuple[float, Theta] | None = None
+    fixed = [_fixed_tau(pools, i, tau) for i in range(len(pools.names))]
+    for d_value, log_a in itertools.product(_d_grid(pools, d), _a_grid(pools)):
+        parts = [_pool_grid(pools, i, log_a, d_value, fixed[i]) for i in range(len(pools.names))]
+        sse = sum(p[0] for p in parts)
+        if best is None or sse < best[0]:
+            best = (sse, Theta(log_a, d_value, tuple(p[1] for p in parts), tuple(p[2] for p in parts)))
+    assert best is not None
+    return _polish(pools, best[1], fixed, free_d=d is None)
+
+
+def _d_grid(pools: Pools, d: float | None) -> list[float]:
+    floor = min(float(y.min()) for y in pools.y)
+    return [d] if d is not None else [f * floor for f in _D_FRACTIONS]
+
+
+def _a_grid(pools: Pools) -> np.ndarray:
+    n_mid = float(np.median(np.concatenate(pools.n)))
+    return math.log(QQT_NORMALIZER / n_mid) + _A_STEPS * math.log(10.0)
+
+
+def _d_identified(pools: Pools, tau: float | None) -> bool:
+    """Whether the fit depends on d: the best objective with d fixed at each grid value (a, b, tau
+    searched and polished anew) must vary by more than 10% of the optimum (plus 1e-6 per point)."""
+    profile = [_objective(pools, _search(pools, d=d_value, tau=tau)) for d_value in _d_grid(pools, None)]
+    n_points = sum(len(y) for y in pools.y)
+    return max(profile) - min(profile) > 0.1 * min(profile) + 1e-6 * n_points
+
+
+def _polish(pools: Pools, start: Theta, fixed: list[float | None], *, free_d: bool) -> Theta:
+    """Joint L-BFGS on (log a, [d], b_i, log tau_i of the identified pools) from the grid's best point."""
+    free_tau = [i for i, f in enumerate(fixed) if f is None]
+
+    def unpack(v: np.ndarray) -> Theta:
+        k = 1
+        d_value = start.d
+        if free_d:
+            d_value, k = float(v[1]), 2
+        b = tuple(float(x) for x in v[k : k + len(pools.names)])
+        taus = list(start.tau)
+        for j, i in enumerate(free_tau):
+            taus[i] = float(math.exp(v[k + len(pools.names) + j]))
+        return Theta(float(v[0]), d_value, b, tuple(taus))
+
+    floor = min(float(y.min()) for y in pools.y)
+    x0 = [start.log_a, *([start.d] if free_d else []), *start.b, *(math.log(start.tau[i]) for i in free_tau)]
+    bounds = (
+        [(start.log_a - 5.0, start.log_a + 5.0)]
+        + ([(0.0, floor * 0.999)] if free_d else [])
+        + [(-3.0, 1.0)] * len(pools.names)
+        + [(math.log(0.05), math.log(1000.0))] * len(free_tau)
+    )
+    with threadpool_limits(limits=1):  # tiny problem: BLAS thread spin-up costs more than the work
+        res = scipy.optimize.minimize(
+            lambda v: _objective(pools, unpack(v)), np.array(x0), method="L-BFGS-B", bounds=bounds
+        )
+    polished = unpack(res.x)
+    return polished if _objective(pools, polished) <= _objective(pools, start) else start
+
+
+def _pools(curves: pl.DataFrame, sizes: Mapping[str, int]) -> Pools:
+    mean = curves.group_by("pool", "samples_seen").agg(pl.col("error").mean()).sort("pool", "samples_seen")
+    names = tuple(sorted(mean["pool"].unique().to_list()))
+    parts = [mean.filter(pl.col("pool") == p) for p in names]
+    return Pools(
+        names,
+        tuple(p["samples_seen"].to_numpy().astype(np.float64) for p in parts),
+        tuple(p["error"].to_numpy().astype(np.float64) for p in parts),
+        tuple(int(sizes[p]) for p in names),
+    )
+
+
+@dataclass(frozen=True)
+class QQTFit:
+    """A fitted QQT: shared a, d; per pool b, tau, size, identifiability and exclusion; bootstrap draws."""
+
+    theta: Theta
+    names: tuple[str, ...]
+    sizes: tuple[int, ...]
+    gamma: float
+    tau_identified: tuple[bool, ...]
+    d_identified: bool
+    rmse_log: float
+    seed_spread: float  # median relative seed-to-seed std of the curve points (nan with one seed)
+    draws: tuple[Theta, ...] = field(repr=False)
 
     @property
-    def pools(self) -> list[str]:
-        """Pool names, best (most negative b) first."""
-        return self.params.sort("b", "pool")["pool"].to_list()
+    def a(self) -> float:
+        """The shared scale a."""
+        return math.exp(self.theta.log_a)
 
-    def law_for(self, pools: Sequence[str], *, theta: np.ndarray | None = None) -> QQTLaw:
-        """The QQTLaw of the union of `pools` (at the fitted optimum, or at bootstrap refit `theta`)."""
-        names = self.params["pool"].to_list()
-        unknown = [p for p in pools if p not in names]
+    @property
+    def d(self) -> float:
+        """The shared floor d."""
+        return self.theta.d
+
+    def b_interval(self, i: int, level: float = 0.9) -> tuple[float, float]:
+        """The bootstrap interval of pool i's b (the point value twice without draws)."""
+        if not self.draws:
+            return self.theta.b[i], self.theta.b[i]
+        values = [t.b[i] for t in self.draws]
+        tail = 100.0 * (1.0 - level) / 2.0
+        return float(np.percentile(values, tail)), float(np.percentile(values, 100.0 - tail))
+
+    def exclusion(self, i: int) -> str | None:
+        """Why pool i joins no union (its b interval reaches 0: no gain, or harm), or None."""
+        lo, hi = self.b_interval(i)
+        if hi >= 0.0:
+            kind = "harmful" if self.theta.b[i] > 0 else "flat"
+            return f"{kind}: b = {self.theta.b[i]:.3g}, 90% interval [{lo:.3g}, {hi:.3g}] reaches 0"
+        return None
+
+    @property
+    def params(self) -> pl.DataFrame:
+        """pool, b, b_lo, b_hi, tau, tau_identified, pool_size, excluded (reason or null)."""
+        rows = []
+        for i, name in enumerate(self.names):
+            lo, hi = self.b_interval(i)
+            rows.append(
+                {
+                    "pool": name,
+                    "b": self.theta.b[i],
+                    "b_lo": lo,
+                    "b_hi": hi,
+                    "tau": self.theta.tau[i],
+                    "tau_identified": self.tau_identified[i],
+                    "pool_size": self.sizes[i],
+                    "excluded": self.exclusion(i),
+                }
+            )
+        return pl.DataFrame(rows, schema_overrides={"excluded": pl.String})
+
+    @property
+    def usable(self) -> list[str]:
+        """Pools that may join a union, best (most negative b) first."""
+        ok = [i for i in range(len(self.names)) if self.exclusion(i) is None]
+        return [self.names[i] for i in sorted(ok, key=lambda i: (self.theta.b[i], self.names[i]))]
+
+    def _index(self, pools: Sequence[str]) -> list[int]:
+        unknown = [p for p in pools if p not in self.names]
         if not pools or unknown or len(set(pools)) != len(pools):
             raise ConfigError(
-                f"The 'pools' of QQTFit must be distinct names among {names}; got {list(pools)} "
-                f"(unknown: {unknown})."
+                f"The 'pools' of QQTFit must be distinct names among {list(self.names)}; got {list(pools)}."
             )
-        nat = self.law.form.natural(self.law.theta if theta is None else theta)
-        rows = [names.index(p) for p in pools]
-        sizes = self.params["pool_size"].to_list()
-        return QQTLaw(
-            a=nat["a"],
-            d=nat["d"],
-            b=tuple(nat[f"b[{names[i]}]"] for i in rows),
-            tau=tuple(nat[f"tau[{names[i]}]"] for i in rows),
-            pool_size=tuple(int(sizes[i]) for i in rows),
+        return [self.names.index(p) for p in pools]
+
+    def _predict(self, theta: Theta, rows: list[int], n: np.ndarray) -> np.ndarray:
+        k = len(rows)
+        excess = qqt_log_excess(
+            torch.as_tensor(n, dtype=torch.float64),
+            log_a=torch.tensor(theta.log_a, dtype=torch.float64),
+            b=torch.tensor([[theta.b[i] for i in rows]], dtype=torch.float64).expand(len(n), k),
+            tau=torch.tensor([[theta.tau[i] for i in rows]], dtype=torch.float64).expand(len(n), k),
+            pool_size=torch.tensor([[float(self.sizes[i]) for i in rows]], dtype=torch.float64).expand(
+                len(n), k
+            ),
+            gamma=self.gamma,
         )
+        return np.exp(np.clip(excess.numpy(), -50.0, 50.0)) + theta.d
 
-    def with_pool_sizes(self, pool_sizes: Mapping[str, int]) -> QQTFit:
-        """The same laws for pools of other sizes (proxy buckets fitted on a sample, planned at full size)."""
-        names = self.params["pool"].to_list()
-        missing = [p for p in names if p not in pool_sizes]
-        if missing:
-            raise ConfigError(f"QQTFit.with_pool_sizes lacks pool(s) {missing}; it has {sorted(pool_sizes)}.")
-        for pool in names:
-            check_interval(
-                f"pool_sizes[{pool!r}]", pool_sizes[pool], 1, None, caller="QQTFit.with_pool_sizes"
-            )
-        sizes = pl.Series("pool_size", [int(pool_sizes[p]) for p in names], dtype=pl.Int64)
-        return QQTFit(a=self.a, d=self.d, params=self.params.with_columns(sizes), law=self.law)
-
-    def predict(self, pools: Sequence[str], samples_seen: int) -> float:
+    def predict(self, pools: Sequence[str], samples_seen: float) -> float:
         """Predicted error of training on the union of `pools` for `samples_seen` samples."""
-        _check_budgets([samples_seen], caller="QQTFit.predict")
-        return float(self.law_for(pools)(samples_seen)[0])
+        check_interval("samples_seen", samples_seen, 0, None, caller="QQTFit.predict", closed="neither")
+        return float(self._predict(self.theta, self._index(pools), np.array([float(samples_seen)]))[0])
 
     def predict_interval(
-        self, pools: Sequence[str], samples_seen: int, *, level: float = 0.9
+        self, pools: Sequence[str], samples_seen: float, *, level: float = 0.9
     ) -> tuple[float, float, float]:
-        """(prediction, lo, hi): the error and its bootstrap `level` interval (NaN bounds without refits)."""
+        """(prediction, lo, hi): the error and its seed-bootstrap `level` interval (NaN bounds: no draws)."""
         check_interval("level", level, 0, 1, caller="QQTFit.predict_interval", closed="neither")
         mean = self.predict(pools, samples_seen)
-        draws = [float(self.law_for(pools, theta=t)(samples_seen)[0]) for t in self.law.boot]
+        rows, n = self._index(pools), np.array([float(samples_seen)])
+        draws = [float(self._predict(t, rows, n)[0]) for t in self.draws]
         if not draws:
             return mean, math.nan, math.nan
         tail = 100.0 * (1.0 - level) / 2.0
         lo, hi = float(np.percentile(draws, tail)), float(np.percentile(draws, 100.0 - tail))
-        return mean, min(lo, mean), max(hi, mean)  # a biased bootstrap band still contains the estimate
+        return mean, min(lo, mean), max(hi, mean)
+
+    def with_pool_sizes(self, pool_sizes: Mapping[str, int]) -> QQTFit:
+        """The same laws for pools of other sizes (proxy buckets fitted on a sample, planned at full size)."""
+        missing = [p for p in self.names if p not in pool_sizes]
+        if missing:
+            raise ConfigError(f"QQTFit.with_pool_sizes lacks pool(s) {missing}; it has {sorted(pool_sizes)}.")
+        for p in self.names:
+            check_interval(f"pool_sizes[{p!r}]", pool_sizes[p], 1, None, caller="QQTFit.with_pool_sizes")
+        return replace(self, sizes=tuple(int(pool_sizes[p]) for p in self.names))
+
+    def with_gamma(self, gamma: float) -> QQTFit:
+        """The same fit under another union rule."""
+        check_interval("gamma", gamma, 0, 1, caller="QQTFit.with_gamma")
+        return replace(self, gamma=float(gamma))
 
     def unions(self, budgets: Sequence[int], *, level: float = 0.9) -> pl.DataFrame:
-        """Each top-m union (m = 1..pools, by b) at each budget: budget, n_pools, pools, error, lo, hi."""
-        _check_budgets(budgets, caller="QQTFit.unions")
-        ranked = self.pools
+        """Every union of usable pools at each budget: budget, n_pools, pools, error, lo, hi."""
+        if not budgets:
+            raise ConfigError("The 'budgets' parameter of QQTFit.unions() must hold at least one budget.")
+        usable = self.usable[:MAX_UNION_POOLS]
+        subsets = [list(c) for m in range(1, len(usable) + 1) for c in itertools.combinations(usable, m)]
         rows = []
-        for budget, m in itertools.product(budgets, range(1, len(ranked) + 1)):
-            mean, lo, hi = self.predict_interval(ranked[:m], int(budget), level=level)
+        for budget, members in itertools.product(budgets, subsets):
+            mean, lo, hi = self.predict_interval(members, int(budget), level=level)
             rows.append(
-                {"budget": int(budget), "n_pools": m, "pools": ranked[:m], "error": mean, "lo": lo, "hi": hi}
+                {
+                    "budget": int(budget),
+                    "n_pools": len(members),
+                    "pools": members,
+                    "error": mean,
+                    "lo": lo,
+                    "hi": hi,
+                }
             )
         return pl.DataFrame(
             rows,
@@ -115,33 +339,25 @@ class QQTFit:
         )
 
     def best_union(self, budgets: Sequence[int], *, level: float = 0.9) -> pl.DataFrame:
-        """Per budget, the top-m union of lowest predicted error (ties: fewer pools), with its interval."""
+        """Per budget, the union of usable pools of lowest predicted error (ties: fewer pools)."""
+        if not self.usable:
+            raise FitError(f"no pool can join a union: every one is flat or harmful ({list(self.names)}).")
         table = self.unions(budgets, level=level)
         return table.sort("budget", "error", "n_pools").group_by("budget", maintain_order=True).first()
 
-    def to_laws(self) -> dict[str, dict[str, object]]:
-        """The fitted law as the manifest's `laws` entry: {"qqt": {form, params, fit_error}} (JSON-able)."""
-        return {
-            "qqt": {
-                "form": "qqt_goyal2024",
-                "params": dict(self.law.params),
-                "fit_error": self.law.rmse_log,
-            }
-        }
+    def to_laws(self) -> dict[str, float]:
+        """The fitted parameters as the manifest's law params (a, d, gamma, b[...], tau[...])."""
+        out = {"a": self.a, "d": self.d, "gamma": self.gamma}
+        for i, name in enumerate(self.names):
+            out[f"b[{name}]"] = self.theta.b[i]
+            out[f"tau[{name}]"] = self.theta.tau[i]
+        return out
 
 
-def _check_budgets(budgets: Sequence[float], *, caller: str) -> None:
-    if len(budgets) == 0:
-        raise ConfigError(f"The 'budgets' parameter of {caller}() must hold at least one budget; got none.")
-    for b in budgets:
-        check_interval("budget", b, 0, None, caller=caller, closed="neither")
-
-
-def _check_curves(curves: pl.DataFrame, pool_sizes: Mapping[str, int], d: float | None) -> pl.DataFrame:
-    """Sorted, validated curves; FitError on unusable curves, FitWarning where error rises."""
+def _check_curves(curves: pl.DataFrame, pool_sizes: Mapping[str, int]) -> pl.DataFrame:
     check_columns(curves, CURVE_COLUMNS, what="fit_qqt curves")
-    df = curves.select("pool", pl.col("samples_seen").cast(pl.Float64), pl.col("error").cast(pl.Float64))
-    df = df.sort("pool", "samples_seen")
+    df = curves if "seed" in curves.columns else curves.with_columns(seed=pl.lit(0))
+    df = df.select("pool", "seed", pl.col("samples_seen").cast(pl.Float64), pl.col("error").cast(pl.Float64))
     if df.height == 0:
         raise FitError("fit_qqt curves are empty; expected several (samples_seen, error) points per pool.")
     missing = sorted(set(df["pool"].unique()) - set(pool_sizes))
@@ -153,95 +369,18 @@ def _check_curves(curves: pl.DataFrame, pool_sizes: Mapping[str, int], d: float 
         raise FitError("fit_qqt curves hold NaN or infinite error or samples_seen values.")
     if (df["error"] <= 0).any() or (df["samples_seen"] <= 0).any():
         raise FitError("fit_qqt curves need error > 0 and samples_seen > 0 at every point.")
-    floor = float(df["error"].to_numpy().min())
-    if d is not None and not 0 <= d < floor:
-        raise ConfigError(
-            f"The 'd' parameter of fit_qqt() must be in [0, {floor:.4g}) (min error). Got {d!r}."
-        )
-    for (pool,), part in df.group_by("pool", maintain_order=True):
-        err, seen = part["error"].to_numpy(), part["samples_seen"].to_numpy()
-        if part.height < 3:
-            raise FitError(f"fit_qqt pool {pool!r} has {part.height} point(s); needs at least 3.")
-        if np.unique(seen).size != seen.size:
-            raise FitError(f"fit_qqt pool {pool!r} repeats a samples_seen value; expected one point each.")
-        if err[-1] >= err[0]:
+    for (pool,), part in df.group_by("pool"):
+        if part["samples_seen"].n_unique() < 3:
             raise FitError(
-                f"fit_qqt pool {pool!r}: error does not decrease ({err[0]:.4g} at {seen[0]:.0f} samples to "
-                f"{err[-1]:.4g} at {seen[-1]:.0f}); QQT needs learning curves."
-            )
-        rise = err / np.minimum.accumulate(err) - 1.0
-        if rise.max() > RISE_TOLERANCE:
-            at = int(np.argmax(rise))
-            warnings.warn(
-                f"fit_qqt pool {pool!r}: error rises {rise[at]:.1%} above its running minimum at "
-                f"{seen[at]:.0f} samples; QQT assumes non-increasing error (fitting anyway).",
-                FitWarning,
-                stacklevel=3,
+                f"fit_qqt pool {pool!r} has {part['samples_seen'].n_unique()} point(s); needs at least 3."
             )
     return df
 
 
-def _qqt_form(names: list[str], epochs_seen: np.ndarray, df: pl.DataFrame, d: float | None) -> LawForm:
-    """QQT in fitting space: theta = (log a, [log d], b_1..b_P, log tau_1..log tau_P); x = (pool, n, |S|)."""
-    p = len(names)
-    off = 1 if d is not None else 2
-    fixed_log_d = torch.tensor(math.log(d) if d else -60.0, dtype=torch.float64)
-    weak = torch.as_tensor(epochs_seen <= 2.0)  # pools whose tau the data barely see get the prior
-
-    def log_predict(theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        idx = x[:, 0].long()
-        log_d = fixed_log_d if d is not None else theta[1]
-        excess = qqt_log_excess(
-            x[:, 1],
-            log_a=theta[0],
-            b=theta[off : off + p][idx][:, None],
-            tau=torch.exp(theta[off + p : off + 2 * p][idx])[:, None],
-            pool_size=x[:, 2:3],
-        )
-        return torch.logaddexp(excess, log_d)
-
-    def penalty(theta: torch.Tensor) -> torch.Tensor:
-        gap = theta[off + p : off + 2 * p] - math.log(PRIOR_TAU)
-        return PRIOR_WEIGHT * (gap[weak] ** 2).sum()
-
-    def natural(theta: np.ndarray) -> dict[str, float]:
-        out = {"a": math.exp(theta[0]), "d": d if d is not None else math.exp(theta[1])}
-        for i, name in enumerate(names):
-            out[f"b[{name}]"] = float(theta[off + i])
-            out[f"tau[{name}]"] = math.exp(theta[off + p + i])
-        return out
-
-    # starts: one (b, tau, d) for all pools; log a puts the curve through the median first-epoch point
-    first = df.filter(pl.col("samples_seen") <= pl.col("pool_size"))
-    first = first if first.height else df
-    n_mid = float(np.median(first["samples_seen"].to_numpy()))
-    y_mid = float(np.median(first["error"].to_numpy()))
-    y_min = float(df["error"].to_numpy().min())
-    starts = []
-    d_starts = [d] if d is not None else [0.05 * y_min, 0.5 * y_min, 0.9 * y_min]
-    for b, tau, d0 in itertools.product((-0.5, -0.2, -0.08, -0.03), (1.0, 4.0, PRIOR_TAU, 40.0), d_starts):
-        log_a = math.log(max(y_mid - d0, 1e-9)) / b - math.log(n_mid / QQT_NORMALIZER)
-        head = [log_a] if d is not None else [log_a, math.log(d0)]
-        starts.append(head + [b] * p + [math.log(tau)] * p)
-    log_d_hi = math.log(y_min) - 1e-9
-    bounds = (
-        ((-60.0, 60.0),)
-        + (() if d is not None else ((None, log_d_hi),))
-        + (_B_BOUNDS,) * p
-        + (_LOG_TAU_BOUNDS,) * p
-    )
-    return LawForm(
-        name="qqt",
-        param_names=("log_a",)
-        + (() if d is not None else ("log_d",))
-        + tuple(f"b[{n}]" for n in names)
-        + tuple(f"log_tau[{n}]" for n in names),
-        log_predict=log_predict,
-        starts=np.array(starts),
-        natural=natural,
-        bounds=bounds,
-        penalty=penalty,
-    )
+def _seed_spread(df: pl.DataFrame) -> float:
+    per_point = df.group_by("pool", "samples_seen").agg(rel=pl.col("error").std() / pl.col("error").mean())
+    values = per_point["rel"].drop_nulls().drop_nans()
+    return float(values.median()) if len(values) else math.nan  # type: ignore[arg-type]
 
 
 def fit_qqt(
@@ -249,29 +388,61 @@ def fit_qqt(
     pool_sizes: Mapping[str, int],
     *,
     d: float | None = None,
-    n_bootstrap: int = 50,
+    tau: float | None = None,
+    gamma: float = 0.0,
+    n_bootstrap: int = 30,
     seed: int = 0,
 ) -> QQTFit:
-    """Fit QQT (Goyal et al. 2024) to multi-epoch curves (pool, samples_seen, error): shared a and d,
-    per-pool b and tau; grid then bounded L-BFGS; Muennighoff tau ~ 10.7 as weak prior where <= 2 epochs."""
-    df = _check_curves(curves, pool_sizes, d)
-    names = sorted(df["pool"].unique().to_list())
-    sizes = np.array([pool_sizes[n] for n in names], dtype=np.float64)
-    df = df.with_columns(
-        pl.col("pool").replace_strict(names, list(range(len(names))), return_dtype=pl.Int64).alias("idx"),
-        pl.col("pool").replace_strict(names, sizes.tolist(), return_dtype=pl.Float64).alias("pool_size"),
+    """Fit QQT to curves (pool, [seed,] samples_seen, error) of pools of `pool_sizes` (see the module doc).
+    `d`/`tau` fix the floor / every half-life; `gamma` is the union rule the fit will predict unions with."""
+    check_interval("n_bootstrap", n_bootstrap, 0, None, caller="fit_qqt")
+    check_interval("gamma", gamma, 0, 1, caller="fit_qqt")
+    df = _check_curves(curves, pool_sizes)
+    pools = _pools(df, pool_sizes)
+    if d is not None and not 0 <= d < min(float(y.min()) for y in pools.y):
+        raise ConfigError(f"The 'd' parameter of fit_qqt() must be in [0, min error). Got {d!r}.")
+    theta = _search(pools, d=d, tau=tau)
+    d_identified = d is not None or _d_identified(pools, tau)
+    seeds = sorted(df["seed"].unique().to_list())
+    rng = np.random.default_rng(seed)
+    draws = []
+    if len(seeds) > 1:
+        for _ in range(n_bootstrap):
+            pick = rng.choice(seeds, size=len(seeds), replace=True)
+            sample = pl.concat([df.filter(pl.col("seed") == s) for s in pick])
+            draws.append(_search(_pools(sample, pool_sizes), d=d, tau=tau))
+    n_points = sum(len(y) for y in pools.y)
+    return QQTFit(
+        theta=theta,
+        names=pools.names,
+        sizes=pools.size,
+        gamma=gamma,
+        tau_identified=tuple(tau is None and pools.epochs_past_one(i) >= 2 for i in range(len(pools.names))),
+        d_identified=d_identified,
+        rmse_log=math.sqrt(_objective(pools, theta) / n_points),
+        seed_spread=_seed_spread(df),
+        draws=tuple(draws),
     )
-    epochs_seen = df.group_by("idx").agg((pl.col("samples_seen") / pl.col("pool_size")).max()).sort("idx")
-    form = _qqt_form(names, epochs_seen["samples_seen"].to_numpy(), df, d)
-    x = df.select("idx", "samples_seen", "pool_size").to_numpy().astype(np.float64)
-    law = fit_law(x, df["error"].to_numpy(), form=form, n_starts=8, n_bootstrap=n_bootstrap, seed=seed)
-    nat = law.params
-    params = pl.DataFrame(
-        {
-            "pool": names,
-            "b": [nat[f"b[{n}]"] for n in names],
-            "tau": [nat[f"tau[{n}]"] for n in names],
-            "pool_size": [int(pool_sizes[n]) for n in names],
-        }
-    )
-    return QQTFit(a=nat["a"], d=nat["d"], params=params, law=law)
+
+
+def choose_union_rule(
+    fit: QQTFit,
+    union_curves: pl.DataFrame,
+    members: Mapping[str, Sequence[str]],
+    union_sizes: Mapping[str, Mapping[str, int]],
+) -> tuple[float, pl.DataFrame]:
+    """The union rule gamma in [0, 1] (steps of 0.25) that best predicts held-out union runs (pool = union
+    name, samples_seen, error), and the table of each gamma's mean absolute relative error."""
+    mean = union_curves.group_by("pool", "samples_seen").agg(pl.col("error").mean())
+    rows = []
+    for gamma in np.linspace(0.0, 1.0, 5):
+        errors = []
+        for name, pools in members.items():
+            sized = fit.with_pool_sizes({**dict(zip(fit.names, fit.sizes, strict=True)), **union_sizes[name]})
+            ruled = sized.with_gamma(float(gamma))
+            for n, y in mean.filter(pl.col("pool") == name).select("samples_seen", "error").iter_rows():
+                errors.append(abs(ruled.predict(pools, n) - y) / y)
+        rows.append({"gamma": float(gamma), "mare": float(np.mean(errors)) if errors else math.nan})
+    table = pl.DataFrame(rows)
+    best = table.sort("mare", "gamma").row(0, named=True)
+    return float(best["gamma"]), table
