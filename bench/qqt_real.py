@@ -1,23 +1,28 @@
-"""QQT on real text: quality buckets of Wikipedia topic data, single-bucket multi-epoch proxy curves, a QQT
-fit, then proxy runs on two unions the fit never saw, predicted vs observed error at three budgets.
+"""QQT on real text with the product's calibration and fit: buckets that differ a lot, seeds, unions never
+fitted, the paper's union rule against the one chosen on held-out unions.
 
-Data: every labelled Wikipedia summary of curate.corpora.wiki (11 topics), embedded with the static tier of
-curate.embeddings. Score: class_proto_dist (pruning.prototypes, distance to the own-class prototype). Pools:
-four equal quantile buckets of that score plus one damaged bucket (a disjoint sample with 50% of its labels
-replaced at random). Proxy: scaling.proxy.train_probe (MLP on frozen embeddings), error = 1 - accuracy on a
-held-out set, mean over seeds. Baseline for the union prediction: the mean of the member buckets'
-observed single-bucket errors at the same samples seen. Prints tables; writes bench/results/qqt_real.csv
-and .png.
+Data: every labelled English Wikipedia summary (11 topics), static embeddings centred on the pool's mean
+(the product's space), 1,500 held out as eval rows. Two sources, each fitted on its own as the product fits
+one source's buckets: (1) four random draws of 800 documents with 0 / 10 / 30 / 50 % of their labels replaced
+at random (graded quality; eval: every topic); (2) four quantiles of the target distance of a pool to a
+target of three science topics (eval: the held-out rows of those topics). Proxy: the product's MLP probe
+task with its defaults
+(`pipelines.calibrate.ProbeTask`: AdamW, learning rate decaying to 0 at each run's own budget, chosen on a
+validation split, never these eval rows; a curve point at k passes is a run trained k passes), eval
+cross-entropy over its chance level (ln 11), >= 5 seeds, Ray tasks. Fit: `scaling.qqt.fit_qqt` on the
+single buckets; union rule:
+`choose_union_rule` on one rule-choice union per source (its error widens the intervals); evaluated on three
+other unions per source at 1, 2 and 4 passes. Writes bench/results/qqt_real.{md,png}.
 
-Usage: HF_HUB_OFFLINE=1 .venv/bin/python bench/qqt_real.py [--bucket-size 1250] [--epochs 8] [--seeds 2]
+Usage: HF_HUB_OFFLINE=1 .venv/bin/python bench/qqt_real.py [--seeds 5] [--bucket 800]
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
+import os
 import time
-import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -26,214 +31,227 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
-import torch
 
 from curate import corpora
+from curate.centering import fit_centering
 from curate.embeddings import load_embedder
-from curate.errors import FitWarning
-from pruning.prototypes import prototype_scores
-from scaling.buckets import bucket_name, qqt_curves, quality_buckets
-from scaling.proxy import train_probe
-from scaling.qqt import QQTFit, fit_qqt
+from curate.stages import Executor
+from pipelines.calibrate import ProbeTask, calibrate_buckets
+from pipelines.ray_executor import ray_executor
+from scaling.qqt import QQTFit, choose_union_rule, fit_qqt
 
 RESULTS = Path(__file__).parent / "results"
+NOISE = {"noise00": 0.0, "noise10": 0.1, "noise30": 0.3, "noise50": 0.5}
+EPOCHS = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0]
+TARGET_TOPICS = ("Physical sciences", "Technology", "Mathematics")
 
 
-def run_curves(
-    pools: dict[str, np.ndarray],
-    x: np.ndarray,
-    y: np.ndarray,
-    xe: np.ndarray,
-    ye: np.ndarray,
-    *,
-    epochs: int,
-    seeds: int,
-) -> pl.DataFrame:
-    """One multi-epoch probe per pool and seed (2 checkpoints per epoch); rows pool, seed, curve columns."""
-    parts = []
-    for name, rows in pools.items():
-        for s in range(seeds):
-            run = train_probe(
-                x[rows], y[rows], x_eval=xe, y_eval=ye, n_classes=int(y.max()) + 1, epochs=epochs,
-                batch_size=32, lr=1e-2, hidden=128, checkpoints_per_epoch=2, seed=s, device="cpu",
-            )  # fmt: skip
-            parts.append(run.curve.with_columns(pool=pl.lit(name), seed=pl.lit(s)))
-    return pl.concat(parts)
+@dataclass(frozen=True)
+class Part:
+    """One source of the bench: its proxy task, buckets, the unions that choose the rule, those evaluated."""
+
+    name: str
+    task: ProbeTask
+    buckets: dict[str, np.ndarray]
+    rule_unions: dict[str, list[str]]
+    eval_unions: dict[str, list[str]]
 
 
-def observed_at(curve: pl.DataFrame, budget: int) -> float:
-    """Error at `budget` samples, linear in log samples between the two nearest checkpoints."""
-    n, e = curve["samples_seen"].to_numpy(), curve["error"].to_numpy()
-    return float(np.interp(np.log(budget), np.log(n), e))
+def build(bucket: int, seed: int) -> list[Part]:
+    """Two sources: graded label noise (eval: every topic) and target-distance quantiles of a pool (eval: a
+    held-out sample of three science topics, the target)."""
+    docs = corpora.wiki(None, labelled_only=True, seed=0)
+    labels = sorted(docs["label"].unique().to_list())
+    y = docs["label"].replace_strict(labels, list(range(len(labels))), return_dtype=pl.Int64).to_numpy()
+    raw = load_embedder("static").encode(docs["text"].to_list())
+    x = fit_centering(raw).apply(raw)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(docs.height)
+    eval_rows, rest = order[:1500], order[1500:]
+    noisy: dict[str, np.ndarray] = {}
+    y_noisy = y.copy()
+    for i, (name, rate) in enumerate(NOISE.items()):
+        rows = rest[i * bucket : (i + 1) * bucket]
+        flip = rows[rng.random(bucket) < rate]
+        y_noisy[flip] = rng.integers(0, len(labels), len(flip))
+        noisy[name] = rows
+    pool = rest[len(NOISE) * bucket :]
+    on_target = np.isin(docs["label"].to_numpy(), TARGET_TOPICS)
+    target_eval = eval_rows[on_target[eval_rows]]
+    direction = x[target_eval].mean(axis=0)
+    ranked = pool[np.argsort(1.0 - x[pool] @ (direction / np.linalg.norm(direction)), kind="stable")]
+    near = {f"sim{q}": ranked[q * len(ranked) // 4 : (q + 1) * len(ranked) // 4][:bucket] for q in range(4)}
+    return [
+        Part(
+            "label noise",
+            ProbeTask(x=x, y=y_noisy, x_eval=x[eval_rows], y_eval=y[eval_rows], n_classes=len(labels)),
+            noisy,
+            {"noise00+noise10": ["noise00", "noise10"]},
+            {
+                "noise00+noise30": ["noise00", "noise30"],
+                "noise00+noise10+noise30": ["noise00", "noise10", "noise30"],
+                "noise10+noise50": ["noise10", "noise50"],
+            },
+        ),
+        Part(
+            "target distance",
+            ProbeTask(x=x, y=y, x_eval=x[target_eval], y_eval=y[target_eval], n_classes=len(labels)),
+            near,
+            {"sim0+sim1": ["sim0", "sim1"]},
+            {
+                "sim0+sim1+sim2": ["sim0", "sim1", "sim2"],
+                "sim0+sim2": ["sim0", "sim2"],
+                "sim1+sim3": ["sim1", "sim3"],
+            },
+        ),
+    ]
+
+
+def run_part(
+    part: Part, executor: Executor, seeds: int
+) -> tuple[QQTFit, float, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """The product's calibration and fit on one source: (fit under the chosen rule, gamma, rule table,
+    union table, curves)."""
+    pools = dict(part.buckets)
+    for name, members in {**part.rule_unions, **part.eval_unions}.items():
+        pools[name] = np.concatenate([part.buckets[m] for m in members])
+    curves = calibrate_buckets(
+        part.task, pools, executor=executor, epochs=EPOCHS, max_rows=10**9, seeds=seeds
+    )
+    curves = curves.select("pool", "seed", "samples_seen", "error")
+    sizes = {name: len(rows) for name, rows in pools.items()}
+    single = curves.filter(pl.col("pool").is_in(list(part.buckets)))
+    fit = fit_qqt(single, {b: sizes[b] for b in part.buckets}, n_bootstrap=30, seed=0)
+    union_sizes = {u: {m: sizes[m] for m in ms} for u, ms in {**part.rule_unions, **part.eval_unions}.items()}
+    rule_curves = curves.filter(pl.col("pool").is_in(list(part.rule_unions)))
+    gamma, rule_table = choose_union_rule(fit, rule_curves, part.rule_unions, union_sizes)
+    chosen_error = rule_table.filter(pl.col("gamma") == gamma)["rmse_log"].item()
+    fit = fit.with_model_error(max(fit.model_error, chosen_error))
+    rows = []
+    for name, members in part.eval_unions.items():
+        observed = curves.filter(pl.col("pool") == name)
+        for passes in (1.0, 2.0, 4.0):
+            n = round(sizes[name] * passes)
+            at = observed.filter(pl.col("samples_seen") == n)["error"].to_numpy()
+            obs, noise = float(at.mean()), float(at.std(ddof=1) / at.mean())
+            row = {"source": part.name, "union": name, "passes": passes, "observed": obs, "seed_noise": noise}
+            for label, g in (("paper", 1.0), ("chosen", gamma)):
+                value, lo, hi = fit.with_gamma(g).predict_interval(members, n)
+                row |= {
+                    label: value,
+                    f"{label}_err": (value - obs) / obs,
+                    f"{label}_lo": lo,
+                    f"{label}_hi": hi,
+                }
+            rows.append(row)
+    return fit.with_gamma(gamma), gamma, rule_table, pl.DataFrame(rows), curves
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bucket-size", type=int, default=1250)
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--bucket", type=int, default=800)
     args = parser.parse_args()
-    torch.set_num_threads(1)  # tiny models on a shared machine: thread spin-waits cost more than they give
     t0 = time.perf_counter()
-    rng = np.random.default_rng(0)
+    parts = build(args.bucket, seed=0)
+    with ray_executor(None, num_cpus=os.cpu_count()) as executor:
+        results = [run_part(part, executor, args.seeds) for part in parts]
+    report(parts, results, args, time.perf_counter() - t0)
+    plot(parts, results, RESULTS / "qqt_real.png")
 
-    docs = corpora.wiki(None, labelled_only=True, seed=0)
-    labels = sorted(docs["label"].unique().to_list())
-    y_all = docs["label"].replace_strict(labels, list(range(len(labels))), return_dtype=pl.Int64).to_numpy()
-    x_all = load_embedder("static").encode(docs["text"].to_list())
-    t_embed = time.perf_counter() - t0
-    order = rng.permutation(docs.height)
-    eval_rows, train_rows = order[:1500], order[1500:]
-    size = args.bucket_size
-    if 5 * size > len(train_rows):
-        raise SystemExit(
-            f"--bucket-size {size} too large for {len(train_rows)} training rows (needs 5 buckets)"
-        )
 
-    # quality buckets by a real score; the damaged bucket is a disjoint sample with half its labels randomised
-    scored_rows = train_rows[: 4 * size]
-    scores = prototype_scores(x_all[scored_rows], labels=y_all[scored_rows], seed=0)
-    table = quality_buckets(
-        scores.with_columns(doc_id=pl.Series(docs["id"].to_numpy()[scored_rows])),
-        column="class_proto_dist",
-        n_buckets=4,
+Result = tuple[QQTFit, float, pl.DataFrame, pl.DataFrame, pl.DataFrame]
+
+
+def report(parts: list[Part], results: list[Result], args: argparse.Namespace, wall: float) -> None:
+    """Print and write bench/results/qqt_real.md: per source the fit and rule choice, then every union."""
+    lines = [
+        "# QQT on real text (the product's calibration and fit)",
+        "",
+        f"{args.seeds} seeds; buckets of {args.bucket} docs; passes {EPOCHS}; wall {wall:.0f} s (load "
+        f"{os.getloadavg()[0]:.2f} at the end)",
+    ]
+    for part, (fit, gamma, rule_table, _, _) in zip(parts, results, strict=True):
+        lines += [
+            "",
+            f"## {part.name}",
+            "",
+            f"a = {fit.a:.4g}, d = {fit.d:.4g} (identified: {fit.d_identified}), in-sample rmse(log) = "
+            f"{fit.rmse_log:.4f}, seed spread of the curve points = {fit.seed_spread:.4f}",
+            "",
+            "| bucket | b | b 90% | tau | tau fitted | excluded |",
+            "|---|---|---|---|---|---|",
+            *(
+                f"| {r['pool']} | {r['b']:.4f} | [{r['b_lo']:.4f}, {r['b_hi']:.4f}] | {r['tau']:.2f} | "
+                f"{r['tau_identified']} | {r['excluded'] or ''} |"
+                for r in fit.params.sort("b").iter_rows(named=True)
+            ),
+            "",
+            f"union rule chosen on {', '.join(part.rule_unions)}: gamma = {gamma:g} (1 = paper, 0 = shared)",
+            "",
+            "| gamma | mean abs rel error | rmse(log) |",
+            "|---|---|---|",
+            *(f"| {g:g} | {e:.2%} | {r:.4f} |" for g, e, r in rule_table.iter_rows()),
+        ]
+        plan = fit.best_union([int(sum(fit.sizes) * f) for f in (0.05, 0.2, 1, 4, 16)])
+        lines += [
+            "",
+            "| budget | best union (chosen rule) | predicted |",
+            "|---|---|---|",
+            *(
+                f"| {r['budget']} | {'+'.join(r['pools'])} | {r['error']:.4f} |"
+                for r in plan.iter_rows(named=True)
+            ),
+        ]
+    table = pl.concat([r[3] for r in results])
+    chosen, paper = table["chosen_err"].to_numpy(), table["paper_err"].to_numpy()
+    noise = float(table["seed_noise"].mean())
+    inside = float(
+        ((table["chosen_lo"] <= table["observed"]) & (table["observed"] <= table["chosen_hi"])).mean()
     )
-    y_train = y_all.copy()
-    pools = {bucket_name(b): scored_rows[table["bucket"].to_numpy() == b] for b in range(4)}
-    damaged = train_rows[4 * size : 5 * size]
-    flip = rng.random(size) < 0.5
-    y_train[damaged[flip]] = rng.integers(0, len(labels), int(flip.sum()))
-    pools["damaged"] = damaged
-    sizes = {k: len(v) for k, v in pools.items()}
-    xe, ye = x_all[eval_rows], y_all[eval_rows]
-
-    t1 = time.perf_counter()
-    single = run_curves(pools, x_all, y_train, xe, ye, epochs=args.epochs, seeds=args.seeds)
-    curves = qqt_curves(single)
-    # d (the proxy's irreducible error) is not identified by single-bucket curves: calibrate it as the best
-    # error of one run on the whole clean training pool (none of the evaluated unions), and also fit it free
-    clean = np.setdiff1d(train_rows, damaged)
-    full = qqt_curves(run_curves({"all": clean}, x_all, y_train, xe, ye, epochs=4, seeds=1))
-    d_cal = float(full["error"].min())
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", FitWarning)
-        fit = fit_qqt(curves, sizes, d=d_cal, n_bootstrap=30, seed=0)
-        fit_free = fit_qqt(curves, sizes, n_bootstrap=0, seed=0)
-    t_single = time.perf_counter() - t1
-
-    print(f"# QQT on real text: {docs.height} wiki docs, {len(labels)} topics, static embeddings "
-          f"{x_all.shape[1]}-d; {len(eval_rows)} eval docs; 5 pools x {size} docs; {args.epochs} epochs x "
-          f"{args.seeds} seeds per pool")  # fmt: skip
-    for message in dict.fromkeys(str(w.message) for w in caught):  # both fits warn alike: print each once
-        print(f"FitWarning: {message}")
-    print(f"\nd calibrated on the whole clean pool ({len(clean)} docs, 4 epochs): {d_cal:.4f}")
-    print(f"fit with calibrated d: a = {fit.a:.4g}, rmse(log error) = {fit.law.rmse_log:.4f}")
-    print(f"fit with free d: a = {fit_free.a:.4g}, d = {fit_free.d:.4g}, rmse = {fit_free.law.rmse_log:.4f}")
-    ci = fit.law.intervals()
-    print(fit.params.join(
-        ci.filter(pl.col("param").str.starts_with("b[")).select(
-            pl.col("param").str.extract(r"b\[(.*)\]").alias("pool"), pl.col("lo").alias("b_lo"),
-            pl.col("hi").alias("b_hi")), on="pool").sort("b"))  # fmt: skip
-
-    # two unions the fit never saw: the top two and the top three buckets by fitted b
-    ranked = fit.pools
-    unions = {"+".join(ranked[:2]): ranked[:2], "+".join(ranked[:3]): ranked[:3]}
-    union_rows = {name: np.concatenate([pools[p] for p in members]) for name, members in unions.items()}
-    t2 = time.perf_counter()
-    union_epochs = max(2, args.epochs // 2)
-    observed = qqt_curves(
-        run_curves(union_rows, x_all, y_train, xe, ye, epochs=union_epochs, seeds=args.seeds)
-    )
-    t_union = time.perf_counter() - t2
-    per_pool = {p: curves.filter(pl.col("pool") == p) for p in pools}
-
-    rows = []
-    for name, members in unions.items():
-        union_size = sum(sizes[p] for p in members)
-        for mult in (1, 3, union_epochs):
-            budget = int(mult * union_size)
-            pred, lo, hi = fit.predict_interval(members, budget)
-            obs = observed_at(observed.filter(pl.col("pool") == name), budget)
-            base = float(np.mean([observed_at(per_pool[p], budget) for p in members]))
-            free = fit_free.predict(members, budget)
-            rows.append({"union": name, "budget": budget, "epochs_of_union": mult, "predicted": pred,
-                         "lo": lo, "hi": hi, "observed": obs, "rel_err": abs(pred - obs) / obs,
-                         "free_d_rel_err": abs(free - obs) / obs, "baseline": base,
-                         "baseline_rel_err": abs(base - obs) / obs})  # fmt: skip
-    report = pl.DataFrame(rows)
+    lines += [
+        "",
+        "## unions never fitted nor used to choose the rule",
+        "",
+        "| source | union | passes | observed | seed noise | paper | err | chosen | err | 90% band |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        *(
+            f"| {r['source']} | {r['union']} | {r['passes']:g} | {r['observed']:.4f} | "
+            f"{r['seed_noise']:.2%} | {r['paper']:.4f} | {r['paper_err']:+.2%} | {r['chosen']:.4f} | "
+            f"{r['chosen_err']:+.2%} | "
+            f"[{r['chosen_lo']:.4f}, {r['chosen_hi']:.4f}] |"
+            for r in table.iter_rows(named=True)
+        ),
+        "",
+        f"mean |relative error|: chosen rule {np.abs(chosen).mean():.2%}, paper rule "
+        f"{np.abs(paper).mean():.2%};"
+        f" mean seed-to-seed noise of the observed unions {noise:.2%} (ratio chosen / noise "
+        f"{np.abs(chosen).mean() / noise:.2f})",
+        f"signs (chosen): {(chosen > 0).sum()} over, {(chosen < 0).sum()} under; "
+        f"90% bands cover {inside:.0%}",
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    report.write_csv(RESULTS / "qqt_real.csv")
-    with pl.Config(tbl_rows=20, tbl_cols=12, float_precision=4):
-        print("\nunions never trained on during the fit: predicted vs observed error")
-        print(report)
-    mare, mare_base = report["rel_err"].mean(), report["baseline_rel_err"].mean()
-    print(f"\nmean absolute relative error: QQT {mare:.2%} (target <= 5%), baseline {mare_base:.2%}, "
-          f"ratio QQT/baseline {mare / mare_base:.2f}; "
-          f"QQT with free d {report['free_d_rel_err'].mean():.2%}")  # fmt: skip
-    inside = ((report["lo"] <= report["observed"]) & (report["observed"] <= report["hi"])).sum()
-    print(f"observed inside the 90% bootstrap interval: {inside}/{report.height}")
-
-    budgets = [int(sum(sizes.values()) * f) for f in (0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32)]
-    plan = fit.best_union(budgets)
-    with pl.Config(tbl_rows=20, float_precision=4, fmt_table_cell_list_len=6):
-        print("\nbest union of top buckets per budget (samples seen)")
-        print(plan)
-    print(f"best union changes with budget: {plan['n_pools'].n_unique() > 1} "
-          f"(sizes chosen: {plan['n_pools'].to_list()})")  # fmt: skip
-    plot(fit, curves, observed, unions, sizes, RESULTS / "qqt_real.png")
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\ntimings (shared 2-core machine, under contention): embed {t_embed:.0f}s, "
-          f"single-bucket runs + fit "
-          f"{t_single:.0f}s, union runs {t_union:.0f}s, total {time.perf_counter() - t0:.0f}s; "
-          f"peak RSS {rss:.0f} MiB")  # fmt: skip
+    (RESULTS / "qqt_real.md").write_text(text)
 
 
-def plot(
-    fit: QQTFit,
-    curves: pl.DataFrame,
-    observed: pl.DataFrame,
-    unions: dict[str, list[str]],
-    sizes: dict[str, int],
-    dest: Path,
-) -> None:
-    """Left: single-bucket curves with their fits. Right: the two unions, observed vs predicted."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for pool in fit.pools:
-        part = curves.filter(pl.col("pool") == pool)
-        n = part["samples_seen"].to_numpy()
-        (line,) = left.plot(
-            n,
-            part["error"],
-            "o",
-            ms=3,
-            label=f"{pool} (b={fit.params.filter(pl.col('pool') == pool)['b'][0]:.3f})",
+def plot(parts: list[Part], results: list[Result], dest: Path) -> None:
+    """Per source: single buckets and the evaluated unions, observed (mean of seeds) and predicted."""
+    fig, axes = plt.subplots(1, len(parts), figsize=(6 * len(parts), 4.5))
+    for ax, part, (fit, *_, curves) in zip(np.atleast_1d(axes), parts, results, strict=True):
+        mean = (
+            curves.group_by("pool", "samples_seen").agg(pl.col("error").mean()).sort("pool", "samples_seen")
         )
-        grid = np.geomspace(n.min(), n.max(), 80)
-        left.plot(grid, [fit.predict([pool], int(g)) for g in grid], "-", color=line.get_color())
-    left.set(
-        xscale="log",
-        xlabel="samples seen",
-        ylabel="eval error (1 - accuracy)",
-        title="single buckets: data and QQT fit",
-    )
-    left.legend(fontsize=7)
-    for name, members in unions.items():
-        part = observed.filter(pl.col("pool") == name)
-        n = part["samples_seen"].to_numpy()
-        (line,) = right.plot(n, part["error"], "o", ms=3, label=f"{name} observed")
-        grid = np.geomspace(n.min(), n.max(), 80)
-        bands = [fit.predict_interval(members, int(g)) for g in grid]
-        right.plot(grid, [b[0] for b in bands], "-", color=line.get_color(), label=f"{name} predicted")
-        right.fill_between(
-            grid, [b[1] for b in bands], [b[2] for b in bands], color=line.get_color(), alpha=0.2
-        )
-    right.set(
-        xscale="log",
-        xlabel="samples seen",
-        ylabel="eval error",
-        title="unions never fitted: predicted vs observed",
-    )
-    right.legend(fontsize=7)
+        for pool in [*part.buckets, *part.eval_unions]:
+            sub = mean.filter(pl.col("pool") == pool)
+            n = sub["samples_seen"].to_numpy()
+            (line,) = ax.plot(n, sub["error"], "o", ms=3, label=pool)
+            members = part.eval_unions.get(pool, [pool])
+            grid = np.geomspace(n.min(), n.max(), 60)
+            ax.plot(grid, [fit.predict(members, g) for g in grid], "-", color=line.get_color())
+        ax.set(xscale="log", xlabel="samples seen", ylabel="eval loss / chance loss", title=part.name)
+        ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(dest, dpi=110)
     plt.close(fig)

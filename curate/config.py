@@ -119,8 +119,9 @@ class ProxyConfig(_Section):
     pool_rows: int = Field(default=5_000, ge=10, le=1_000_000)  # proxy pool per source (seeded sample)
     bucket_rows: int = Field(default=1_000, ge=3, le=1_000_000)  # rows a bucket's proxy trains on
     hidden: int = Field(default=128, ge=4, le=8_192)  # probe hidden width
-    batch_size: int = Field(default=64, ge=1, le=65_536)  # probe mini-batch
-    lr: float = Field(default=3e-3, gt=0, le=1)  # probe peak learning rate
+    batch_size: int = Field(default=32, ge=1, le=65_536)  # probe mini-batch
+    lr: float = Field(default=0.1, gt=0, le=1)  # probe peak learning rate (decays to 0 at each run's end)
+    weight_decay: float = Field(default=0.5, ge=0, le=10)  # probe AdamW weight decay
     eval_size: int = Field(default=500, ge=8, le=1_000_000)
     bootstrap: int = Field(default=20, ge=0, le=1_000)  # bootstrap refits of each QQT fit (its intervals)
 

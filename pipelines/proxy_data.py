@@ -100,6 +100,7 @@ def proxy_data(ctx: RunContext, pool: pl.DataFrame) -> ProxyData:
             hidden=p.hidden,
             batch_size=p.batch_size,
             lr=p.lr,
+            weight_decay=p.weight_decay,
         )
     else:
         texts = (

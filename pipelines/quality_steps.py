@@ -203,26 +203,30 @@ def calibrate_quality(ctx: RunContext) -> StageOutput:
     return ctx.commit(params, build)
 
 
-def _union_rule(ctx: RunContext, fit: QQTFit, curves: pl.DataFrame, pools: pl.DataFrame) -> tuple[float, str]:
-    """gamma and why: the config's rule, or (auto) the one that best predicts the held-out union runs;
-    shared when the curves hold no repetition (the rule then changes no prediction they can check)."""
-    rule = ctx.cfg.quality.union_rule
-    if rule != "auto":
-        return (1.0 if rule == "paper" else 0.0), f"union rule '{rule}' (config)"
-    if max(bucket_epochs(ctx)) <= 1.0:
-        return 0.0, "union rule shared (no repetition in the proxy's curves to choose by)"
+def _union_rule(
+    ctx: RunContext, fit: QQTFit, curves: pl.DataFrame, pools: pl.DataFrame
+) -> tuple[QQTFit, str]:
+    """The fit under its union rule, its intervals widened by the error it makes on the held-out union runs,
+    and why: the config's rule, or (auto) the one that best predicts those runs; shared when the curves hold
+    no repetition (no rule changes a prediction they can check)."""
     unions = pools.filter("union")
-    if unions.is_empty():
-        return 0.0, "union rule shared (no held-out union runs)"
     members = {r["pool"]: [f"{r['source']}/q{b}" for b in r["buckets"]] for r in unions.iter_rows(named=True)}
+    observed = curves.filter(pl.col("pool").is_in(list(members))).select("pool", "samples_seen", "error")
+    if observed.is_empty():
+        return fit, "union rule shared (no held-out union runs)"
     sizes = dict(zip(fit.names, fit.sizes, strict=True))
     union_sizes = {u: {m: sizes[m] for m in ms} for u, ms in members.items()}
-    observed = curves.filter(pl.col("pool").is_in(list(members))).select(
-        "pool", "samples_seen", error="eval_loss"
-    )
-    gamma, table = choose_union_rule(fit, observed, members, union_sizes)
-    scores = ", ".join(f"{g:g}: {e:.2%}" for g, e in table.select("gamma", "mare").iter_rows())
-    return gamma, f"union rule gamma = {gamma:g} chosen on held-out unions (mean abs rel error {scores})"
+    best, table = choose_union_rule(fit, observed, members, union_sizes)
+    rule = ctx.cfg.quality.union_rule
+    if rule != "auto":
+        gamma, why = (1.0 if rule == "paper" else 0.0), f"union rule '{rule}' (config)"
+    elif max(bucket_epochs(ctx)) <= 1.0:
+        gamma, why = 0.0, "union rule shared (no repetition in the proxy's curves to choose by)"
+    else:
+        gamma, why = best, f"union rule gamma = {best:g} chosen on held-out unions"
+    row = table.filter(pl.col("gamma") == gamma).row(0, named=True)
+    why += f"; held-out union error {row['mare']:.2%}"
+    return fit.with_gamma(gamma).with_model_error(max(fit.model_error, row["rmse_log"])), why
 
 
 def fit_quality(ctx: RunContext) -> StageOutput:
@@ -258,9 +262,7 @@ def fit_quality(ctx: RunContext) -> StageOutput:
                 )
                 continue
             names = mine["pool"].to_list()
-            c = curves.filter(pl.col("pool").is_in(names)).select(
-                "pool", "seed", "samples_seen", error="eval_loss"
-            )
+            c = curves.filter(pl.col("pool").is_in(names)).select("pool", "seed", "samples_seen", "error")
             proxy = dict(
                 curves.filter(pl.col("pool").is_in(names))
                 .group_by("pool")
@@ -280,8 +282,7 @@ def fit_quality(ctx: RunContext) -> StageOutput:
                     excluded={},
                 )
                 continue
-            gamma, why = _union_rule(ctx, fit, curves, pools.filter(pl.col("source") == source))
-            fit = fit.with_gamma(gamma)
+            fit, why = _union_rule(ctx, fit, curves, pools.filter(pl.col("source") == source))
             reports.append(_fitted(fit, c))
             planned = fit.with_pool_sizes(full)
             excluded = {

@@ -38,11 +38,11 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
                 num_cpus=num_cpus or os.cpu_count() or 1,
                 object_store_memory=store,
                 include_dashboard=False,
-                logging_level=logging.WARNING,
+                logging_level=logging.ERROR,
                 log_to_driver=False,
             )
         else:
-            ray.init(address=target, logging_level=logging.WARNING, log_to_driver=False)
+            ray.init(address=target, logging_level=logging.ERROR, log_to_driver=False)
     except ConnectionError as exc:
         raise ConfigError(f"could not connect to the Ray cluster at '{target}': {exc}") from exc
     except ray.exceptions.AuthenticationError as exc:

@@ -5,18 +5,23 @@ Law (official parameterisation, `scaling.laws.qqt_log_excess`): y_k = (a n_1/1e5
 + d, the j-th pass of a union with utility b_j = sum_i w_i b_i 2^{-(j-1) w_i^gamma / tau_i}.
 
 Fit (`fit_qqt`), from curves of several seeds per pool (a curve point at k epochs is a run trained for k
-epochs, never a checkpoint picked on the eval set):
+epochs, never a checkpoint picked on the eval set) of an error in (0, 1) (an error rate, or a loss divided by
+its chance level), with a n / 1e5 >= 1 at every point (the official code's regime: a more negative b is a
+better pool at every n):
 1. a and d, shared by the pools, by an outer grid search (as the official `finding_a`); for each (a, d), every
    pool's (b, tau) by a grid (b alone for a fixed tau: log(y - d) is b times a known design), the grid point
    of least total squared log error, then a joint L-BFGS polish.
 2. tau is identified only by points past the first epoch: a pool without two such points keeps the prior
-   tau = R_D* ln 2 ~ 10.7 (Muennighoff et al. 2023) and says so; d is flagged unidentified when the fit
-   barely depends on it (the outer grid's objective varies by < 2% across d).
+   tau = R_D* ln 2 ~ 10.7 (Muennighoff et al. 2023) and says so; d is flagged unidentified when refitting
+   with d fixed at each grid value changes the objective by no more than the seeds' noise explains.
 3. Intervals: the whole fit repeated on seed bootstraps (seeds drawn with replacement), so checkpoints of one
    run are never resampled as if independent; the seed-to-seed spread of the curves is reported beside the
    fit's error.
-4. A pool whose b interval reaches 0 (no gain from its data, or harm) is excluded from every union, with the
-   reason; unions are ranked by their predicted error at the budget (every subset of the usable pools).
+4. A pool whose data do not help is excluded from every union, with the reason: "harmful" when its mean
+   curve ends higher than it starts by more than twice the seeds' noise (1% at least), "flat" when it moves
+   less than that or its b interval reaches 0 (in the law's regime an error below 1 + d can neither rise nor
+   stay put, so the observed curve decides); unions are ranked by their predicted error at the budget
+   (every subset of the usable pools).
 The union rule gamma (1: the paper's p x tau; 0: each pool decays by its own passes) is an input; it is chosen
 on held-out union runs by `choose_union_rule` (the pipeline's `auto`).
 """
@@ -30,160 +35,16 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import polars as pl
-import scipy.optimize
 import torch
-from threadpoolctl import threadpool_limits
 
 from curate._validation import check_columns, check_interval
 from curate.errors import ConfigError, FitError
-from scaling.laws import QQT_NORMALIZER, EffectiveData, qqt_log_excess
+from scaling.laws import qqt_log_excess
+from scaling.qqt_search import PRIOR_TAU, Theta, depends_on_d, mean_curves, objective, search
 
-PRIOR_TAU = EffectiveData().half_life  # Muennighoff et al. 2023: tau = R_D* ln 2 ~ 10.7
+__all__ = ["PRIOR_TAU", "QQTFit", "choose_union_rule", "fit_qqt"]
 CURVE_COLUMNS = {"pool": pl.String, "samples_seen": int, "error": float}
 MAX_UNION_POOLS = 10  # every subset of at most this many usable pools is ranked
-_B_GRID = np.linspace(-2.0, 0.5, 126)
-_TAU_GRID = np.geomspace(0.2, 200.0, 31)
-_D_FRACTIONS = (0.0, 0.3, 0.5, 0.7, 0.85, 0.95)
-_A_STEPS = np.linspace(-3.0, 3.0, 25)  # log10 a around the scale that puts a n / 1e5 at 1
-
-
-@dataclass(frozen=True)
-class Pools:
-    """Mean curves of the fitted pools: per pool its points (samples_seen, error) and its proxy size."""
-
-    names: tuple[str, ...]
-    n: tuple[np.ndarray, ...]
-    y: tuple[np.ndarray, ...]
-    size: tuple[int, ...]
-
-    def epochs_past_one(self, i: int) -> int:
-        """Distinct curve points of pool i after its first epoch (what identifies tau)."""
-        return int((self.n[i] > self.size[i] * 1.001).sum())
-
-
-def _design(n: np.ndarray, size: float, log_a: float, tau: np.ndarray) -> np.ndarray:
-    """X with log(y - d) = b X for one pool: log(a n_1 / 1e5) + sum_{j>=2} 2^{-(j-1)/tau} log(n_j/n_{j-1})."""
-    passes = int(np.ceil(n.max() / size))
-    j = np.arange(1, passes + 1, dtype=np.float64)
-    n_j = np.minimum(j[None, :] * size, n[:, None])  # (points, passes)
-    step = np.diff(np.log(n_j), axis=1)  # (points, passes - 1), zero past each point's own n
-    first = log_a + np.log(n_j[:, 0]) - math.log(QQT_NORMALIZER)
-    decay = np.exp2(-(j[None, 1:] - 1.0) / tau[:, None])  # (taus, passes - 1)
-    return first[None, :] + decay @ step.T  # (taus, points)
-
-
-def _pool_grid(
-    pools: Pools, i: int, log_a: float, d: float, tau_fixed: float | None
-) -> tuple[float, float, float]:
-    """(sse, b, tau) of pool i at the best grid point for a given (a, d)."""
-    taus = np.array([tau_fixed]) if tau_fixed is not None else _TAU_GRID
-    design = _design(pools.n[i], pools.size[i], log_a, taus)  # (taus, points)
-    excess = _B_GRID[:, None, None] * design[None, :, :]  # (b, taus, points)
-    pred = np.logaddexp(np.clip(excess, -50.0, 50.0), math.log(d) if d > 0 else -np.inf)
-    sse = ((pred - np.log(pools.y[i])[None, None, :]) ** 2).sum(axis=2)
-    k = np.unravel_index(int(np.argmin(sse)), sse.shape)
-    return float(sse[k]), float(_B_GRID[k[0]]), float(taus[k[1]])
-
-
-@dataclass(frozen=True)
-class Theta:
-    """One QQT solution: shared log a and d, per-pool b and tau."""
-
-    log_a: float
-    d: float
-    b: tuple[float, ...]
-    tau: tuple[float, ...]
-
-
-def _fixed_tau(pools: Pools, i: int, tau: float | None) -> float | None:
-    if tau is not None:
-        return tau
-    return None if pools.epochs_past_one(i) >= 2 else PRIOR_TAU
-
-
-def _pool_sse(pools: Pools, i: int, theta: Theta) -> float:
-    """Squared log error of pool i's points under `theta`."""
-    excess = theta.b[i] * _design(pools.n[i], pools.size[i], theta.log_a, np.array([theta.tau[i]]))[0]
-    pred = np.logaddexp(np.clip(excess, -50.0, 50.0), math.log(theta.d) if theta.d > 0 else -np.inf)
-    return float(((pred - np.log(pools.y[i])) ** 2).sum())
-
-
-def _objective(pools: Pools, theta: Theta) -> float:
-    return sum(_pool_sse(pools, i, theta) for i in range(len(pools.names)))
-
-
-def _search(pools: Pools, *, d: float | None, tau: float | None) -> Theta:
-    """The outer (a, d) grid with per-pool (b, tau) grids inside, then a joint polish."""
-    best: tuple[float, Theta] | None = None
-    fixed = [_fixed_tau(pools, i, tau) for i in range(len(pools.names))]
-    for d_value, log_a in itertools.product(_d_grid(pools, d), _a_grid(pools)):
-        parts = [_pool_grid(pools, i, log_a, d_value, fixed[i]) for i in range(len(pools.names))]
-        sse = sum(p[0] for p in parts)
-        if best is None or sse < best[0]:
-            best = (sse, Theta(log_a, d_value, tuple(p[1] for p in parts), tuple(p[2] for p in parts)))
-    assert best is not None
-    return _polish(pools, best[1], fixed, free_d=d is None)
-
-
-def _d_grid(pools: Pools, d: float | None) -> list[float]:
-    floor = min(float(y.min()) for y in pools.y)
-    return [d] if d is not None else [f * floor for f in _D_FRACTIONS]
-
-
-def _a_grid(pools: Pools) -> np.ndarray:
-    n_mid = float(np.median(np.concatenate(pools.n)))
-    return math.log(QQT_NORMALIZER / n_mid) + _A_STEPS * math.log(10.0)
-
-
-def _d_identified(pools: Pools, tau: float | None) -> bool:
-    """Whether the fit depends on d: the best objective with d fixed at each grid value (a, b, tau
-    searched and polished anew) must vary by more than 10% of the optimum (plus 1e-6 per point)."""
-    profile = [_objective(pools, _search(pools, d=d_value, tau=tau)) for d_value in _d_grid(pools, None)]
-    n_points = sum(len(y) for y in pools.y)
-    return max(profile) - min(profile) > 0.1 * min(profile) + 1e-6 * n_points
-
-
-def _polish(pools: Pools, start: Theta, fixed: list[float | None], *, free_d: bool) -> Theta:
-    """Joint L-BFGS on (log a, [d], b_i, log tau_i of the identified pools) from the grid's best point."""
-    free_tau = [i for i, f in enumerate(fixed) if f is None]
-
-    def unpack(v: np.ndarray) -> Theta:
-        k = 1
-        d_value = start.d
-        if free_d:
-            d_value, k = float(v[1]), 2
-        b = tuple(float(x) for x in v[k : k + len(pools.names)])
-        taus = list(start.tau)
-        for j, i in enumerate(free_tau):
-            taus[i] = float(math.exp(v[k + len(pools.names) + j]))
-        return Theta(float(v[0]), d_value, b, tuple(taus))
-
-    floor = min(float(y.min()) for y in pools.y)
-    x0 = [start.log_a, *([start.d] if free_d else []), *start.b, *(math.log(start.tau[i]) for i in free_tau)]
-    bounds = (
-        [(start.log_a - 5.0, start.log_a + 5.0)]
-        + ([(0.0, floor * 0.999)] if free_d else [])
-        + [(-3.0, 1.0)] * len(pools.names)
-        + [(math.log(0.05), math.log(1000.0))] * len(free_tau)
-    )
-    with threadpool_limits(limits=1):  # tiny problem: BLAS thread spin-up costs more than the work
-        res = scipy.optimize.minimize(
-            lambda v: _objective(pools, unpack(v)), np.array(x0), method="L-BFGS-B", bounds=bounds
-        )
-    polished = unpack(res.x)
-    return polished if _objective(pools, polished) <= _objective(pools, start) else start
-
-
-def _pools(curves: pl.DataFrame, sizes: Mapping[str, int]) -> Pools:
-    mean = curves.group_by("pool", "samples_seen").agg(pl.col("error").mean()).sort("pool", "samples_seen")
-    names = tuple(sorted(mean["pool"].unique().to_list()))
-    parts = [mean.filter(pl.col("pool") == p) for p in names]
-    return Pools(
-        names,
-        tuple(p["samples_seen"].to_numpy().astype(np.float64) for p in parts),
-        tuple(p["error"].to_numpy().astype(np.float64) for p in parts),
-        tuple(int(sizes[p]) for p in names),
-    )
 
 
 @dataclass(frozen=True)
@@ -199,6 +60,8 @@ class QQTFit:
     rmse_log: float
     seed_spread: float  # median relative seed-to-seed std of the curve points (nan with one seed)
     draws: tuple[Theta, ...] = field(repr=False)
+    trend: tuple[float, ...] = ()  # per pool: relative change of its mean curve, first point to last
+    model_error: float = 0.0  # log-scale sd of the law's own error (in-sample, or on held-out unions)
 
     @property
     def a(self) -> float:
@@ -221,9 +84,12 @@ class QQTFit:
     def exclusion(self, i: int) -> str | None:
         """Why pool i joins no union (its b interval reaches 0: no gain, or harm), or None."""
         lo, hi = self.b_interval(i)
-        if hi >= 0.0:
-            kind = "harmful" if self.theta.b[i] > 0 else "flat"
-            return f"{kind}: b = {self.theta.b[i]:.3g}, 90% interval [{lo:.3g}, {hi:.3g}] reaches 0"
+        noise = max(0.01, 0.0 if math.isnan(self.seed_spread) else 2.0 * self.seed_spread)
+        change = self.trend[i] if self.trend else -1.0
+        if change > noise:
+            return f"harmful: its error rises {change:.1%} with its data; b = {self.theta.b[i]:.3g}"
+        if change > -noise or hi >= 0.0:
+            return f"flat: its error changes {change:+.1%} with its data; b interval [{lo:.3g}, {hi:.3g}]"
         return None
 
     @property
@@ -291,7 +157,8 @@ class QQTFit:
             return mean, math.nan, math.nan
         tail = 100.0 * (1.0 - level) / 2.0
         lo, hi = float(np.percentile(draws, tail)), float(np.percentile(draws, 100.0 - tail))
-        return mean, min(lo, mean), max(hi, mean)
+        widen = math.exp(_z(level) * self.model_error)  # the law's own error beside the seeds' spread
+        return mean, min(lo, mean) / widen, max(hi, mean) * widen
 
     def with_pool_sizes(self, pool_sizes: Mapping[str, int]) -> QQTFit:
         """The same laws for pools of other sizes (proxy buckets fitted on a sample, planned at full size)."""
@@ -301,6 +168,11 @@ class QQTFit:
         for p in self.names:
             check_interval(f"pool_sizes[{p!r}]", pool_sizes[p], 1, None, caller="QQTFit.with_pool_sizes")
         return replace(self, sizes=tuple(int(pool_sizes[p]) for p in self.names))
+
+    def with_model_error(self, error: float) -> QQTFit:
+        """The same fit with intervals widened by a log-scale model error (e.g. on held-out unions)."""
+        check_interval("error", error, 0, None, caller="QQTFit.with_model_error")
+        return replace(self, model_error=float(error))
 
     def with_gamma(self, gamma: float) -> QQTFit:
         """The same fit under another union rule."""
@@ -369,6 +241,11 @@ def _check_curves(curves: pl.DataFrame, pool_sizes: Mapping[str, int]) -> pl.Dat
         raise FitError("fit_qqt curves hold NaN or infinite error or samples_seen values.")
     if (df["error"] <= 0).any() or (df["samples_seen"] <= 0).any():
         raise FitError("fit_qqt curves need error > 0 and samples_seen > 0 at every point.")
+    if (df["error"] >= 1).any():
+        raise FitError(
+            "fit_qqt curves need error < 1 at every point (the law's regime): pass error rates, or losses "
+            f"divided by the chance-level loss; got max {float(df['error'].max()):.4g}."  # type: ignore[arg-type]
+        )
     for (pool,), part in df.group_by("pool"):
         if part["samples_seen"].n_unique() < 3:
             raise FitError(
@@ -398,11 +275,12 @@ def fit_qqt(
     check_interval("n_bootstrap", n_bootstrap, 0, None, caller="fit_qqt")
     check_interval("gamma", gamma, 0, 1, caller="fit_qqt")
     df = _check_curves(curves, pool_sizes)
-    pools = _pools(df, pool_sizes)
+    pools = mean_curves(df, pool_sizes)
     if d is not None and not 0 <= d < min(float(y.min()) for y in pools.y):
         raise ConfigError(f"The 'd' parameter of fit_qqt() must be in [0, min error). Got {d!r}.")
-    theta = _search(pools, d=d, tau=tau)
-    d_identified = d is not None or _d_identified(pools, tau)
+    theta = search(pools, d=d, tau=tau)
+    spread = _seed_spread(df)
+    d_identified = d is not None or depends_on_d(pools, tau, noise=0.0 if math.isnan(spread) else spread)
     seeds = sorted(df["seed"].unique().to_list())
     rng = np.random.default_rng(seed)
     draws = []
@@ -410,7 +288,7 @@ def fit_qqt(
         for _ in range(n_bootstrap):
             pick = rng.choice(seeds, size=len(seeds), replace=True)
             sample = pl.concat([df.filter(pl.col("seed") == s) for s in pick])
-            draws.append(_search(_pools(sample, pool_sizes), d=d, tau=tau))
+            draws.append(search(mean_curves(sample, pool_sizes), d=d, tau=tau))
     n_points = sum(len(y) for y in pools.y)
     return QQTFit(
         theta=theta,
@@ -419,10 +297,19 @@ def fit_qqt(
         gamma=gamma,
         tau_identified=tuple(tau is None and pools.epochs_past_one(i) >= 2 for i in range(len(pools.names))),
         d_identified=d_identified,
-        rmse_log=math.sqrt(_objective(pools, theta) / n_points),
-        seed_spread=_seed_spread(df),
+        rmse_log=math.sqrt(objective(pools, theta) / n_points),
+        seed_spread=spread,
         draws=tuple(draws),
+        trend=tuple(float(y[-1] / y[0] - 1.0) for y in pools.y),
+        model_error=math.sqrt(objective(pools, theta) / n_points),
     )
+
+
+def _z(level: float) -> float:
+    """The two-sided normal quantile of `level`."""
+    from scipy.stats import norm
+
+    return float(norm.ppf(0.5 + level / 2.0))
 
 
 def choose_union_rule(
@@ -432,17 +319,26 @@ def choose_union_rule(
     union_sizes: Mapping[str, Mapping[str, int]],
 ) -> tuple[float, pl.DataFrame]:
     """The union rule gamma in [0, 1] (steps of 0.25) that best predicts held-out union runs (pool = union
-    name, samples_seen, error), and the table of each gamma's mean absolute relative error."""
+    name, samples_seen, error), and the table of each gamma's mean absolute relative error and log-scale
+    rmse (the chosen one is the model error of union predictions)."""
     mean = union_curves.group_by("pool", "samples_seen").agg(pl.col("error").mean())
     rows = []
     for gamma in np.linspace(0.0, 1.0, 5):
-        errors = []
+        errors, logs = [], []
         for name, pools in members.items():
             sized = fit.with_pool_sizes({**dict(zip(fit.names, fit.sizes, strict=True)), **union_sizes[name]})
             ruled = sized.with_gamma(float(gamma))
             for n, y in mean.filter(pl.col("pool") == name).select("samples_seen", "error").iter_rows():
-                errors.append(abs(ruled.predict(pools, n) - y) / y)
-        rows.append({"gamma": float(gamma), "mare": float(np.mean(errors)) if errors else math.nan})
+                predicted = ruled.predict(pools, n)
+                errors.append(abs(predicted - y) / y)
+                logs.append(math.log(predicted / y))
+        rows.append(
+            {
+                "gamma": float(gamma),
+                "mare": float(np.mean(errors)) if errors else math.nan,
+                "rmse_log": float(np.sqrt(np.mean(np.square(logs)))) if logs else math.nan,
+            }
+        )
     table = pl.DataFrame(rows)
     best = table.sort("mare", "gamma").row(0, named=True)
     return float(best["gamma"]), table

