@@ -4,15 +4,14 @@ fitted, the paper's union rule against the one chosen on held-out unions.
 Data: every labelled English Wikipedia summary (11 topics), static embeddings centred on the pool's mean
 (the product's space), 1,500 held out as eval rows. Two sources, each fitted on its own as the product fits
 one source's buckets: (1) four random draws of 800 documents with 0 / 10 / 30 / 50 % of their labels replaced
-at random (graded quality; eval: every topic); (2) four quantiles of the target distance of a pool to a
-target of three science topics (eval: the held-out rows of those topics). Proxy: the product's MLP probe
-task with its defaults
-(`pipelines.calibrate.ProbeTask`: AdamW, learning rate decaying to 0 at each run's own budget, chosen on a
-validation split, never these eval rows; a curve point at k passes is a run trained k passes), eval
-cross-entropy over its chance level (ln 11), >= 5 seeds, Ray tasks. Fit: `scaling.qqt.fit_qqt` on the
-single buckets; union rule:
-`choose_union_rule` on one rule-choice union per source (its error widens the intervals); evaluated on three
-other unions per source at 1, 2 and 4 passes. Writes bench/results/qqt_real.{md,png}.
+at random (graded quality); (2) 800 documents of each quartile of the target distance of a pool, taken per
+class (1 - cos to the eval rows' mean direction of the document's own class: typical to atypical).
+Proxy: the product's MLP probe task with its defaults (`pipelines.calibrate.ProbeTask`: AdamW, learning
+rate decaying to 0 at each run's own budget, chosen on a validation split, never these eval rows; a curve
+point at k passes is a run trained k passes), eval error rate (1 - accuracy), >= 5 seeds, Ray tasks. Fit:
+`scaling.qqt.fit_qqt` on the single buckets; union rule: `choose_union_rule` on one rule-choice union per
+source (its error widens the intervals); evaluated on three other unions per source at 1, 2 and 4 passes.
+Writes bench/results/qqt_real.{md,png}.
 
 Usage: HF_HUB_OFFLINE=1 .venv/bin/python bench/qqt_real.py [--seeds 5] [--bucket 800]
 """
@@ -43,7 +42,6 @@ from scaling.qqt import QQTFit, choose_union_rule, fit_qqt
 RESULTS = Path(__file__).parent / "results"
 NOISE = {"noise00": 0.0, "noise10": 0.1, "noise30": 0.3, "noise50": 0.5}
 EPOCHS = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0]
-TARGET_TOPICS = ("Physical sciences", "Technology", "Mathematics")
 
 
 @dataclass(frozen=True)
@@ -58,8 +56,8 @@ class Part:
 
 
 def build(bucket: int, seed: int) -> list[Part]:
-    """Two sources: graded label noise (eval: every topic) and target-distance quantiles of a pool (eval: a
-    held-out sample of three science topics, the target)."""
+    """Two sources: graded label noise, and target-distance quartiles of a pool taken per class (distance to
+    the eval rows' mean direction of the same class); eval: the held-out rows, every topic."""
     docs = corpora.wiki(None, labelled_only=True, seed=0)
     labels = sorted(docs["label"].unique().to_list())
     y = docs["label"].replace_strict(labels, list(range(len(labels))), return_dtype=pl.Int64).to_numpy()
@@ -76,11 +74,16 @@ def build(bucket: int, seed: int) -> list[Part]:
         y_noisy[flip] = rng.integers(0, len(labels), len(flip))
         noisy[name] = rows
     pool = rest[len(NOISE) * bucket :]
-    on_target = np.isin(docs["label"].to_numpy(), TARGET_TOPICS)
-    target_eval = eval_rows[on_target[eval_rows]]
-    direction = x[target_eval].mean(axis=0)
-    ranked = pool[np.argsort(1.0 - x[pool] @ (direction / np.linalg.norm(direction)), kind="stable")]
-    near = {f"sim{q}": ranked[q * len(ranked) // 4 : (q + 1) * len(ranked) // 4][:bucket] for q in range(4)}
+    near: dict[str, list[np.ndarray]] = {f"sim{q}": [] for q in range(4)}
+    for c in range(len(labels)):  # per class: quartiles of the distance to the eval rows' class direction
+        members, targets = pool[y[pool] == c], eval_rows[y[eval_rows] == c]
+        direction = x[targets].mean(axis=0)
+        ranked = members[
+            np.argsort(1.0 - x[members] @ (direction / np.linalg.norm(direction)), kind="stable")
+        ]
+        for q in range(4):
+            near[f"sim{q}"].append(ranked[q * len(ranked) // 4 : (q + 1) * len(ranked) // 4])
+    by_class = {name: rng.permutation(np.concatenate(parts))[:bucket] for name, parts in near.items()}
     return [
         Part(
             "label noise",
@@ -95,8 +98,8 @@ def build(bucket: int, seed: int) -> list[Part]:
         ),
         Part(
             "target distance",
-            ProbeTask(x=x, y=y, x_eval=x[target_eval], y_eval=y[target_eval], n_classes=len(labels)),
-            near,
+            ProbeTask(x=x, y=y, x_eval=x[eval_rows], y_eval=y[eval_rows], n_classes=len(labels)),
+            by_class,
             {"sim0+sim1": ["sim0", "sim1"]},
             {
                 "sim0+sim1+sim2": ["sim0", "sim1", "sim2"],
@@ -250,7 +253,7 @@ def plot(parts: list[Part], results: list[Result], dest: Path) -> None:
             members = part.eval_unions.get(pool, [pool])
             grid = np.geomspace(n.min(), n.max(), 60)
             ax.plot(grid, [fit.predict(members, g) for g in grid], "-", color=line.get_color())
-        ax.set(xscale="log", xlabel="samples seen", ylabel="eval loss / chance loss", title=part.name)
+        ax.set(xscale="log", xlabel="samples seen", ylabel="eval error (1 - accuracy)", title=part.name)
         ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(dest, dpi=110)

@@ -47,7 +47,9 @@ class ProxyTask(Protocol):
     """Trains one proxy on the rows of a one-row task table; returns its curve (CURVE columns)."""
 
     @property
-    def chance_loss(self) -> float: ...
+    def error(self) -> pl.Expr:
+        """The curve's error in (0, 1] that QQT fits (from eval_loss / eval_accuracy)."""
+        ...
 
     def __call__(self, task: pa.Table) -> pa.Table: ...
 
@@ -61,9 +63,9 @@ class NgramTask:
     order: int = 3
 
     @property
-    def chance_loss(self) -> float:
-        """The loss of a uniform guess over the vocabulary (nats/token)."""
-        return math.log(self.corpus.vocab_size)
+    def error(self) -> pl.Expr:
+        """The eval loss over a uniform guess's (ln vocabulary size): below 1 for any smoothed model."""
+        return pl.col("eval_loss") / math.log(self.corpus.vocab_size)
 
     def __call__(self, task: pa.Table) -> pa.Table:
         row = task.to_pylist()[0]
@@ -97,9 +99,9 @@ class ProbeTask:
     weight_decay: float = 0.5
 
     @property
-    def chance_loss(self) -> float:
-        """The cross-entropy of a uniform guess over the classes."""
-        return math.log(self.n_classes)
+    def error(self) -> pl.Expr:
+        """The eval error rate, 1 - accuracy (the loss is unbounded when a probe is confidently wrong)."""
+        return 1.0 - pl.col("eval_accuracy")
 
     def __call__(self, task: pa.Table) -> pa.Table:
         row = task.to_pylist()[0]
@@ -270,10 +272,8 @@ def calibrate_buckets(
     seeds: int = 3,
     seed: int = 0,
 ) -> pl.DataFrame:
-    """Bucket curves: pool, seed, pool_rows, samples_seen, epoch, eval_loss, eval_accuracy, and error: the
-    eval loss over the proxy's chance-level loss (in (0, 1) for QQT, `scaling.qqt`)."""
+    """Bucket curves: pool, seed, pool_rows, samples_seen, epoch, eval_loss, eval_accuracy, and the task's
+    error in (0, 1] that QQT fits (`scaling.qqt`)."""
     runs, jobs = bucket_runs(buckets, epochs=epochs, max_rows=max_rows, seeds=seeds, seed=seed)
-    curves = run_tasks(task, runs, executor=executor).with_columns(
-        error=pl.col("eval_loss") / task.chance_loss
-    )
+    curves = run_tasks(task, runs, executor=executor).with_columns(error=task.error)
     return jobs.join(curves, on="run").drop("run").sort("pool", "seed", "samples_seen")

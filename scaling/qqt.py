@@ -5,7 +5,7 @@ Law (official parameterisation, `scaling.laws.qqt_log_excess`): y_k = (a n_1/1e5
 + d, the j-th pass of a union with utility b_j = sum_i w_i b_i 2^{-(j-1) w_i^gamma / tau_i}.
 
 Fit (`fit_qqt`), from curves of several seeds per pool (a curve point at k epochs is a run trained for k
-epochs, never a checkpoint picked on the eval set) of an error in (0, 1) (an error rate, or a loss divided by
+epochs, never a checkpoint picked on the eval set) of an error in (0, 1] (an error rate, or a loss divided by
 its chance level), with a n / 1e5 >= 1 at every point (the official code's regime: a more negative b is a
 better pool at every n):
 1. a and d, shared by the pools, by an outer grid search (as the official `finding_a`); for each (a, d), every
@@ -241,9 +241,9 @@ def _check_curves(curves: pl.DataFrame, pool_sizes: Mapping[str, int]) -> pl.Dat
         raise FitError("fit_qqt curves hold NaN or infinite error or samples_seen values.")
     if (df["error"] <= 0).any() or (df["samples_seen"] <= 0).any():
         raise FitError("fit_qqt curves need error > 0 and samples_seen > 0 at every point.")
-    if (df["error"] >= 1).any():
+    if (df["error"] > 1).any():
         raise FitError(
-            "fit_qqt curves need error < 1 at every point (the law's regime): pass error rates, or losses "
+            "fit_qqt curves need error <= 1 at every point (the law's regime): pass error rates, or losses "
             f"divided by the chance-level loss; got max {float(df['error'].max()):.4g}."  # type: ignore[arg-type]
         )
     for (pool,), part in df.group_by("pool"):

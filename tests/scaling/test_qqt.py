@@ -179,7 +179,7 @@ def _curve(pool: str, seen: list[int], err: list[float]) -> pl.DataFrame:
         (_curve("p", [10, 20], [0.9, 0.8]), {"p": 10}, {}, FitError, "2 point"),
         (_curve("p", [10, 20, 30], [0.9, float("nan"), 0.8]), {"p": 10}, {}, FitError, "NaN"),
         (_curve("p", [10, 20, 30], [0.9, 0.8, 0.0]), {"p": 10}, {}, FitError, "error > 0"),
-        (_curve("p", [10, 20, 30], [2.3, 1.8, 1.5]), {"p": 10}, {}, FitError, "error < 1 at every point"),
+        (_curve("p", [10, 20, 30], [2.3, 1.8, 1.5]), {"p": 10}, {}, FitError, "error <= 1 at every point"),
         (_curve("p", [10, 20, 30], [0.9, 0.8, 0.7]), {"q": 10}, {}, ConfigError, r"lacks pool\(s\) \['p'\]"),
         (_curve("p", [10, 20, 30], [0.9, 0.8, 0.7]), {"p": 10}, {"d": 0.75}, ConfigError, "'d' parameter"),
         (
