@@ -1,280 +1,305 @@
-"""Projektor (Kang et al. 2023): predict a source mixture's performance from its OT distance to the target.
+"""Projektor (Kang et al. 2023) with a saturating stage 2: a mixture's loss at N documents from pilot runs.
 
-Stage 1, per pilot size N_k (least squares over the mixture grid, median of repeats):
-    L̂(N_k, p) = Σ_i (b2_i p_i² + b1_i p_i + b0)·OT(p) + Σ_i (c2_i p_i² + c1_i p_i + c0).
-Stage 2, the parameter-free projection to N from the two largest pilot sizes N_0 < N_1:
-    L̂(N, p) = [ln(N/N_0)·L̂(N_1, p) − ln(N/N_1)·L̂(N_0, p)] / ln(N_1/N_0),
-applied to ln L̂ when the metric is a loss. Stage 3: projected gradient on the simplex (Duchi et al. 2008)
-with step η_t = η_0·0.9^t; ∂OT/∂p comes from the OT dual potentials (scaling.ot.MixtureDistance).
+Stage 1, per pilot size N_k: a mixture law L̂_k(p) (`scaling.mixture.fit_mixture_law`), one method for every
+size, chosen at the largest pilot (Projektor's OT form competes when each run's OT, measured on its own
+training sample, is given).
+Stage 2, per calibration mixture j: L(N, p_j) = E_j + A_j·N^-α, one α shared by every mixture, fitted by
+weighted least squares over >= 3 pilot sizes spanning >= 10x (for a fixed α, E_j and A_j are linear:
+variable projection over α). An unseen p gets the same fit of its stage-1 values:
+L̂(N, p) = Σ_k w_k(N)·L̂_k(p), w(N) = [1, N^-α]·(ZᵀWZ)⁻¹ZᵀW, Z = [1, N_k^-α], W = diag(1/σ_k²) from the
+repeat spread at each size; the weights sum to 1.
+Stage 3: p* = argmin_p L̂(N, p) on the simplex (`scaling.mixture.minimize_on_simplex`).
 
-The `runs` frame has one row per proxy run: `n` (int, pilot training-set size), one float column per source
-(its mixture weight; a row's weights sum to 1), `ot` (S_ε between that mixture and the target) and `metric`
-(the proxy's target metric: eval loss, or accuracy). Rows sharing (n, p) are repeats; their median is fitted.
+The `runs` frame has one row per proxy run: `n` (int, pilot size in documents), one float column per source
+(weights summing to 1), `metric` (target loss, lower is better) and optionally `ot` (S_ε of the run's own
+training sample against the target). Rows sharing (n, p) are repeats.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 import polars as pl
+from scipy.optimize import minimize_scalar
 
 from curate._validation import check_columns, check_interval, check_option
-from curate.errors import FitError, InputError
+from curate.errors import FitError, FitWarning, InputError
 from curate.manifest import Prediction
-from scaling.ot import MixtureDistance
-from scaling.simplex import project_simplex
+from scaling.mixture import LawMethod, MixtureLaw, check_mixtures, fit_mixture_law, minimize_on_simplex
 
-MetricKind = Literal["loss", "accuracy"]
 Z90 = 1.6448536269514722  # two-sided 90% normal quantile
-WEIGHT_TOLERANCE = 1e-6
-
-
-def stage1_features(p: np.ndarray, ot: np.ndarray) -> np.ndarray:
-    """Design matrix of stage 1: [p_i²·OT, p_i·OT, OT, p_i², p_i, 1], shape (k, 4m + 2)."""
-    p = np.atleast_2d(p)
-    d = np.asarray(ot, dtype=np.float64).reshape(-1, 1)
-    one = np.ones_like(d)
-    return np.hstack([p**2 * d, p * d, d, p**2, p, one])
-
-
-def stage1_gradient(coef: np.ndarray, p: np.ndarray, ot: float) -> tuple[np.ndarray, float]:
-    """(∂L̂/∂p at fixed OT, ∂L̂/∂OT) of the stage-1 form at one mixture."""
-    m = p.size
-    b2, b1, b0 = coef[:m], coef[m : 2 * m], coef[2 * m]
-    c2, c1 = coef[2 * m + 1 : 3 * m + 1], coef[3 * m + 1 : 4 * m + 1]
-    return (2 * b2 * p + b1) * ot + 2 * c2 * p + c1, float(b2 @ p**2 + b1 @ p + b0)
+MIN_SIZES, MIN_SPAN = 3, 10.0
+ALPHA_RANGE = (0.01, 3.0)
+PlanMethod = Literal["projektor", "uniform", "proportional", "dml", "regression", "best_grid"]
+PLAN_METHODS: tuple[PlanMethod, ...] = (
+    "projektor",
+    "uniform",
+    "proportional",
+    "dml",
+    "regression",
+    "best_grid",
+)
 
 
 @dataclass(frozen=True, slots=True)
-class Stage1Fit:
-    """Least-squares stage-1 coefficients at pilot size `n`, with the leave-one-out RMSE of the fit."""
+class SizeLaw:
+    """Stage 2: L(N) = E_j + A_j·N^-α per mixture j (rows of the fitted values), α shared."""
 
-    n: int
-    coef: np.ndarray
-    loo_rmse: float
+    alpha: float
+    sizes: np.ndarray
+    sigma: np.ndarray  # noise per size (the weights are 1/σ²)
+    e: np.ndarray
+    a: np.ndarray
+    rmse: float  # residual RMSE over every (mixture, size), metric units
 
-    def predict(self, p: np.ndarray, ot: np.ndarray) -> np.ndarray:
-        """L̂(n, p) for mixtures p (k, m) with OT values ot (k,)."""
-        return stage1_features(p, ot) @ self.coef
+    def weights(self, n: float) -> np.ndarray:
+        """w(N): L̂(N) = Σ_k w_k·L(N_k) for any mixture's values at the pilot sizes; sums to 1."""
+        z = np.column_stack([np.ones(len(self.sizes)), self.sizes**-self.alpha])
+        w = 1.0 / self.sigma**2
+        return np.array([1.0, n**-self.alpha]) @ np.linalg.solve(z.T @ (w[:, None] * z), z.T * w)
 
-
-def fit_stage1(n: int, p: np.ndarray, ot: np.ndarray, metric: np.ndarray) -> Stage1Fit:
-    """Minimum-norm least squares of the stage-1 form; leave-one-out residuals via the hat matrix."""
-    x = stage1_features(p, ot)
-    coef, *_ = np.linalg.lstsq(x, metric, rcond=None)
-    hat = np.diag(x @ np.linalg.pinv(x))
-    resid = (metric - x @ coef) / np.maximum(1.0 - hat, 1e-3)
-    return Stage1Fit(n=int(n), coef=coef, loo_rmse=float(np.sqrt(np.mean(resid**2))))
-
-
-def project_to_size(
-    n: float, *, n0: float, value0: float, n1: float, value1: float, log_space: bool
-) -> float:
-    """Stage 2 (Kang et al. 2023): [ln(N/N0)·L(N1) − ln(N/N1)·L(N0)] / ln(N1/N0), on ln L if `log_space`."""
-    if not 0 < n0 < n1:
-        raise FitError(f"project_to_size needs 0 < n0 < n1; got n0={n0}, n1={n1}.")
-    w1, w0 = _stage2_weights(n, n0, n1)
-    if log_space:
-        if value0 <= 0 or value1 <= 0:
-            raise FitError(f"a loss projected in log space must be > 0; got {value0} and {value1}.")
-        return math.exp(w1 * math.log(value1) - w0 * math.log(value0))
-    return w1 * value1 - w0 * value0
+    def predict(self, n: float) -> np.ndarray:
+        """E_j + A_j·N^-α for every fitted mixture."""
+        return self.e + self.a * n**-self.alpha
 
 
-def _stage2_weights(n: float, n0: float, n1: float) -> tuple[float, float]:
-    span = math.log(n1 / n0)
-    return math.log(n / n0) / span, math.log(n / n1) / span
+def fit_size_law(
+    sizes: Sequence[float], values: np.ndarray, *, sigma: np.ndarray | None = None, min_span: float = MIN_SPAN
+) -> SizeLaw:
+    """Weighted least squares of E_j + A_j·N^-α to values (mixtures, sizes), α in ALPHA_RANGE shared."""
+    n = np.asarray(sizes, dtype=np.float64)
+    y = np.atleast_2d(np.asarray(values, dtype=np.float64))
+    if len(n) < MIN_SIZES or (np.diff(n) <= 0).any() or n[0] <= 0 or n[-1] / n[0] < min_span:
+        raise FitError(
+            f"stage 2 needs >= {MIN_SIZES} increasing pilot sizes spanning >= {min_span:g}x; "
+            f"got sizes {n.tolist()}."
+        )
+    if y.shape[1] != len(n) or not np.isfinite(y).all():
+        raise InputError(f"values must be finite, one column per pilot size ({len(n)}); got shape {y.shape}.")
+    s = np.ones(len(n)) if sigma is None else np.asarray(sigma, dtype=np.float64)
+    s = np.maximum(s, 0.1 * float(np.median(s)) + 1e-12)
+    sw = 1.0 / s
+
+    def solve(log_alpha: float) -> tuple[float, np.ndarray]:
+        z = np.column_stack([np.ones(len(n)), n ** -math.exp(log_alpha)]) * sw[:, None]
+        coef, *_ = np.linalg.lstsq(z, (y * sw).T, rcond=None)
+        return float(((z @ coef - (y * sw).T) ** 2).sum()), coef
+
+    grid = np.linspace(math.log(ALPHA_RANGE[0]), math.log(ALPHA_RANGE[1]), 48)
+    k = int(np.argmin([solve(g)[0] for g in grid]))
+    lo, hi = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
+    best = minimize_scalar(lambda g: solve(g)[0], bounds=(lo, hi), method="bounded").x
+    log_alpha = float(best) if solve(best)[0] <= solve(grid[k])[0] else float(grid[k])
+    _, coef = solve(log_alpha)
+    alpha = math.exp(log_alpha)
+    fitted = coef[0][:, None] + coef[1][:, None] * n**-alpha
+    return SizeLaw(alpha, n, s, coef[0], coef[1], float(np.sqrt(np.mean((fitted - y) ** 2))))
 
 
-@dataclass(frozen=True, slots=True)
-class OTSurrogate:
-    """Scheffé quadratic OT(p) ≈ Σ q_i p_i + Σ_{i<j} q_ij p_i p_j fitted to the runs' (p, ot) pairs.
-
-    Used by `Projektor` when no `MixtureDistance` is given (the runs frame alone then suffices).
-    """
-
-    coef: np.ndarray
-
-    @staticmethod
-    def _features(p: np.ndarray) -> np.ndarray:
-        p = np.atleast_2d(p)
-        i, j = np.triu_indices(p.shape[1], k=1)
-        return np.hstack([p, p[:, i] * p[:, j]])
-
-    @classmethod
-    def fit(cls, p: np.ndarray, ot: np.ndarray) -> OTSurrogate:
-        """Least squares on unique mixtures."""
-        coef, *_ = np.linalg.lstsq(cls._features(p), ot, rcond=None)
-        return cls(coef)
-
-    def value_and_gradient(self, p: np.ndarray) -> tuple[float, np.ndarray]:
-        """OT(p) and its Euclidean gradient in p."""
-        m = p.size
-        q, inter = self.coef[:m], np.zeros((m, m))
-        i, j = np.triu_indices(m, k=1)
-        inter[i, j] = inter[j, i] = self.coef[m:]
-        return float((self._features(p) @ self.coef)[0]), q + inter @ p
-
-
-@dataclass
+@dataclass(frozen=True)
 class Projektor:
-    """Fitted stage-1 models at the pilot sizes, the OT source, and the metric's orientation."""
+    """Stage-1 mixture laws at the pilot sizes and the stage-2 size law that projects them to N."""
 
     sources: tuple[str, ...]
-    metric: MetricKind
-    fits: tuple[Stage1Fit, ...]
-    distance: MixtureDistance | OTSurrogate
-    grid: np.ndarray = field(repr=False)  # the calibration mixtures (unique p), one row each
-    grid_ot: np.ndarray = field(repr=False)  # their median OT from the runs
+    sizes: tuple[int, ...]
+    laws: tuple[MixtureLaw, ...]
+    size_law: SizeLaw
+    grid: np.ndarray = field(repr=False)  # calibration mixtures measured at every size
+    values: np.ndarray = field(repr=False)  # their mean metric (mixtures, sizes)
+    max_projection: float = 5.0
 
-    def _ot(self, p: np.ndarray, *, gradient: bool) -> tuple[float, np.ndarray]:
-        if isinstance(self.distance, OTSurrogate):
-            return self.distance.value_and_gradient(p)
-        if not gradient:
-            return self.distance.value(p), np.zeros_like(p)
-        value, directional = self.distance.value_and_gradient(p)
-        # mean_{S_i} f − mean_rest f = (g_i − Σ_k p_k g_k)/(1 − p_i): the Euclidean gradient up to a constant
-        return value, directional * (1.0 - p)
+    def backtest(self) -> np.ndarray | None:
+        """Signed errors per grid mixture of stage 2 refitted without the largest pilot and projected to it
+        (predicted − measured); None below 4 pilot sizes."""
+        if len(self.sizes) < MIN_SIZES + 1:
+            return None
+        law = fit_size_law(self.sizes[:-1], self.values[:, :-1], sigma=self.size_law.sigma[:-1], min_span=1.0)
+        return self.values[:, :-1] @ law.weights(self.sizes[-1]) - self.values[:, -1]
 
-    def _mixture(self, p: Sequence[float] | dict[str, float]) -> np.ndarray:
-        if isinstance(p, dict):
+    def _weights(self, n: float, caller: str) -> np.ndarray:
+        check_interval("n", n, 1, None, caller=caller)
+        ratio = n / self.sizes[-1]
+        if ratio > self.max_projection:
+            warnings.warn(
+                f"{caller}: N = {n:g} is {ratio:.1f}x the largest pilot ({self.sizes[-1]}), beyond "
+                f"max_projection = {self.max_projection:g}x; the projection is an extrapolation.",
+                FitWarning,
+                stacklevel=3,
+            )
+        return self.size_law.weights(n)
+
+    def _value(self, w: np.ndarray, p: np.ndarray) -> np.ndarray:
+        return sum(
+            (wk * law.model.predict(p, None) for wk, law in zip(w, self.laws, strict=True)), np.zeros(len(p))
+        )
+
+    def predict(self, n: float, p: np.ndarray) -> np.ndarray:
+        """L̂(N, p) for each row of p (mixtures x sources), OT from each size's model of it."""
+        return self._value(
+            self._weights(n, "Projektor.predict"), check_mixtures(p, m=len(self.sources), what="p")
+        )
+
+    def prediction(self, n: float, p: Mapping[str, float] | Sequence[float]) -> Prediction:
+        """L̂(N, p) with a 90% interval: the stage-1 cross-validated error carried through w(N), plus the
+        stage-2 residual."""
+        pv = self._mixture(p)
+        w = self._weights(n, "Projektor.prediction")
+        value = float(self._value(w, pv[None, :])[0])
+        stage1 = sum(
+            abs(wk) * law.cv_error * math.sqrt(math.pi / 2) for wk, law in zip(w, self.laws, strict=True)
+        )
+        se = math.hypot(float(np.nan_to_num(stage1)), self.size_law.rmse)
+        return Prediction(
+            metric="eval_loss", value=value, interval=(value - Z90 * se, value + Z90 * se), method="projektor"
+        )
+
+    def optimize(self, n: float, *, seed: int = 0) -> dict[str, float]:
+        """p* = argmin_p L̂(N, p) on the simplex."""
+        w = self._weights(n, "Projektor.optimize")
+        smooth = all(law.model.smooth for law in self.laws)
+        best = minimize_on_simplex(lambda q: self._value(w, q), len(self.sources), smooth=smooth,
+                                   extra=self.grid, seed=seed)  # fmt: skip
+        return {s: float(v) for s, v in zip(self.sources, best, strict=True)}
+
+    def _mixture(self, p: Mapping[str, float] | Sequence[float]) -> np.ndarray:
+        if isinstance(p, Mapping):
             unknown = sorted(set(p) - set(self.sources))
             if unknown:
                 raise InputError(f"mixture names unknown source(s) {unknown}; sources: {list(self.sources)}.")
             p = [float(p.get(s, 0.0)) for s in self.sources]
-        pv = np.asarray(p, dtype=np.float64)
-        if pv.shape != (len(self.sources),) or (pv < 0).any() or abs(pv.sum() - 1) > WEIGHT_TOLERANCE:
-            raise InputError(
-                f"mixture p must be {len(self.sources)} non-negative weights summing to 1 over "
-                f"{list(self.sources)}; got {pv.tolist()} (sum {pv.sum():.6g})."
-            )
-        return pv
-
-    def _at(self, n: float, p: np.ndarray, ot: float) -> tuple[float, float]:
-        """(L̂(N, p), its standard error on the projected scale: log for a loss)."""
-        (f0, f1) = self.fits[-2:]
-        l0, l1 = float(f0.predict(p, np.array([ot]))[0]), float(f1.predict(p, np.array([ot]))[0])
-        w1, w0 = _stage2_weights(n, f0.n, f1.n)
-        log_space = self.metric == "loss"
-        value = project_to_size(n, n0=f0.n, value0=l0, n1=f1.n, value1=l1, log_space=log_space)
-        s0, s1 = (f0.loo_rmse / l0, f1.loo_rmse / l1) if log_space else (f0.loo_rmse, f1.loo_rmse)
-        return value, math.hypot(w1 * s1, w0 * s0)
-
-    def predict(self, n: float, p: Sequence[float] | dict[str, float]) -> Prediction:
-        """L̂(N, p) with a 90% interval from the stage-1 leave-one-out error propagated through stage 2."""
-        check_interval("n", n, 1, None, caller="Projektor.predict")
-        pv = self._mixture(p)
-        ot, _ = self._ot(pv, gradient=False)
-        value, se = self._at(n, pv, ot)
-        if self.metric == "loss":
-            lo, hi = value * math.exp(-Z90 * se), value * math.exp(Z90 * se)
-        else:
-            lo, hi = value - Z90 * se, value + Z90 * se
-        return Prediction(metric=f"eval_{self.metric}", value=value, interval=(lo, hi), method="projektor")
-
-    def _gradient(self, n: float, p: np.ndarray) -> tuple[float, np.ndarray]:
-        ot, ot_grad = self._ot(p, gradient=True)
-        w1, w0 = _stage2_weights(n, self.fits[-2].n, self.fits[-1].n)
-        parts = []
-        for fit in self.fits[-2:]:
-            direct, d_ot = stage1_gradient(fit.coef, p, ot)
-            parts.append((float(fit.predict(p, np.array([ot]))[0]), direct + d_ot * ot_grad))
-        (l0, g0), (l1, g1) = parts
-        value, _ = self._at(n, p, ot)
-        grad = value * (w1 * g1 / l1 - w0 * g0 / l0) if self.metric == "loss" else w1 * g1 - w0 * g0
-        return value, grad
-
-    def optimize(self, n: float, *, steps: int = 30, eta0: float = 0.2) -> dict[str, float]:
-        """p* = argbest_p L̂(N, p): projected gradient from the best grid mixture, η_t = η0·0.9^t."""
-        check_interval("n", n, 1, None, caller="Projektor.optimize")
-        check_interval("steps", steps, 0, None, caller="Projektor.optimize")
-        check_interval("eta0", eta0, 0, None, caller="Projektor.optimize", closed="neither")
-        sign = 1.0 if self.metric == "loss" else -1.0
-        scores = [sign * self._at(n, g, d)[0] for g, d in zip(self.grid, self.grid_ot, strict=True)]
-        p = self.grid[int(np.argmin(scores))].copy()
-        best_p, best = p.copy(), min(scores)
-        for t in range(steps):
-            value, grad = self._gradient(n, p)
-            if sign * value < best:
-                best_p, best = p.copy(), sign * value
-            d = grad - grad.mean()
-            scale = float(np.abs(d).max())
-            if scale == 0:
-                break
-            p = project_simplex(p - sign * eta0 * 0.9**t * d / scale)
-        value = self._at(n, p, self._ot(p, gradient=False)[0])[0]
-        if sign * value < best:
-            best_p = p
-        return {s: float(w) for s, w in zip(self.sources, best_p, strict=True)}
+        return check_mixtures([list(p)], m=len(self.sources), what=f"mixture over {list(self.sources)}")[0]
 
 
-def median_runs(runs: pl.DataFrame, *, sources: Sequence[str]) -> pl.DataFrame:
-    """Validate a runs frame and collapse repeats: median ot and metric per (n, p), sorted."""
+def check_runs(runs: pl.DataFrame, *, sources: Sequence[str]) -> pl.DataFrame:
+    """Validate a runs frame (columns n, sources, metric, optional ot); returns it sorted by n."""
     if not sources:
         raise InputError("sources must name at least one source column of the runs frame; got none.")
-    check_columns(
-        runs, {"n": int, **dict.fromkeys(sources, float), "ot": float, "metric": float}, what="runs"
-    )
+    check_columns(runs, {"n": int, **dict.fromkeys(sources, float), "metric": float}, what="runs")
     if runs.height == 0:
         raise InputError("runs frame is empty; run the calibration grid first.")
-    cols = list(sources)
-    total = runs.select(pl.sum_horizontal(cols)).to_series()
-    bad = (total - 1.0).abs() > WEIGHT_TOLERANCE
-    if bad.any():
-        i = int(bad.arg_max() or 0)
-        raise InputError(
-            f"runs row {i} has mixture weights summing to {total[i]:.6g}, not 1 "
-            f"({', '.join(f'{s}={runs[s][i]}' for s in cols)})."
-        )
-    if runs.select(pl.min_horizontal(cols)).to_series().min() < 0:  # type: ignore[operator]
-        raise InputError("runs hold a negative mixture weight; weights must be >= 0.")
-    unused = [s for s in cols if runs[s].max() == 0]
+    check_mixtures(runs.select(sources).to_numpy(), m=len(sources), what="runs (mixture weights)")
+    unused = [s for s in sources if runs[s].max() == 0]
     if unused:
         raise InputError(
             f"source(s) {', '.join(unused)} have no pilot data: weight 0 in every run; add grid mixtures "
             "that use them or drop them from `sources`."
         )
-    return (
-        runs.group_by(["n", *cols]).agg(pl.col("ot").median(), pl.col("metric").median()).sort(["n", *cols])
-    )
+    return runs.sort("n")
+
+
+def _at_size(
+    runs: pl.DataFrame, sources: Sequence[str], n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    part = runs.filter(pl.col("n") == n)
+    ot = part["ot"].to_numpy() if "ot" in part.columns else None
+    return part.select(sources).to_numpy(), part["metric"].to_numpy(), ot
 
 
 def fit_projektor(
     runs: pl.DataFrame,
     *,
     sources: Sequence[str],
-    metric: MetricKind = "loss",
-    distance: MixtureDistance | None = None,
+    method: LawMethod = "auto",
+    max_projection: float = 5.0,
+    seed: int = 0,
 ) -> Projektor:
-    """Fit stage 1 per pilot size on the median of repeats; `distance` supplies OT and its potentials.
+    """Stage-1 laws per pilot size (method chosen at the largest) and the stage-2 size law on the grid."""
+    runs = check_runs(runs, sources=sources)
+    sizes = sorted(int(s) for s in runs["n"].unique())
+    p, y, ot = _at_size(runs, sources, sizes[-1])
+    top = fit_mixture_law(p, y, ot=ot, method=method, sources=sources, seed=seed)
+    laws = []
+    for n in sizes[:-1]:
+        with warnings.catch_warnings():  # the largest pilot's fit has warned about these mixtures already
+            warnings.simplefilter("ignore", FitWarning)
+            laws.append(fit_mixture_law(*_at_size(runs, sources, n)[:2], ot=_at_size(runs, sources, n)[2],
+                                        method=top.method, sources=sources, seed=seed))  # fmt: skip
+    laws.append(top)
+    mean = (
+        runs.group_by("n", *sources).agg(pl.col("metric").mean())
+        .pivot(on="n", index=list(sources), values="metric").drop_nulls()
+    )  # fmt: skip
+    grid = mean.select(sources).to_numpy()
+    values = mean.select([str(n) for n in sizes]).to_numpy()
+    if len(grid) == 0:
+        raise InputError(f"no mixture of the runs was measured at every pilot size {sizes}.")
+    sigma = np.array([law.noise for law in laws])
+    size_law = fit_size_law(sizes, values, sigma=None if np.isnan(sigma).any() else sigma)
+    return Projektor(tuple(sources), tuple(sizes), tuple(laws), size_law, grid, values, max_projection)
 
-    Without `distance`, OT(p) of new mixtures comes from a quadratic surrogate fitted to the runs.
-    """
-    check_option("metric", metric, ("loss", "accuracy"), caller="fit_projektor")
-    med = median_runs(runs, sources=sources)
-    sizes = sorted(med["n"].unique().to_list())
-    if len(sizes) < 2:
-        raise FitError(f"fit_projektor needs runs at >= 2 pilot sizes for stage 2; got sizes {sizes}.")
-    if distance is not None and tuple(distance.sources) != tuple(sources):
-        raise InputError(
-            f"distance sources {list(distance.sources)} differ from `sources` {list(sources)} (same order)."
+
+@dataclass(frozen=True, slots=True)
+class MixturePlan:
+    """Chosen source weights (sum to 1) and Projektor's prediction for them at size n."""
+
+    method: PlanMethod
+    weights: dict[str, float]
+    prediction: Prediction
+
+
+def plan_weights(
+    model: Projektor,
+    runs: pl.DataFrame,
+    *,
+    n: int,
+    method: PlanMethod = "projektor",
+    source_sizes: Mapping[str, int] | None = None,
+    seed: int = 0,
+) -> MixturePlan:
+    """Weights by `method` (Projektor's optimum at n, or a baseline on the largest pilot's runs) and
+    Projektor's prediction for them at n."""
+    check_option("method", method, PLAN_METHODS, caller="plan_weights")
+    check_interval("n", n, 1, None, caller="plan_weights")
+    sources = model.sources
+    m = len(sources)
+    if method == "projektor":
+        weights = model.optimize(n, seed=seed)
+        return MixturePlan(method, weights, model.prediction(n, weights))
+    if method == "uniform":
+        pv = np.full(m, 1.0 / m)
+    elif method == "proportional":
+        if source_sizes is None or sorted(source_sizes) != sorted(sources):
+            got = None if source_sizes is None else sorted(source_sizes)
+            raise InputError(f"method 'proportional' needs source_sizes for {sorted(sources)}; got {got}.")
+        sizes = np.array([source_sizes[s] for s in sources], dtype=np.float64)
+        if (sizes <= 0).any():
+            raise InputError(f"source_sizes must be > 0; got {dict(source_sizes)}.")
+        pv = sizes / sizes.sum()
+    else:
+        p, y, _ = _at_size(check_runs(runs, sources=sources), sources, model.sizes[-1])
+        if method == "best_grid":
+            means = (
+                pl.DataFrame(p, schema=list(sources)).with_columns(metric=y)
+                .group_by(sources).agg(pl.col("metric").mean()).sort("metric", *sources)
+            )  # fmt: skip
+            pv = means.select(sources).to_numpy()[0]
+        else:
+            pv = fit_mixture_law(p, y, method=method, sources=sources, seed=seed).optimum(seed=seed)
+    weights = {s: float(w) for s, w in zip(sources, pv, strict=True)}
+    return MixturePlan(method, weights, model.prediction(n, weights))
+
+
+def compare_mixtures(
+    model: Projektor,
+    runs: pl.DataFrame,
+    *,
+    n: int,
+    source_sizes: Mapping[str, int] | None = None,
+    seed: int = 0,
+) -> pl.DataFrame:
+    """One row per plan method: method, weight per source, Projektor's predicted value, lo, hi."""
+    rows = []
+    for method in PLAN_METHODS:
+        if method == "proportional" and source_sizes is None:
+            continue
+        plan = plan_weights(model, runs, n=n, method=method, source_sizes=source_sizes, seed=seed)
+        lo, hi = plan.prediction.interval
+        rows.append(
+            {"method": method, **plan.weights, "predicted": plan.prediction.value, "lo": lo, "hi": hi}
         )
-    if metric == "loss" and med["metric"].min() <= 0:  # type: ignore[operator]
-        raise FitError("a loss metric must be > 0 in every run to project it in log space.")
-    fits = []
-    for n in sizes:
-        part = med.filter(pl.col("n") == n)
-        fits.append(
-            fit_stage1(n, part.select(sources).to_numpy(), part["ot"].to_numpy(), part["metric"].to_numpy())
-        )
-    grid = med.group_by(sources, maintain_order=True).agg(pl.col("ot").median())
-    ot_source: MixtureDistance | OTSurrogate = distance or OTSurrogate.fit(
-        med.select(sources).to_numpy(), med["ot"].to_numpy()
-    )
-    return Projektor(
-        tuple(sources), metric, tuple(fits), ot_source, grid.select(sources).to_numpy(), grid["ot"].to_numpy()
-    )
+    return pl.DataFrame(rows)

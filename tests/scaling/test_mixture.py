@@ -1,24 +1,16 @@
-"""Mixture draws, the Data Mixing Law baseline and the one-call planner, against hand-checked values."""
+"""Mixture laws (fit_mixture_law): recovery of known laws, interior optima, repeats, the choice by
+cross-validation and its identification rule, against hand values and brute force."""
 
 from __future__ import annotations
 
 import numpy as np
-import polars as pl
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from curate.errors import ConfigError, InputError
-from scaling.mixture import (
-    compare_mixtures,
-    fit_data_mixing_law,
-    mixture_counts,
-    plan_weights,
-    sample_mixture,
-)
+from curate.errors import ConfigError, FitError, FitWarning, InputError
+from scaling.mixture import fit_mixture_law, minimize_on_simplex, mixture_counts
 from scaling.simplex import simplex_grid
-
-SOURCES = ("a", "b", "c")
 
 
 @given(
@@ -32,81 +24,137 @@ def test_mixture_counts_sum_to_n_and_round_n_p(weights: list[float], n: int) -> 
     assert (np.abs(counts - n * p) < 1.0 + 1e-9).all()
 
 
-def test_sample_mixture_draws_without_replacement_and_is_seeded() -> None:
-    """Each source gives its count of distinct rows; the same seed gives the same rows; too few rows raise."""
-    rows = sample_mixture([50, 80, 10], [0.5, 0.3, 0.2], 40, seed=7)
-    assert [len(r) for r in rows] == [20, 12, 8]
-    assert all(
-        len(set(r.tolist())) == len(r) and r.max() < s for r, s in zip(rows, [50, 80, 10], strict=True)
-    )
-    assert all(
-        (a == b).all()
-        for a, b in zip(rows, sample_mixture([50, 80, 10], [0.5, 0.3, 0.2], 40, seed=7), strict=True)
-    )
-    with pytest.raises(InputError, match=r"needs 40 rows from source #2 but its pool holds 10"):
-        sample_mixture([50, 80, 10], [0.0, 0.0, 1.0], 40)
-
-
-def test_data_mixing_law_recovers_parameters_and_vertex_optimum() -> None:
-    """Exact data from L = c + k·exp(t·p) give back (c, k, t); the loss optimum is the smallest-t vertex."""
+def test_dml_recovers_parameters_and_its_vertex_optimum() -> None:
+    """Exact data from L = 1.2 + 0.4·exp(0.5 p0 − p1) give back c, k, t (t of the last source fixed at 0);
+    one exponential is monotone in t·p, so its optimum is the vertex of the smallest t."""
     grid = simplex_grid(3, divisions=4)
-    t = np.array([0.5, -1.0, 1.5])
-    y = 1.2 + 0.4 * np.exp(grid @ t)
-    law = fit_data_mixing_law(grid, y)
-    np.testing.assert_allclose(law.predict(grid), y, rtol=1e-6)
-    np.testing.assert_array_equal(law.optimum(metric="loss"), [0.0, 1.0, 0.0])
-    np.testing.assert_array_equal(law.optimum(metric="accuracy"), [0.0, 0.0, 1.0])
+    y = 1.2 + 0.4 * np.exp(grid @ np.array([0.5, -1.0, 0.0]))
+    law = fit_mixture_law(grid, y, method="dml", sources=["a", "b", "c"])
+    assert law.params() == pytest.approx({"c": 1.2, "k": 0.4, "t.a": 0.5, "t.b": -1.0}, abs=1e-5)
+    np.testing.assert_allclose(law.predict([[0.2, 0.3, 0.5]]), [1.2 + 0.4 * np.exp(0.1 - 0.3)], rtol=1e-6)
+    np.testing.assert_allclose(law.optimum(), [0.0, 1.0, 0.0], atol=1e-9)
 
 
-def _runs() -> pl.DataFrame:
-    """Two pilot sizes, a loss that is lowest near p = (0.6, 0.3, 0.1), OT a quadratic in p, two repeats."""
-    grid = simplex_grid(3, divisions=5)
-    target = np.array([0.6, 0.3, 0.1])
-    ot = 0.5 + ((grid - target) ** 2).sum(axis=1)
-    rows = [
-        {
-            "n": n,
-            **dict(zip(SOURCES, p, strict=True)),
-            "ot": d,
-            "metric": (1 + 2 * (d - 0.5)) * n**-0.2 + 1e-4 * r,
-        }
-        for n in (200, 300)
-        for p, d in zip(grid, ot, strict=True)
-        for r in range(2)
-    ]
-    return pl.DataFrame(rows)
+def test_dml_over_two_target_domains_has_the_brute_force_interior_optimum() -> None:
+    """Two target domains, each best served by its own source: the summed laws' optimum is interior and
+    matches the argmin of the true sum over a dense lattice."""
+    grid = simplex_grid(3, divisions=6)  # 28 mixtures for 2 x 4 parameters
+
+    def truth(p: np.ndarray) -> np.ndarray:
+        return np.column_stack([1.0 + 2.0 * np.exp(-3.0 * p[:, 0]), 0.8 + 1.5 * np.exp(-2.0 * p[:, 1])])
+
+    law = fit_mixture_law(grid, truth(grid), method="dml")
+    dense = simplex_grid(3, divisions=200)
+    want = dense[np.argmin(truth(dense).sum(axis=1))]
+    got = law.optimum()
+    assert 0.2 < got[0] < 0.8 and 0.2 < got[1] < 0.8
+    np.testing.assert_allclose(got, want, atol=0.01)
 
 
-def test_plan_weights_baselines_and_projektor() -> None:
-    """uniform = 1/m, proportional = sizes/total, best_grid = the grid argmin, projektor beats uniform."""
-    runs, n = _runs(), 3000
-    sizes = {"a": 100, "b": 300, "c": 600}
-    uni = plan_weights(runs, sources=SOURCES, n=n, method="uniform")
-    assert uni.weights == pytest.approx(dict.fromkeys(SOURCES, 1 / 3))
-    prop = plan_weights(runs, sources=SOURCES, n=n, method="proportional", source_sizes=sizes)
-    assert prop.weights == pytest.approx({"a": 0.1, "b": 0.3, "c": 0.6})
-    grid = plan_weights(runs, sources=SOURCES, n=n, method="best_grid")
-    assert grid.weights == pytest.approx({"a": 0.6, "b": 0.4, "c": 0.0}) or grid.weights == pytest.approx(
-        {"a": 0.6, "b": 0.2, "c": 0.2}
+def test_quadratic_recovers_a_scheffe_polynomial() -> None:
+    """A quadratic mixture model is recovered exactly and predicts unseen mixtures."""
+    grid = simplex_grid(4, divisions=5)  # 56 mixtures, 10 parameters
+
+    def truth(p: np.ndarray) -> np.ndarray:
+        return 3.0 * p[:, 0] + 2.0 * p[:, 1] + 2.5 * p[:, 2] + 4.0 * p[:, 3] - 3.0 * p[:, 0] * p[:, 1]
+
+    law = fit_mixture_law(grid, truth(grid), method="quadratic")
+    new = np.random.default_rng(0).dirichlet(np.ones(4), 20)
+    np.testing.assert_allclose(law.predict(new), truth(new), atol=1e-4)
+    assert law.cv_error < 1e-4
+
+
+def _stage1_data(j: int = 60) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mixtures of 3 sources, an OT that is not a function of p alone (sample noise), and a loss in the
+    Projektor stage-1 family of p and OT."""
+    rng = np.random.default_rng(2)
+    p = rng.dirichlet(np.ones(3), j)
+    ot = 0.5 + (p**2) @ np.array([0.3, 0.1, 0.6]) + rng.normal(0, 0.05, j)
+    y = 2.0 + p @ np.array([0.5, -0.2, 0.0]) + (p**2 * ot[:, None]) @ np.array([1.0, 2.0, 0.5]) + 1.5 * ot
+    return p, ot, y
+
+
+def test_projektor_law_uses_each_runs_ot() -> None:
+    """The stage-1 form with the runs' OT values is recovered exactly: unseen mixtures with their OT are
+    predicted to 1e-4, and a law on p alone (quadratic) cannot do as well."""
+    p, ot, y = _stage1_data()
+    law = fit_mixture_law(p[:50], y[:50], ot=ot[:50], method="projektor")
+    np.testing.assert_allclose(law.predict(p[50:], ot=ot[50:]), y[50:], atol=1e-4)
+    quad = fit_mixture_law(p[:50], y[:50], method="quadratic")
+    assert (
+        np.abs(quad.predict(p[50:]) - y[50:]).mean()
+        > 10 * np.abs(law.predict(p[50:], ot[50:]) - y[50:]).mean()
     )
-    star = plan_weights(runs, sources=SOURCES, n=n)
-    assert star.prediction.value <= uni.prediction.value
-    np.testing.assert_allclose(list(star.weights.values()), [0.6, 0.3, 0.1], atol=0.02)
-    table = compare_mixtures(runs, sources=SOURCES, n=n, source_sizes=sizes)
-    assert table["method"].to_list() == ["projektor", "uniform", "proportional", "dml", "best_grid"]
-    assert table["predicted"].min() == pytest.approx(star.prediction.value)
+
+
+def test_auto_picks_the_least_cross_validated_error_and_reports_every_method() -> None:
+    """'auto' fits the method whose out-of-fold MAE is least; every method has a score; the generating
+    family (Projektor's, given OT) wins."""
+    p, ot, y = _stage1_data()
+    law = fit_mixture_law(p, y, ot=ot)
+    scores = {m: s.mae for m, s in law.cv.items() if s.skipped is None}
+    assert set(law.cv) == {"dml", "quadratic", "regression", "projektor"}
+    assert law.method == min(scores, key=scores.__getitem__) == "projektor"
+    assert law.cv_error == scores["projektor"]
+
+
+def test_repeats_are_averaged_and_their_spread_is_the_noise() -> None:
+    """Two repeats per mixture at ±d around the law: the fit equals the fit of the means, and the noise is
+    the pooled standard deviation sqrt(Σ dev² / (runs − mixtures)) = d·sqrt(2)."""
+    grid = simplex_grid(3, divisions=4)
+    y = 1.0 + 0.5 * np.exp(grid @ np.array([1.0, -0.5, 0.0]))
+    d = 0.01
+    law = fit_mixture_law(np.vstack([grid, grid]), np.concatenate([y + d, y - d]), method="dml")
+    assert law.noise == pytest.approx(d * np.sqrt(2), rel=1e-9)
+    assert law.n_mixtures == len(grid)
+    np.testing.assert_allclose(law.predict(grid), y, atol=1e-6)
+
+
+def test_too_few_mixtures_per_parameter_warns_or_is_skipped() -> None:
+    """A named method with fewer than 3 mixtures per parameter warns; 'auto' leaves it out and says why."""
+    p, ot, y = _stage1_data(j=30)  # Projektor: 12 parameters need 36 mixtures
+    with pytest.warns(
+        FitWarning, match=r"method 'projektor' has 12 parameters but only 30 distinct mixtures"
+    ):
+        fit_mixture_law(p, y, ot=ot, method="projektor")
+    law = fit_mixture_law(p, y, ot=ot)
+    assert law.cv["projektor"].skipped == "30 mixtures < 36 needed"
+    assert law.method != "projektor"
+
+
+def test_minimize_on_simplex_finds_the_brute_force_minimum() -> None:
+    """A smooth bowl centred inside the simplex: its argmin, to the SLSQP tolerance."""
+    centre = np.array([0.1, 0.5, 0.15, 0.25])
+
+    def f(q: np.ndarray) -> np.ndarray:
+        return ((q - centre) ** 2 * np.array([1.0, 2.0, 3.0, 4.0])).sum(axis=1)
+
+    np.testing.assert_allclose(minimize_on_simplex(f, 4, smooth=True), centre, atol=1e-4)
+
+
+def test_regression_ranks_many_runs() -> None:
+    """Boosted trees on 300 runs of 6 sources keep the rank order of a smooth law on held-out folds."""
+    rng = np.random.default_rng(3)
+    p = rng.dirichlet(np.ones(6), 300)
+    y = 3.0 + np.sin(3 * p[:, 0]) - 2 * p[:, 1] * p[:, 2] + rng.normal(0, 0.01, 300)
+    law = fit_mixture_law(p, y, method="regression")
+    assert law.cv["regression"].spearman > 0.9
 
 
 @pytest.mark.parametrize(
     ("kwargs", "exc", "match"),
     [
-        ({"method": "best"}, ConfigError, r"'method' parameter of plan_weights\(\) must be one of"),
-        ({"method": "proportional"}, InputError, r"method 'proportional' needs source_sizes"),
-        ({"n": 0}, ConfigError, r"'n' parameter of plan_weights\(\) must be a number in \[1, inf\]"),
+        ({"method": "lasso"}, ConfigError, r"'method' parameter of fit_mixture_law\(\) must be one of"),
+        ({"p": [[0.5, 0.6], [1.0, 0.0], [0.0, 1.0]]}, InputError, r"p row 0 is not on the simplex"),
+        ({"metric": [1.0, 2.0]}, InputError, r"metric must be 3 finite losses"),
+        ({"method": "projektor"}, InputError, r"method 'projektor' needs ot"),
+        ({"ot": [1.0, np.nan, 2.0]}, InputError, r"ot must be 3 finite numbers"),
+        ({"sources": ["a"]}, InputError, r"sources must name the 2 columns of p"),
+        ({"p": [[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]}, FitError, r"needs >= 3 distinct mixtures; got 2"),
     ],
 )
-def test_plan_weights_rejects_bad_params(kwargs: dict, exc: type[Exception], match: str) -> None:
-    """Bad method, missing sizes for 'proportional', a size below 1: errors naming the parameter."""
-    args = {"sources": SOURCES, "n": 3000} | kwargs
+def test_fit_mixture_law_rejects_bad_input(kwargs: dict, exc: type[Exception], match: str) -> None:
+    """Bad method, p off the simplex, wrong metric or OT length, missing OT, bad names, too few mixtures."""
+    args = {"p": [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]], "metric": [1.0, 2.0, 3.0]} | kwargs
     with pytest.raises(exc, match=match):
-        plan_weights(_runs(), **args)
+        fit_mixture_law(**args)

@@ -1,4 +1,5 @@
-"""Projektor stages 1-3 and the simplex projection, against hand values and brute-force computations."""
+"""Projektor: the saturating stage-2 size law, the fit over pilot sizes, stage 3 and the plans, against hand
+values, brute force and recovery of known parameters."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from curate.errors import FitError, InputError, SchemaError
-from scaling.projektor import fit_projektor, project_to_size
+from curate.errors import ConfigError, FitError, FitWarning, InputError, SchemaError
+from scaling.projektor import compare_mixtures, fit_projektor, fit_size_law, plan_weights
 from scaling.simplex import project_simplex, simplex_grid
 
 SOURCES = ("a", "b", "c")
 ALPHA = 0.3
+SIZES = (100, 200, 400, 800, 1600)
 
 
 def _brute_projection(v: np.ndarray) -> np.ndarray:
@@ -30,7 +32,8 @@ def _brute_projection(v: np.ndarray) -> np.ndarray:
             w[s] = v[s] - (v[s].sum() - 1.0) / k
             if (w >= -1e-12).all() and np.linalg.norm(w - v) < best_d:
                 best, best_d = w, float(np.linalg.norm(w - v))
-    assert best is not None
+    if best is None:
+        raise AssertionError("no feasible support")
     return best
 
 
@@ -40,69 +43,115 @@ def test_project_simplex_matches_brute_force(v: np.ndarray) -> None:
     np.testing.assert_allclose(project_simplex(v), _brute_projection(v), atol=1e-9)
 
 
-def test_simplex_grid_is_the_lattice() -> None:
-    """simplex_grid(3, divisions=4) lists the C(6, 2) = 15 distinct mixtures on quarters, summing to 1."""
+def _truth(p: np.ndarray, n: float) -> np.ndarray:
+    """L(N, p) = E(p) + A(p)·N^-α with E and A quadratic in p: the lowest E lies inside the simplex."""
+    e = 2.0 + ((p - np.array([0.5, 0.3, 0.2])) ** 2).sum(axis=1)
+    a = 6.0 + 3.0 * p[:, 2] - 2.0 * p[:, 0] * p[:, 1]
+    return e + a * n**-ALPHA
+
+
+def test_size_law_recovers_shared_alpha_and_projects_exactly() -> None:
+    """Exact curves E_j + A_j·N^-0.3 of 15 mixtures: α, E and A come back; w(N) sums to 1 and projects any
+    mixture's pilot values to its value at N = 20,000."""
     grid = simplex_grid(3, divisions=4)
-    assert grid.shape == (15, 3)
-    np.testing.assert_allclose(grid.sum(axis=1), 1.0)
-    assert len({tuple(r) for r in grid}) == 15
-    np.testing.assert_allclose((grid * 4) % 1, 0.0)
+    values = np.column_stack([_truth(grid, n) for n in SIZES])
+    law = fit_size_law(SIZES, values)
+    assert law.alpha == pytest.approx(ALPHA, rel=1e-5)
+    np.testing.assert_allclose(law.e, 2.0 + ((grid - [0.5, 0.3, 0.2]) ** 2).sum(axis=1), atol=1e-5)
+    w = law.weights(20_000)
+    assert w.sum() == pytest.approx(1.0, abs=1e-12)
+    np.testing.assert_allclose(values @ w, _truth(grid, 20_000), rtol=1e-6)
 
 
-def test_stage2_closed_form_hand_values() -> None:
-    """N0=1000, N1=1500, N=10000: 5.679·L(N1) − 4.679·L(N0) (accuracy), the same on ln L for a loss."""
-    w1, w0 = math.log(10) / math.log(1.5), math.log(10000 / 1500) / math.log(1.5)
-    assert (round(w1, 3), round(w0, 3)) == (5.679, 4.679)
-    got = project_to_size(10_000, n0=1000, value0=0.62, n1=1500, value1=0.66, log_space=False)
-    assert got == pytest.approx(5.679 * 0.66 - 4.679 * 0.62, abs=2e-3)
-    got = project_to_size(10_000, n0=1000, value0=1.30, n1=1500, value1=1.21, log_space=True)
-    assert got == pytest.approx(math.exp(5.679 * math.log(1.21) - 4.679 * math.log(1.30)), rel=2e-3)
+def test_size_law_hand_weights_at_fixed_alpha() -> None:
+    """With α = 1 recovered from exact 1/N curves at N = 1, 2, 10 (x = 1, 1/2, 1/10), w(N) solves the
+    unweighted line fit in x: at x = 0 (N → ∞) it is the intercept of the least-squares line."""
+    sizes = (1.0, 2.0, 10.0)
+    law = fit_size_law(sizes, np.array([[3.0 + 2.0 / n for n in sizes], [1.0 + 5.0 / n for n in sizes]]))
+    assert law.alpha == pytest.approx(1.0, rel=1e-4)
+    x = np.array([1.0, 0.5, 0.1])
+    xc = x - x.mean()
+    want = 1 / 3 - x.mean() * xc / (xc @ xc)  # intercept weights of ordinary least squares in x
+    np.testing.assert_allclose(law.weights(1e12), want, atol=1e-4)
 
 
-def _truth(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A loss in the stage-1 family, OT quadratic in p: (ot, c(p)) with L(n, p) = c(p)·n^-alpha."""
-    ot = 0.4 * p[:, 0] + 0.9 * p[:, 1] + 0.6 * p[:, 2] - 0.5 * p[:, 0] * p[:, 1]
-    c = 2.0 + 1.5 * ot + (0.8 * p**2 - 0.9 * p).sum(axis=1) + 1.2 * p[:, 0] * ot
-    return ot, c
+@pytest.mark.parametrize(
+    ("sizes", "match"),
+    [((100, 1000), r">= 3 increasing pilot sizes"), ((100, 200, 400), r"spanning >= 10x; got sizes")],
+)
+def test_size_law_needs_three_sizes_over_ten_x(sizes: tuple[int, ...], match: str) -> None:
+    """Two sizes, or three spanning less than 10x, cannot pin a saturating law: FitError."""
+    with pytest.raises(FitError, match=match):
+        fit_size_law(sizes, np.ones((2, len(sizes))))
 
 
-def _runs(sizes: tuple[int, ...] = (1000, 1500), repeats: int = 1) -> pl.DataFrame:
-    grid = simplex_grid(3, divisions=5)
-    ot, c = _truth(grid)
+def _runs(repeats: int = 2, sizes: tuple[int, ...] = SIZES) -> pl.DataFrame:
+    grid = simplex_grid(3, divisions=6)  # 28 mixtures
     rows = [
-        {"n": n, **dict(zip(SOURCES, p, strict=True)), "ot": d, "metric": cc * n**-ALPHA + 1e-3 * r}
+        {
+            "n": n,
+            **dict(zip(SOURCES, p, strict=True)),
+            "metric": float(_truth(p[None, :], n)[0]) + 1e-3 * (2 * r - 1),
+        }
         for n in sizes
-        for p, d, cc in zip(grid, ot, c, strict=True)
+        for p in grid
         for r in range(repeats)
     ]
     return pl.DataFrame(rows)
 
 
-def test_projektor_recovers_a_power_law_and_its_optimum() -> None:
-    """For L = c(p)·n^-α in the stage-1 family, stage 2 on ln L is exact at N; optimize finds argmin c."""
-    model = fit_projektor(_runs(repeats=3), sources=SOURCES)
-    p = np.array([0.2, 0.5, 0.3])
-    _, c = _truth(p[None, :])
-    pred = model.predict(20_000, p)
-    want = float(c[0] * 20_000**-ALPHA + 1e-3)  # the median of repeats adds 1e-3
-    assert pred.value == pytest.approx(want, rel=2e-3)
+def test_projektor_predicts_and_optimises_at_n() -> None:
+    """Quadratic laws per size and the size law: the prediction at 5x the largest pilot is the truth, the
+    noise is the repeat spread, p* is the brute-force argmin of L(N, ·), and the backtest is exact."""
+    model = fit_projektor(_runs(), sources=SOURCES, method="quadratic")
+    n = 8000
+    p = np.array([[0.2, 0.5, 0.3], [0.6, 0.2, 0.2]])
+    np.testing.assert_allclose(model.predict(n, p), _truth(p, n), atol=1e-3)
+    assert model.laws[-1].noise == pytest.approx(1e-3 * math.sqrt(2), rel=1e-6)
+    pred = model.prediction(n, {"a": 0.2, "b": 0.5, "c": 0.3})
     assert pred.interval[0] <= pred.value <= pred.interval[1]
-    best = model.optimize(20_000, steps=60)
-    dense = simplex_grid(3, divisions=100)
-    brute = dense[np.argmin(_truth(dense)[1])]
-    assert _truth(np.array([list(best.values())]))[1][0] <= _truth(brute[None, :])[1][0] + 1e-3
-    assert sum(best.values()) == pytest.approx(1.0)
+    best = np.array(list(model.optimize(n).values()))
+    dense = simplex_grid(3, divisions=200)
+    assert _truth(best[None, :], n)[0] <= _truth(dense, n).min() + 1e-4
+    back = model.backtest()
+    assert back is not None and np.abs(back).max() < 1e-3
 
 
-def test_projektor_accuracy_is_projected_linearly() -> None:
-    """With metric='accuracy' stage 2 is linear in the metric and optimize maximises it."""
-    runs = _runs().with_columns(metric=1.0 - pl.col("metric"))
-    model = fit_projektor(runs, sources=SOURCES, metric="accuracy")
-    p = [0.3, 0.3, 0.4]
-    l0 = float(1 - (_truth(np.array([p]))[1][0] * 1000**-ALPHA))
-    l1 = float(1 - (_truth(np.array([p]))[1][0] * 1500**-ALPHA))
-    want = project_to_size(9000, n0=1000, value0=l0, n1=1500, value1=l1, log_space=False)
-    assert model.predict(9000, p).value == pytest.approx(want, rel=1e-6)
+def test_projection_past_max_projection_warns() -> None:
+    """N beyond max_projection x the largest pilot is an extrapolation: FitWarning naming the ratio."""
+    model = fit_projektor(_runs(), sources=SOURCES, method="quadratic", max_projection=3)
+    with pytest.warns(
+        FitWarning, match=r"N = 8000 is 5\.0x the largest pilot \(1600\), beyond max_projection"
+    ):
+        model.predict(8000, [[0.2, 0.5, 0.3]])
+
+
+def test_plans_baselines_and_projektor() -> None:
+    """uniform = 1/m, proportional = sizes/total, best_grid = the grid argmin at the largest pilot, dml and
+    regression on the simplex, and p* predicted no worse than any of them."""
+    runs, n = _runs(), 6000
+    model = fit_projektor(runs, sources=SOURCES, method="quadratic")
+    sizes = {"a": 100, "b": 300, "c": 600}
+    assert plan_weights(model, runs, n=n, method="uniform").weights == pytest.approx(
+        dict.fromkeys(SOURCES, 1 / 3)
+    )
+    prop = plan_weights(model, runs, n=n, method="proportional", source_sizes=sizes)
+    assert prop.weights == pytest.approx({"a": 0.1, "b": 0.3, "c": 0.6})
+    grid = simplex_grid(3, divisions=6)
+    want = grid[np.argmin(_truth(grid, SIZES[-1]))]
+    assert list(plan_weights(model, runs, n=n, method="best_grid").weights.values()) == pytest.approx(want)
+    with pytest.warns(FitWarning):  # a named regression on 28 mixtures is below its 30
+        table = compare_mixtures(model, runs, n=n, source_sizes=sizes)
+    assert table["method"].to_list() == [
+        "projektor",
+        "uniform",
+        "proportional",
+        "dml",
+        "regression",
+        "best_grid",
+    ]
+    np.testing.assert_allclose(table.select(SOURCES).sum_horizontal(), 1.0, atol=1e-9)
+    assert table["predicted"][0] == pytest.approx(table["predicted"].min(), abs=1e-9)
 
 
 @pytest.mark.parametrize(
@@ -116,23 +165,27 @@ def test_projektor_accuracy_is_projected_linearly() -> None:
         (
             lambda r: r.with_columns(a=pl.col("a") + 0.1),
             InputError,
-            r"runs row 0 has mixture weights summing to 1.1",
+            r"runs \(mixture weights\) row 0 is not on",
         ),
-        (lambda r: r.drop("ot"), SchemaError, r"runs lacks column\(s\) ot"),
-        (lambda r: r.filter(pl.col("n") == 1000), FitError, r"needs runs at >= 2 pilot sizes"),
-        (lambda r: r.with_columns(metric=-pl.col("metric")), FitError, r"must be > 0 in every run"),
+        (lambda r: r.drop("metric"), SchemaError, r"runs lacks column\(s\) metric"),
+        (lambda r: r.filter(pl.col("n") <= 200), FitError, r">= 3 increasing pilot sizes"),
+        (lambda r: r.filter(pl.col("n") <= 400), FitError, r"spanning >= 10x"),
     ],
 )
 def test_fit_projektor_rejects_bad_runs(change, exc: type[Exception], match: str) -> None:  # type: ignore[no-untyped-def]
-    """A source without pilot data, weights not summing to 1, a missing column, one size: clear errors."""
+    """A source without pilot data, weights off the simplex, a missing column, too few or too close sizes."""
     with pytest.raises(exc, match=match):
-        fit_projektor(change(_runs()), sources=SOURCES)
+        fit_projektor(change(_runs(repeats=1)), sources=SOURCES, method="quadratic")
 
 
-def test_predict_rejects_bad_mixture() -> None:
-    """predict() names the sources and the sum when p is not on the simplex, and unknown source names."""
-    model = fit_projektor(_runs(), sources=SOURCES)
-    with pytest.raises(InputError, match=r"summing to 1 over \['a', 'b', 'c'\]; got \[0.5, 0.5, 0.5\]"):
-        model.predict(5000, [0.5, 0.5, 0.5])
+def test_predict_and_plans_reject_bad_input() -> None:
+    """A mixture off the simplex, an unknown source name, an unknown plan method: errors naming them."""
+    model = fit_projektor(_runs(repeats=1), sources=SOURCES, method="quadratic")
+    with pytest.raises(InputError, match=r"row 0 is not on the simplex .*: \[0.5, 0.5, 0.5\]"):
+        model.prediction(5000, [0.5, 0.5, 0.5])
     with pytest.raises(InputError, match=r"unknown source\(s\) \['z'\]"):
-        model.predict(5000, {"z": 1.0})
+        model.prediction(5000, {"z": 1.0})
+    with pytest.raises(ConfigError, match=r"'method' parameter of plan_weights\(\) must be one of"):
+        plan_weights(model, _runs(repeats=1), n=5000, method="best")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match=r"method 'proportional' needs source_sizes"):
+        plan_weights(model, _runs(repeats=1), n=5000, method="proportional")
