@@ -1,18 +1,19 @@
-"""Projektor on real multi-source data: stage-1 held-out MAE, stage-2 error at 10x the pilot, p* vs baselines.
+"""Projektor on real text with the product's n-gram proxy: stage-1 held-out error, stage-2 error at 10x the
+largest pilot, p* against every baseline at N, and the held-out rank correlation of the mixture laws.
 
-Task: topic classification of English Wikipedia summaries (11 vital-article topics; target = a held-out
-sample of wiki_en, metric = the probe's eval cross-entropy, lower is better). Sources are pools that all
-carry labels from the target's label space, with different relevance:
-  wiki_en        English summaries (disjoint from the target)           in-domain
-  wiki_fr        French summaries, topics mapped to the English names   same labels, shifted features
-  wiki_es        Spanish summaries, 7 of its 8 topics mapped            partial label coverage, shifted
-  wiki_en_noisy  English summaries with 60% of labels replaced at random  degraded (looks in-domain)
-Embeddings: the static tier (curate.embeddings, 256-d) so 25k texts embed in under a minute on 2 cores.
-Proxy: the shared MLP probe (scaling.proxy via pipelines.calibrate), best checkpoint of the eval loss.
-Calibration: simplex lattice (divisions 4 -> 35 mixtures) x pilot sizes 200, 300 x 3 repeats, Ray tasks.
-Real runs at N = 3000 (10x the largest pilot), 3 repeats each, median.
+Target (the proxy's eval set, never trained on): 200 held-out State of the Union paragraphs, 200 held-out
+English Wikipedia summaries and 100 BBC News articles (a domain no source holds), so the best mixture is
+interior. Sources: sotu, wiki_en, wiki_fr (off-language) and junk (templated spam, web boilerplate and
+keyword stuffing), 9,000 documents each: large enough that no run at N repeats a document.
+Calibration: simplex lattice (divisions 4 -> 35 mixtures) x pilot sizes 50..800 (5 sizes, 16x) x 3 repeats,
+nested samples, each pilot's own-sample OT (static embeddings, centred on the pools), all through
+`pipelines.calibrate.calibrate_mixtures` on Ray tasks; fits through `scaling.projektor.fit_projektor`,
+`plan_weights` and `scaling.mixture.fit_mixture_law`, the functions the fit.mixture step calls.
+Check: every 5th grid mixture is left out of stage 1; every grid mixture and every plan is then trained for
+real at N = 8,000 documents (10x the largest pilot), 3 repeats each.
 
-Run: .venv/bin/python bench/projektor_real.py   (writes bench/results/projektor_real.{md,png})
+Run: .venv/bin/python bench/projektor_real.py   (writes bench/results/projektor_real.{md,png}); with
+PROJEKTOR_BENCH_CACHE=DIR the proxy runs of the grid are kept in DIR and reused by the next run.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import os
 import resource
 import sys
 import time
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -30,231 +33,299 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-FR = {
-    "Personnalités": "People",
-    "Santé et médecine": "Biology and health sciences",
-    "Géographie": "Geography",
-    "Science": "Physical sciences",
-    "Société et sciences sociales": "Society and social sciences",
-    "Technologie": "Technology",
-    "Histoire": "History",
-    "Arts et culture": "Arts",
-    "Vie quotidienne": "Everyday life",
-    "Philosophie et religion": "Philosophy and religion",
-    "Mathématiques": "Mathematics",
-}
-ES = {
-    "Personas": "People",
-    "Geografía": "Geography",
-    "Historia": "History",
-    "Artes": "Arts",
-    "Tecnología": "Technology",
-    "Filosofía y religión": "Philosophy and religion",
-    "Matemáticas": "Mathematics",
-}
-PILOTS = (200, 300)
+PILOTS = (50, 100, 200, 400, 800)
 N_BIG = 10 * PILOTS[-1]
-EPOCHS = 30
-TARGET_SIZE = 800
-NOISE = 0.6
-OT_POINTS = 400
+POOL = 9000
+REPEATS = 3
+DIVISIONS = 4
+OT_POINTS = 500
 SEED = 0
 OUT = Path(__file__).parent / "results"
+SOURCES = ("junk", "sotu", "wiki_en", "wiki_fr")
+LAWS = ("dml", "dml2", "dml3", "quadratic", "regression", "projektor", "auto")
 
 
-def load_sources() -> tuple[
-    dict[str, tuple[np.ndarray, np.ndarray]], tuple[np.ndarray, np.ndarray], list[str]
-]:
-    """Embedded, labelled source pools and the target eval set (class ids in sorted English topic order)."""
-    from curate import corpora
-    from curate.embeddings import load_embedder
+def load() -> tuple[dict[str, list[str]], list[str]]:
+    """Source pools (POOL documents each) and the target texts, disjoint, seeded."""
+    from curate import corpora, junk
 
-    embed = load_embedder("static")
-    en = corpora.wiki(lang="en", labelled_only=True)
-    classes = sorted(en["label"].unique().to_list())
-    ids = {c: i for i, c in enumerate(classes)}
     rng = np.random.default_rng(SEED)
-    order = rng.permutation(en.height)
-    target_rows, rest = order[:TARGET_SIZE], order[TARGET_SIZE:]
-    clean_rows, noisy_rows = rest[: len(rest) // 2], rest[len(rest) // 2 :]
-    x_en = embed.encode(en["text"].to_list())
-    y_en = np.array([ids[c] for c in en["label"]])
-    y_noisy = y_en[noisy_rows].copy()
-    flip = rng.random(len(y_noisy)) < NOISE
-    y_noisy[flip] = rng.integers(0, len(classes), int(flip.sum()))
-    pools = {"wiki_en": (x_en[clean_rows], y_en[clean_rows])}
-    for lang, mapping in (("fr", FR), ("es", ES)):
-        df = corpora.wiki(lang=lang, labelled_only=True).filter(pl.col("label").is_in(list(mapping)))
-        pools[f"wiki_{lang}"] = (
-            embed.encode(df["text"].to_list()),
-            np.array([ids[mapping[c]] for c in df["label"]]),
-        )
-    pools["wiki_en_noisy"] = (x_en[noisy_rows], y_noisy)
-    return pools, (x_en[target_rows], y_en[target_rows]), classes
+    sotu = corpora.sotu_paragraphs(seed=SEED)["text"].to_list()
+    wiki = corpora.wiki(seed=SEED)["text"].to_list()
+    fr = corpora.wiki(lang="fr", seed=SEED)["text"].to_list()
+    bbc = corpora.bbc_news(100, seed=SEED)["text"].to_list()
+    s_idx, w_idx = rng.permutation(len(sotu)), rng.permutation(len(wiki))
+    target = [sotu[i] for i in s_idx[:200]] + [wiki[i] for i in w_idx[:200]] + bbc
+    third = POOL // 3
+    keywords = junk.topic_keywords([sotu[i] for i in s_idx[200:2200]] + [wiki[i] for i in w_idx[200:2200]])
+    spam = junk.spam_emails(third, seed=SEED) + junk.boilerplate(third, seed=SEED + 1)
+    spam += junk.keyword_stuffing(POOL - 2 * third, keywords, seed=SEED + 2)
+    pools = {
+        "junk": [spam[i] for i in rng.permutation(len(spam))],
+        "sotu": [sotu[i] for i in s_idx[200 : 200 + POOL]],
+        "wiki_en": [wiki[i] for i in w_idx[200 : 200 + POOL]],
+        "wiki_fr": [fr[i] for i in rng.permutation(len(fr))[:POOL]],
+    }
+    return pools, target
 
 
 def main() -> int:
-    from pipelines.projektor_runs import calibrate_mixtures, proxy_runs
-
+    from curate.centering import fit_centering
+    from curate.embeddings import load_embedder
+    from pipelines.calibrate import NgramTask, OTTask, calibrate_mixtures
     from pipelines.ray_executor import RayExecutor
     from pipelines.runtime import init_ray, shutdown_ray
-    from scaling.mixture import compare_mixtures
-    from scaling.ot import MixtureDistance
-    from scaling.projektor import fit_projektor, median_runs
+    from scaling.ngram import tokenize
+    from scaling.simplex import simplex_grid
 
     t0 = time.perf_counter()
-    pools, target, classes = load_sources()
-    sources = list(pools)
-    sizes = {s: len(v[1]) for s, v in pools.items()}
-    embed_s = time.perf_counter() - t0
-    print(f"sources {sizes}; target {len(target[1])} rows, {len(classes)} classes; embed {embed_s:.0f}s")
-    distance = MixtureDistance(
-        {s: v[0] for s, v in pools.items()},
-        target[0],
-        pool_labels={s: v[1] for s, v in pools.items()},
-        target_labels=target[1],
-        max_points=OT_POINTS,
-        seed=SEED,
-    )
+    pools_text, target = load()
+    texts = [t for s in SOURCES for t in pools_text[s]]
+    offsets = np.cumsum([0, *(len(pools_text[s]) for s in SOURCES)])
+    pools = {s: np.arange(offsets[i], offsets[i + 1]) for i, s in enumerate(SOURCES)}
+    task = NgramTask(corpus=tokenize(texts), eval_corpus=tokenize(target))
+    embed = load_embedder("static")
+    x, x_target = embed.encode(texts), embed.encode(target)
+    centre = fit_centering(x)
+    ot = OTTask(centre.apply(x), centre.apply(x_target), max_points=OT_POINTS, seed=SEED)
+    grid = simplex_grid(len(SOURCES), divisions=DIVISIONS)
+    print(f"data: {len(texts)} pool + {len(target)} target docs, {time.perf_counter() - t0:.0f}s {_load()}")
+    cache = Path(os.environ["PROJEKTOR_BENCH_CACHE"]) if "PROJEKTOR_BENCH_CACHE" in os.environ else None
     init_ray(None, num_cpus=2)
-    executor = RayExecutor(batch_size=1)
+    executor = RayExecutor()
     try:
         t1 = time.perf_counter()
-        runs = calibrate_mixtures(
-            pools,
-            target,
-            distance=distance,
-            executor=executor,
-            pilot_sizes=PILOTS,
-            divisions=4,
-            repeats=3,
-            epochs=EPOCHS,
-            seed=SEED,
-        )
-        print(
-            f"calibration: {runs.height} proxy runs + {runs['mixture'].n_unique()} OT values in "
-            f"{time.perf_counter() - t1:.0f}s"
-        )
-        med = median_runs(runs, sources=sources)
-        n_mix = runs["mixture"].n_unique()
-        held = [i for i in range(n_mix) if i % 5 == 2]  # every 5th mixture held out of the stage-1 fit
-        fit_part = runs.filter(~pl.col("mixture").is_in(held))
-        model_ho = fit_projektor(fit_part, sources=sources, distance=distance)
-        ho = (
-            runs.filter(pl.col("mixture").is_in(held))
-            .group_by("mixture", "n", *sources)
-            .agg(pl.col("metric").median(), pl.col("ot").median())
-        )
-        stage1_err = []
-        for r in ho.iter_rows(named=True):
-            fit = next(f for f in model_ho.fits if f.n == r["n"])
-            p = np.array([r[s] for s in sources])
-            stage1_err.append(abs(float(fit.predict(p[None, :], np.array([r["ot"]]))[0]) - r["metric"]))
-        stage1_mae = float(np.mean(stage1_err))
-        stage1_spread = float(med["metric"].max() - med["metric"].min())  # type: ignore[operator]
-
-        model = fit_projektor(runs, sources=sources, distance=distance)
+        if cache is not None and (cache / "runs.parquet").is_file():
+            runs = pl.read_parquet(cache / "runs.parquet")
+        else:
+            runs = calibrate_mixtures(
+                task, pools, grid, PILOTS, executor=executor, repeats=REPEATS, ot=ot, seed=SEED
+            )
+        cal_s = time.perf_counter() - t1
+        print(f"calibration: {runs.height} pilot points in {cal_s:.0f}s {_load()}")
         t2 = time.perf_counter()
-        table = compare_mixtures(
-            runs, sources=sources, n=N_BIG, source_sizes=sizes, distance=distance, seed=SEED
-        )
-        print(f"projektor optimise + baselines in {time.perf_counter() - t2:.0f}s")
-        check_ids = held[:6] if len(held) >= 6 else list(range(0, n_mix, max(1, n_mix // 6)))[:6]
-        grid = (
-            runs.group_by("mixture", maintain_order=True)
-            .agg(pl.col(s).first() for s in sources)
-            .sort("mixture")
-        )
-        check_p = grid.filter(pl.col("mixture").is_in(check_ids)).select(sources).to_numpy()
-        method_p = table.select(sources).to_numpy()
-        all_p = np.vstack([check_p, method_p])
-        t3 = time.perf_counter()
-        big = proxy_runs(
-            pools, target, all_p, [N_BIG], executor=executor, repeats=3, epochs=EPOCHS, seed=SEED + 1
-        )
-        print(f"{big.height} real runs at N={N_BIG} in {time.perf_counter() - t3:.0f}s")
+        if cache is not None and (cache / "grid_at_n.parquet").is_file():
+            at_grid = pl.read_parquet(cache / "grid_at_n.parquet")
+        else:
+            at_grid = calibrate_mixtures(
+                task, pools, grid, [N_BIG], executor=executor, repeats=REPEATS, seed=SEED + 1
+            )
+        if cache is not None:
+            cache.mkdir(parents=True, exist_ok=True)
+            runs.write_parquet(cache / "runs.parquet")
+            at_grid.write_parquet(cache / "grid_at_n.parquet")
+        held = [i for i in range(len(grid)) if i % 5 == 2]
+        train = runs.filter(~pl.col("mixture").is_in(held))
+        results = fit_all(runs, train)
+        at_plans = calibrate_mixtures(
+            task, pools, results["plans"].select(SOURCES).to_numpy(), [N_BIG], executor=executor,
+            repeats=REPEATS, seed=SEED + 2,
+        )  # fmt: skip
+        big = pl.concat([at_grid, at_plans.with_columns(mixture=pl.col("mixture") + len(grid))])
+        big_s = time.perf_counter() - t2
+        print(f"{big.height} runs at N={N_BIG} in {big_s:.0f}s {_load()}")
     finally:
         shutdown_ray()
-    real = big.group_by("mixture").agg(pl.col("metric").median()).sort("mixture")["metric"].to_numpy()
-    pred_check = np.array([model.predict(N_BIG, p).value for p in check_p])
-    real_check = real[: len(check_p)]
-    stage2_mae = float(np.mean(np.abs(pred_check - real_check)))
-    stage2_spread = float(real_check.max() - real_check.min())
-    table = table.with_columns(pl.Series("real", real[len(check_p) :]))
-
-    lines = [
-        f"# Projektor on real multi-source data (wiki_en topic target; pilots {PILOTS}, N = {N_BIG})",
-        "",
-        f"sources: {sizes}; target {len(target[1])} wiki_en rows, {len(classes)} classes; metric = eval loss",
-        f"grid: {n_mix} mixtures x {len(PILOTS)} pilot sizes x 3 repeats = {runs.height} proxy runs; "
-        f"OT on <= {OT_POINTS} pool points",
-        "",
-        "| quantity | value |",
-        "|---|---|",
-        f"| (i) stage-1 MAE on {len(held)} held-out mixtures (both pilot sizes) | {stage1_mae:.4f} |",
-        f"| spread of pilot metrics (max - min) | {stage1_spread:.4f} |",
-        f"| (ii) stage-2 MAE at N={N_BIG} on {len(check_p)} mixtures | {stage2_mae:.4f} |",
-        f"| spread of real metrics on those mixtures | {stage2_spread:.4f} |",
-        f"| spread / stage-2 MAE (target >= 5) | {stage2_spread / max(stage2_mae, 1e-12):.1f} |",
-        "",
-        "| mixture (check) | " + " | ".join(sources) + " | predicted | real |",
-        "|---|" + "---|" * (len(sources) + 2),
-    ]
-    for p, pr, re_ in zip(check_p, pred_check, real_check, strict=True):
-        lines.append("| check | " + " | ".join(f"{w:.2f}" for w in p) + f" | {pr:.4f} | {re_:.4f} |")
-    lines += [
-        "",
-        "(iii) real performance at N (median of 3 runs; lower is better)",
-        "",
-        "| method | " + " | ".join(sources) + " | predicted [90% interval] | real |",
-        "|---|" + "---|" * (len(sources) + 2),
-    ]
-    for r in table.iter_rows(named=True):
-        lines.append(
-            f"| {r['method']} | "
-            + " | ".join(f"{r[s]:.3f}" for s in sources)
-            + f" | {r['predicted']:.4f} [{r['lo']:.4f}, {r['hi']:.4f}] | {r['real']:.4f} |"
-        )
-    rep = big.filter(pl.col("mixture") >= len(check_p)).group_by("mixture").agg(pl.col("metric").std())
-    noise = float(rep["metric"].median())  # type: ignore[arg-type]
-    lines += [
-        "",
-        f"repeat noise (median std over 3 repeats at N): {noise:.4f}",
-        f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (driver); "
-        f"wall {time.perf_counter() - t0:.0f}s on the shared 2-core CPU",
-    ]
-    text = "\n".join(lines)
+    text = report(runs, big, results, grid, held, timing=(cal_s, big_s, time.perf_counter() - t0))
     print(text)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "projektor_real.md").write_text(text + "\n", encoding="utf-8")
-    _plot(med, model, sources, check_p, pred_check, real_check, table)
     return 0
 
 
-def _plot(med, model, sources, check_p, pred_check, real_check, table) -> None:  # type: ignore[no-untyped-def]
+def _load() -> str:
+    return "(load avg {:.1f} {:.1f} {:.1f}, 2 cores)".format(*os.getloadavg())
+
+
+def fit_all(runs: pl.DataFrame, train: pl.DataFrame) -> dict[str, Any]:
+    """Every fit of the report: each law per pilot size and projected to N on the training mixtures, the
+    product's fit (auto) on every mixture, and its plans (p* and the baselines)."""
+    from scaling.mixture import fit_mixture_law
+    from scaling.projektor import compare_mixtures, fit_projektor
+
+    with warnings.catch_warnings(record=True) as caught:  # poorly identified laws warn; counted in the report
+        warnings.simplefilter("always")
+        per_size = {
+            law: [
+                fit_mixture_law(
+                    part.select(SOURCES).to_numpy(), part["metric"].to_numpy(), ot=part["ot"].to_numpy(),
+                    method=law, sources=SOURCES,
+                )
+                for part in (train.filter(pl.col("n") == n) for n in PILOTS)
+            ]
+            for law in LAWS
+        }  # fmt: skip
+        at_n = {
+            law: fit_projektor(train, sources=SOURCES, n=N_BIG, method=law, max_projection=20) for law in LAWS
+        }
+        full = fit_projektor(runs, sources=SOURCES, n=N_BIG, max_projection=20)
+        plans = compare_mixtures(full, runs, source_sizes=dict.fromkeys(SOURCES, POOL), seed=SEED)
+    return {"per_size": per_size, "at_n": at_n, "full": full, "plans": plans, "warnings": len(caught)}
+
+
+def _means(frame: pl.DataFrame) -> pl.DataFrame:
+    return (
+        frame.group_by("mixture", "n", *SOURCES)
+        .agg(metric=pl.col("metric").mean(), sd=pl.col("metric").std())
+        .sort("mixture", "n")
+    )
+
+
+def _row(name: str, cells: list[str]) -> str:
+    return f"| {name} | " + " | ".join(cells) + " |"
+
+
+def report(  # type: ignore[no-untyped-def]
+    runs: pl.DataFrame,
+    big: pl.DataFrame,
+    results: dict[str, Any],
+    grid: np.ndarray,
+    held: list[int],
+    *,
+    timing,
+) -> str:
+    """The markdown report and the parity plot."""
+    from scipy.stats import spearmanr
+
+    from scaling.mixture import fit_mixture_law
+
+    pilots, at_n = _means(runs), _means(big)
+    measured = at_n.filter(pl.col("mixture") < len(grid))["metric"].to_numpy()
+    noise_n = float(np.sqrt(np.mean(at_n["sd"].to_numpy() ** 2)))
+    check = np.array(held)
+    is_held = pl.col("mixture").is_in(held)
+    spread = float(np.ptp(measured[check]))
+    lines = [
+        f"# Projektor on real text, n-gram proxy (pilots {list(PILOTS)}, N = {N_BIG} = 10x the largest)",
+        "",
+        f"sources {list(SOURCES)}, {POOL} documents each; target: 200 sotu + 200 wiki_en + 100 bbc (held out)",
+        f"calibration: {len(grid)} lattice mixtures x {len(PILOTS)} sizes x {REPEATS} repeats (nested samples); "
+        f"{len(check)} mixtures (every 5th) left out of every fit below; metric: target eval loss (nats/token)",
+        f"timing: calibration {timing[0]:.0f}s, runs at N {timing[1]:.0f}s, total {timing[2]:.0f}s {_load()}",
+        "",
+        "## Stage 1: held-out MAE of each law per pilot size (noise: sd of one run across repeats)",
+        "",
+        "| law | " + " | ".join(f"n={n}" for n in PILOTS) + f" | Spearman (held-out, n={PILOTS[-1]}) |",
+        "|---|" + "---|" * (len(PILOTS) + 1),
+    ]
+    for law, fits in results["per_size"].items():
+        cells, rho = [], float("nan")
+        for fit, n in zip(fits, PILOTS, strict=True):
+            part = pilots.filter((pl.col("n") == n) & is_held)
+            pred, obs = fit.predict(part.select(SOURCES).to_numpy()), part["metric"].to_numpy()
+            cells.append(f"{np.mean(np.abs(pred - obs)):.4f}")
+            rho = float(spearmanr(pred, obs).statistic)
+        name = law if law != "auto" else f"auto ({', '.join(f.method for f in fits)})"
+        lines.append(_row(name, [*cells, f"{rho:.3f}"]))
+    mean_cells = []
+    for n in PILOTS:
+        part = pilots.filter(pl.col("n") == n)
+        obs = part.filter(is_held)["metric"].to_numpy()
+        mean_cells.append(f"{np.mean(np.abs(part.filter(~is_held)['metric'].mean() - obs)):.4f}")
+    lines.append(_row("mean predictor", [*mean_cells, ""]))
+    sd = [float(np.sqrt(np.mean(pilots.filter(pl.col("n") == n)["sd"].to_numpy() ** 2))) for n in PILOTS]
+    lines.append(_row("repeat noise (sd)", [*(f"{x:.4f}" for x in sd), ""]))
+    lines.append(_row("spread, held-out (max - min)", [
+        *(f"{np.ptp(pilots.filter((pl.col('n') == n) & is_held)['metric'].to_numpy()):.3f}" for n in PILOTS), ""]))  # fmt: skip
+
+    full = results["full"]
+    law = full.size_law
+    lines += [
+        "",
+        f"## Stage 2 at N = {N_BIG}: 10x the largest pilot (size law on every curve: alpha = {law.alpha:.3f}, "
+        f"n0 = {law.n0:.1f}; w(N) = {np.round(law.weights(N_BIG), 3).tolist()})",
+        "",
+        "| prediction at N | MAE | mean signed error | spread of measured | spread / MAE | repeat noise at N |",
+        "|---|---|---|---|---|---|",
+    ]
+    parity = {}
+    for name, model in results["at_n"].items():
+        err = model.predict(grid[check]) - measured[check]
+        parity[name] = model.predict(grid[check])
+        label = f"stage 1+2, {name}" + (f" ({model.law.method})" if name == "auto" else "")
+        lines.append(_row(label, [f"{np.mean(np.abs(err)):.4f}", f"{np.mean(err):+.4f}", f"{spread:.3f}",
+                                  f"{spread / np.mean(np.abs(err)):.1f}", f"{noise_n:.4f}"]))  # fmt: skip
+    mean_curve = pilots.pivot(on="n", index=[*SOURCES, "mixture"], values="metric").sort("mixture")
+    own = mean_curve.select(str(n) for n in PILOTS).to_numpy() @ law.weights(N_BIG) - measured
+    lines.append(_row(f"stage 2 alone (own pilots), {len(check)} held-out", [
+        f"{np.mean(np.abs(own[check])):.4f}", f"{np.mean(own[check]):+.4f}", f"{spread:.3f}",
+        f"{spread / np.mean(np.abs(own[check])):.1f}", f"{noise_n:.4f}"]))  # fmt: skip
+    lines.append(_row(f"stage 2 alone (own pilots), all {len(grid)}", [
+        f"{np.mean(np.abs(own)):.4f}", f"{np.mean(own):+.4f}", f"{np.ptp(measured):.3f}",
+        f"{np.ptp(measured) / np.mean(np.abs(own)):.1f}", f"{noise_n:.4f}"]))  # fmt: skip
+    back = full.backtest()
+    if back is not None:
+        lines.append(_row(f"stage-2 backtest ({PILOTS[-2]} -> {PILOTS[-1]}), every curve", [
+            f"{np.mean(np.abs(back)):.4f}", f"{np.mean(back):+.4f}", "", "", f"{sd[-1]:.4f}"]))  # fmt: skip
+
+    plans = results["plans"]
+    real = at_n.filter(pl.col("mixture") >= len(grid)).sort("mixture")
+    best_i = int(np.argmin(measured))
+    lines += [
+        "",
+        f"## p* against the baselines at N = {N_BIG} (fit on every mixture; measured: mean ± sd of {REPEATS} "
+        "runs; lower is better)",
+        "",
+        "| method | " + " | ".join(SOURCES) + " | predicted [90%] | measured | minus best grid mixture |",
+        "|---|" + "---|" * (len(SOURCES) + 3),
+    ]
+    for r, m in zip(plans.iter_rows(named=True), real.iter_rows(named=True), strict=True):
+        lines.append(_row(r["method"], [
+            *(f"{r[s]:.3f}" for s in SOURCES), f"{r['predicted']:.4f} [{r['lo']:.3f}, {r['hi']:.3f}]",
+            f"{m['metric']:.4f} ± {m['sd']:.4f}", f"{m['metric'] - measured[best_i]:+.4f}"]))  # fmt: skip
+    lines.append(
+        _row(
+            "best measured grid mixture",
+            [*(f"{w:.3f}" for w in grid[best_i]), "", f"{measured[best_i]:.4f}", "0"],
+        )
+    )
+    lines += [
+        "",
+        f"auto picked '{full.law.method}' at N (cross-validated MAE on the projections "
+        f"{full.law.cv_error:.4f}); its parameters: "
+        + ", ".join(f"{k} {v:.3g}" for k, v in full.law.params().items()),
+        "",
+        "## fit_mixture_law on these runs: cross-validated MAE / Spearman (10 folds of whole mixtures)",
+        "",
+        "| runs | " + " | ".join(LAWS[:-1]) + " | auto picks |",
+        "|---|" + "---|" * len(LAWS),
+    ]
+    tables = [(f"pilots n={n}", runs.filter(pl.col("n") == n)) for n in (PILOTS[0], PILOTS[-1])]
+    tables.append((f"measured at N={N_BIG}", big.filter(pl.col("mixture") < len(grid))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for label, frame in tables:
+            ot = frame["ot"].to_numpy() if "ot" in frame.columns else None
+            fit = fit_mixture_law(frame.select(SOURCES).to_numpy(), frame["metric"].to_numpy(), ot=ot)
+            cells = [
+                f"{fit.cv[m].mae:.4f} / {fit.cv[m].spearman:.3f}" if m in fit.cv else "-" for m in LAWS[:-1]
+            ]
+            lines.append(_row(label, [*cells, fit.method]))
+    lines += ["", f"fits warned {results['warnings']} times (a law with < 3 mixtures per parameter, N past 5x).",
+              f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (driver)"]  # fmt: skip
+    top = pilots.filter((pl.col("n") == PILOTS[-1]) & is_held)
+    stage1 = results["per_size"]["auto"][-1].predict(top.select(SOURCES).to_numpy())
+    _plot(top["metric"].to_numpy(), stage1, measured[check], parity["auto"])
+    return "\n".join(lines)
+
+
+def _plot(obs1: np.ndarray, pred1: np.ndarray, obs2: np.ndarray, pred2: np.ndarray) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    ax = axes[0]
-    lo = min(pred_check.min(), real_check.min())
-    hi = max(pred_check.max(), real_check.max())
-    ax.plot([lo, hi], [lo, hi], color="grey", lw=1)
-    ax.scatter(real_check, pred_check)
-    ax.set_xlabel(f"real eval loss at N={N_BIG}")
-    ax.set_ylabel("Projektor stage-2 prediction")
-    ax.set_title("stage 2: predicted vs real")
-    ax = axes[1]
-    ax.bar(table["method"].to_list(), table["real"].to_list(), color="tab:blue", label="real")
-    ax.scatter(
-        table["method"].to_list(), table["predicted"].to_list(), color="tab:red", zorder=3, label="predicted"
-    )
-    ax.set_ylim(min(table["real"].min(), table["predicted"].min()) * 0.95, None)
-    ax.set_ylabel(f"eval loss at N={N_BIG}")
-    ax.set_title("mixture methods")
-    ax.legend()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    for ax, obs, pred, title in (
+        (axes[0], obs1, pred1, f"stage 1 at n={PILOTS[-1]} (held-out mixtures)"),
+        (axes[1], obs2, pred2, f"stage 1+2 at N={N_BIG} (held-out mixtures)"),
+    ):
+        lo, hi = min(obs.min(), pred.min()), max(obs.max(), pred.max())
+        ax.plot([lo, hi], [lo, hi], color="grey", lw=1, ls="--")
+        ax.scatter(obs, pred)
+        ax.set_xlabel("measured eval loss (nats/token)")
+        ax.set_ylabel("predicted (auto law)")
+        ax.set_title(title)
     fig.tight_layout()
     fig.savefig(OUT / "projektor_real.png", dpi=110)
 

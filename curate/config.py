@@ -107,7 +107,8 @@ class ProxyConfig(_Section):
 
     kind: Literal["ngram", "probe"] = "ngram"
     order: int = Field(default=3, ge=1, le=4)  # n-gram order of the ngram proxy
-    pilot_sizes: list[int] = Field(default_factory=lambda: [250, 1000, 4000], min_length=2)
+    # mixture pilot sizes (documents): >= 3, spanning >= 10x, for the stage-2 size law
+    pilot_sizes: list[int] = Field(default_factory=lambda: [250, 500, 1000, 2000, 4000], min_length=1)
     repeats: int = Field(default=2, ge=1, le=100)  # proxy runs per (mixture, pilot size)
     seeds: int = Field(default=3, ge=1, le=100)  # proxy runs per quality bucket (and for the prediction)
     bucket_epochs: list[float] = (
@@ -115,7 +116,7 @@ class ProxyConfig(_Section):
             default_factory=lambda: [0.125, 0.25, 0.5, 1.0, 2.0, 4.0], min_length=3
         )
     )
-    grid_divisions: int = Field(default=3, ge=1, le=20)  # simplex lattice of mixtures (1/d steps)
+    grid_divisions: int = Field(default=4, ge=1, le=20)  # simplex lattice of mixtures (1/d steps)
     pool_rows: int = Field(default=5_000, ge=10, le=1_000_000)  # proxy pool per source (seeded sample)
     bucket_rows: int = Field(default=1_000, ge=3, le=1_000_000)  # rows a bucket's proxy trains on
     hidden: int = Field(default=128, ge=4, le=8_192)  # probe hidden width
@@ -132,6 +133,13 @@ class ProxyConfig(_Section):
             raise ValueError(f"must be positive and strictly increasing, got {v}")
         return v
 
+    @field_validator("pilot_sizes")
+    @classmethod
+    def _spans_10x(cls, v: list[int]) -> list[int]:
+        if len(v) < 3 or v[-1] < 10 * v[0]:
+            raise ValueError(f"must be >= 3 sizes spanning >= 10x (the size law needs them), got {v}")
+        return v
+
 
 class QualityConfig(_Section):
     """The QQT plan: how a union of buckets repeats (Goyal et al. 2024)."""
@@ -140,12 +148,14 @@ class QualityConfig(_Section):
 
 
 class MixtureConfig(_Section):
-    """How source weights are chosen: Projektor (OT-based prediction) or a named baseline."""
+    """How source weights are chosen: Projektor (mixture laws projected to the budget) or a baseline."""
 
-    method: Literal["projektor", "uniform", "proportional", "dml", "best_grid"] = "projektor"
-    ot_max_points: int = Field(
-        default=2000, ge=2, le=1_000_000
-    )  # OT subsamples each side above this (fixed seed)
+    method: Literal["projektor", "uniform", "proportional", "dml", "regression", "best_grid"] = "projektor"
+    law: Literal["auto", "dml", "dml2", "dml3", "quadratic", "regression", "projektor"] = "auto"
+    ot: bool = True  # OT distance of every pilot's own training sample (the 'projektor' law's feature)
+    ot_max_points: int = Field(default=2000, ge=2, le=1_000_000)  # OT subsamples each side above this
+    max_projection: float = Field(default=5.0, gt=1, le=1_000)  # warn past this multiple of the largest pilot
+    probe_steps: int = Field(default=300, ge=1, le=1_000_000)  # probe pilots: at least this many steps
 
 
 class RayConfig(_Section):

@@ -19,10 +19,11 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from curate.errors import InputError
 from curate.stages import Executor
 from scaling.mixture import mixture_counts
 from scaling.ngram import NgramLM, TokenizedTexts
-from scaling.ot import MixtureDistance
+from scaling.ot import sinkhorn_divergence
 from scaling.proxy import train_probe
 
 CURVE = {
@@ -154,66 +155,121 @@ def epochs_of(pool: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([*passes, rng.choice(pool, size=rest, replace=False)]).astype(np.int64)
 
 
-def mixture_runs(
-    pools: Mapping[str, np.ndarray], grid: np.ndarray, sizes: Sequence[int], *, repeats: int, seed: int = 0
-) -> tuple[list[dict[str, object]], pl.DataFrame]:
-    """One run per (mixture, size, repeat): per source `mixture_counts(p, n)` rows (as epochs when its pool is
-    smaller), shuffled together. Returns the task rows and their description (run, mixture, n, repeat, p)."""
+def fit_pilot_sizes(pool_sizes: Sequence[int], grid: np.ndarray, sizes: Sequence[int]) -> list[int]:
+    """`sizes` scaled down by one factor (ratios kept) until every grid mixture's per-source counts at the
+    largest fit in the pools (no repeats); unchanged when they already fit."""
+    pools = np.asarray(pool_sizes, dtype=np.float64)
+    top = max(sizes)
+    need = np.max(grid * top / pools, axis=None)
+    scale = min(1.0, 1.0 / float(need)) if need > 0 else 1.0
+    while scale > 0:
+        scaled = [max(1, int(n * scale)) for n in sorted(sizes)]
+        if all((mixture_counts(p, scaled[-1]) <= pools).all() for p in grid):
+            return scaled
+        scale *= 1 - 1e-3
+    raise InputError(f"no pilot size fits pools of sizes {pool_sizes}.")
+
+
+def mixture_sequence(
+    pools: Mapping[str, np.ndarray], p: np.ndarray, sizes: Sequence[int], rng: np.random.Generator
+) -> np.ndarray:
+    """Distinct pool rows in training order whose first n_k rows hold `mixture_counts(p, n_k)` rows of each
+    source for every size n_k (nested samples; InputError when a pool is too small: never a repeat)."""
     names = list(pools)
+    top = mixture_counts(p, int(max(sizes)))
+    for s, c in zip(names, top, strict=True):
+        if c > len(pools[s]):
+            raise InputError(
+                f"mixture {np.round(p, 4).tolist()} needs {c} rows of source '{s}' at pilot size "
+                f"{max(sizes)} but its pool holds {len(pools[s])}; pilots never repeat a source's data "
+                "(lower the sizes)."
+            )
+    drawn = [rng.permutation(pools[s])[:c] for s, c in zip(names, top, strict=True)]
+    blocks, have = [], np.zeros(len(names), dtype=np.int64)
+    for n in sorted(sizes):
+        want = mixture_counts(p, int(n))
+        block = np.concatenate([d[h:w] for d, h, w in zip(drawn, have, want, strict=True)])
+        blocks.append(rng.permutation(block))
+        have = want
+    return np.concatenate(blocks).astype(np.int64)
+
+
+def mixture_runs(
+    pools: Mapping[str, np.ndarray],
+    grid: np.ndarray,
+    sizes: Sequence[int],
+    *,
+    repeats: int,
+    passes: Sequence[int] | None = None,
+    seed: int = 0,
+) -> tuple[list[dict[str, object]], pl.DataFrame]:
+    """Per (mixture, repeat) one nested sample (`mixture_sequence`). Without `passes` (a count proxy) one run
+    with a checkpoint at every size; with `passes` (one per size) one run per size training `passes[k]`
+    shuffled passes over the first n_k rows (a fixed step budget). Returns the task rows and the points
+    (run, samples_seen, mixture, n, repeat, one weight per source, rows: the distinct training rows)."""
+    names = list(pools)
+    sizes = sorted(int(n) for n in sizes)
     runs: list[dict[str, object]] = []
-    jobs = []
+    points = []
     for i, p in enumerate(grid):
-        for n in sizes:
-            for r in range(repeats):
-                sd = run_seed(seed, int(n), i, r)
-                rng = np.random.default_rng(sd)
-                counts = mixture_counts(p, int(n))
-                rows = np.concatenate(
-                    [epochs_of(pools[s], int(c), rng) for s, c in zip(names, counts, strict=True) if c > 0]
-                )
-                rows = rows[rng.permutation(len(rows))]
+        for r in range(repeats):
+            sd = run_seed(seed, i, r)
+            rng = np.random.default_rng(sd)
+            seq = mixture_sequence(pools, p, sizes, rng)
+            weights = dict(zip(names, map(float, p), strict=True))
+            if passes is None:
+                name = f"mix{i:03d}/r{r}"
+                runs.append({"run": name, "rows": seq.tolist(), "checkpoints": sizes, "n_unique": sizes[-1],
+                             "seed": sd})  # fmt: skip
+                points += [(name, n, i, n, r, weights, seq[:n]) for n in sizes]
+                continue
+            for n, k in zip(sizes, passes, strict=True):
                 name = f"mix{i:03d}/n{n}/r{r}"
-                runs.append(
-                    {
-                        "run": name,
-                        "rows": rows.tolist(),
-                        "checkpoints": [int(n)],
-                        "n_unique": int(n),
-                        "seed": sd,
-                    }
-                )
-                jobs.append(
-                    {
-                        "run": name,
-                        "mixture": i,
-                        "n": int(n),
-                        "repeat": r,
-                        **dict(zip(names, map(float, p), strict=True)),
-                    }
-                )
-    return runs, pl.DataFrame(jobs)
+                rows = np.concatenate([rng.permutation(seq[:n]) for _ in range(k)])
+                runs.append({"run": name, "rows": rows.tolist(), "checkpoints": [n * k], "n_unique": n,
+                             "seed": run_seed(seed, i, r, n)})  # fmt: skip
+                points.append((name, n * k, i, n, r, weights, seq[:n]))
+    frame = pl.DataFrame(
+        [
+            {"run": a, "samples_seen": b, "mixture": c, "n": d, "repeat": e, **w, "rows": rows.tolist()}
+            for a, b, c, d, e, w, rows in points
+        ],
+        schema={"run": pl.String, "samples_seen": pl.Int64, "mixture": pl.Int64, "n": pl.Int64,
+                "repeat": pl.Int64, **dict.fromkeys(names, pl.Float64), "rows": pl.List(pl.Int64)},
+    )  # fmt: skip
+    return runs, frame
 
 
 @dataclass(frozen=True)
 class OTTask:
-    """S_eps between mixture `mixtures[i]` and the target for a one-row task table (column `mixture` = i)."""
+    """S_eps between the uniform distribution on a sample's rows of `x` (column `rows`, at most `max_points`
+    of them, seeded) and the target rows (at most `max_points`), for a one-row task table."""
 
-    distance: MixtureDistance
-    mixtures: np.ndarray
+    x: np.ndarray
+    target: np.ndarray
+    max_points: int
+    seed: int = 0
 
     def __call__(self, task: pa.Table) -> pa.Table:
-        i = int(task["mixture"][0].as_py())
-        fresh = copy.deepcopy(
-            self.distance
-        )  # no warm start carried over from another task: same value anywhere
-        return pa.table({"mixture": [i], "ot": [fresh.value(self.mixtures[i])]})
+        row = task.to_pylist()[0]
+        rows = np.asarray(row["rows"], dtype=np.int64)
+        if len(rows) > self.max_points:
+            rng = np.random.default_rng(run_seed(self.seed, len(rows), int(rows.sum())))
+            rows = np.sort(rng.choice(rows, size=self.max_points, replace=False))
+        value = sinkhorn_divergence(self.x[rows], self.target, max_points=self.max_points, seed=self.seed)
+        return pa.table({"point": [row["point"]], "ot": [value]})
 
 
-def mixture_ot(distance: MixtureDistance, mixtures: np.ndarray, *, executor: Executor) -> np.ndarray:
-    """S_eps(mu_p, nu) per mixture row, one task each (the target's self term is solved once, before)."""
-    distance.problem.target_self()
-    tasks = pa.table({"mixture": list(range(len(mixtures)))})
-    out = pl.DataFrame(executor.map_tasks(OTTask(distance, np.asarray(mixtures)), tasks)).sort("mixture")
+def mixture_ot(task: OTTask, samples: Sequence[np.ndarray], *, executor: Executor) -> np.ndarray:
+    """S_eps of each sample (rows of task.x) against the target, one executor task each."""
+    table = pa.table(
+        {
+            "point": list(range(len(samples))),
+            "rows": [np.asarray(s, dtype=np.int64).tolist() for s in samples],
+        },
+        schema=pa.schema([("point", pa.int64()), ("rows", pa.list_(pa.int64()))]),
+    )
+    out = pl.DataFrame(executor.map_tasks(task, table)).sort("point")
     return out["ot"].to_numpy()
 
 
@@ -225,13 +281,22 @@ def calibrate_mixtures(
     *,
     executor: Executor,
     repeats: int = 2,
+    passes: Sequence[int] | None = None,
+    ot: OTTask | None = None,
     seed: int = 0,
 ) -> pl.DataFrame:
-    """The mixture runs frame: run, mixture, n, repeat, one weight column per source, metric (eval loss)."""
-    runs, jobs = mixture_runs(pools, grid, sizes, repeats=repeats, seed=seed)
-    curves = run_tasks(task, runs, executor=executor)
-    final = curves.group_by("run").agg(pl.col("eval_loss").sort_by("samples_seen").last().alias("metric"))
-    return jobs.join(final, on="run", how="left").sort("mixture", "n", "repeat")
+    """The mixture runs frame: run, mixture, n, repeat, one weight column per source, metric (the target eval
+    loss at n distinct documents) and, with `ot`, the OT distance of each largest pilot's own training sample
+    (null at the smaller sizes)."""
+    runs, points = mixture_runs(pools, grid, sizes, repeats=repeats, passes=passes, seed=seed)
+    curves = run_tasks(task, runs, executor=executor).select("run", "samples_seen", metric="eval_loss")
+    frame = points.join(curves, on=["run", "samples_seen"], how="left")
+    if ot is not None:  # the mixture law at the budget reads the OT of the largest pilots only
+        frame = frame.with_row_index("i")
+        top = frame.filter(pl.col("n") == max(sizes))
+        values = pl.DataFrame({"i": top["i"], "ot": mixture_ot(ot, top["rows"].to_list(), executor=executor)})
+        frame = frame.join(values, on="i", how="left").drop("i")
+    return frame.drop("rows", "samples_seen").sort("mixture", "n", "repeat")
 
 
 def bucket_runs(

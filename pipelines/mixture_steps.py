@@ -1,14 +1,17 @@
 """Mixture steps: proxy runs on a mixture grid (calibrate.mixture), source weights (fit.mixture) and the
 prediction for the final selection as written (predict).
 
-calibrate.mixture runs `pipelines.calibrate.calibrate_mixtures` (grid x pilot sizes x repeats, as executor
-tasks) and the OT of each grid mixture (executor tasks); fit.mixture fits Projektor (Kang et al. 2023) or a
-named baseline through `scaling.mixture.plan_weights`; predict trains the proxy on samples of the selection
-itself and reports its target metric at the budget with the seed-to-seed spread.
+calibrate.mixture runs `pipelines.calibrate.calibrate_mixtures`: every grid mixture at every pilot size
+(nested samples of distinct documents, scaled down so that no pilot repeats a source's data), repeats, and
+the OT distance of each pilot's own sample, all as executor tasks. fit.mixture fits Projektor
+(`scaling.projektor.fit_projektor`: a mixture law per pilot size, a saturating size law across sizes) and
+plans weights at the budget with `scaling.projektor.plan_weights`; predict trains the proxy on samples of
+the selection itself and reports its target metric at the budget with the seed-to-seed spread.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +26,11 @@ from curate.io import write_table
 from curate.manifest import Law, Prediction
 from curate.records import write_record
 from curate.stages import StageOutput
-from pipelines.calibrate import calibrate_mixtures, mixture_ot, run_seed, run_tasks
+from pipelines.calibrate import OTTask, calibrate_mixtures, fit_pilot_sizes, run_seed, run_tasks
 from pipelines.context import RunContext
 from pipelines.proxy_data import calibration_pool, proxy_data
 from pipelines.score_step import read_scores
+from scaling.mixture import LawMethod, n_params
 from scaling.simplex import simplex_grid
 
 Z90 = 1.6448536269514722
@@ -34,7 +38,12 @@ Z90 = 1.6448536269514722
 
 @dataclass(frozen=True)
 class MixtureFit:
-    """fit.mixture's record: weights per source, how they were chosen, the law and its held-out error."""
+    """fit.mixture's record: weights per source, how they were chosen, the law and its held-out errors.
+
+    holdout_mae / mean_mae: the mixture law at the largest pilot on every 4th grid mixture (left out of the
+    fit) and the mean predictor's; noise: the repeat spread of the projected curves; backtest_*: stage 2
+    refitted without the largest pilot and projected to it (every curve); projection: budget / largest pilot.
+    """
 
     weights: dict[str, float]
     method: str
@@ -43,6 +52,12 @@ class MixtureFit:
     law: Law
     holdout_mae: float
     mean_mae: float
+    law_method: str
+    pilot_sizes: list[int]
+    noise: float
+    backtest_mae: float | None
+    backtest_bias: float | None
+    projection: float
 
 
 def budget_docs(ctx: RunContext) -> int:
@@ -58,12 +73,14 @@ def budget_docs(ctx: RunContext) -> int:
 
 
 def calibrate_mixture(ctx: RunContext) -> StageOutput:
-    """Proxy runs of every grid mixture at every pilot size (repeats), and each mixture's OT distance."""
-    p = ctx.cfg.proxy
+    """Proxy runs of every grid mixture at every pilot size (repeats), each with its own sample's OT."""
+    p, m = ctx.cfg.proxy, ctx.cfg.mixture
     sources = sorted(ctx.cfg.sources)
     params: dict[str, JSONValue] = {
         **p.model_dump(mode="json"),
-        "ot_max_points": ctx.cfg.mixture.ot_max_points,
+        "ot": m.ot,
+        "ot_max_points": m.ot_max_points,
+        "probe_steps": m.probe_steps,
         "seed": ctx.cfg.seed,
     }
 
@@ -73,24 +90,71 @@ def calibrate_mixture(ctx: RunContext) -> StageOutput:
         missing = sorted(set(sources) - set(pools))
         if missing:
             raise InputError(f"source(s) {missing} have no documents the '{p.kind}' proxy can train on.")
+        pools = {s: pools[s] for s in sources}
         grid = simplex_grid(len(sources), divisions=p.grid_divisions)
-        runs = calibrate_mixtures(
-            data.task, pools, grid, p.pilot_sizes, executor=ctx.executor, repeats=p.repeats, seed=ctx.cfg.seed
+        sizes = fit_pilot_sizes([len(r) for r in pools.values()], grid, p.pilot_sizes)
+        if sizes != sorted(p.pilot_sizes):
+            small = min(pools, key=lambda s: len(pools[s]))
+            warnings.warn(
+                f"calibrate.mixture: pilot sizes {p.pilot_sizes} scaled to {sizes} so that no pilot repeats "
+                f"a source's data (smallest pool: '{small}', {len(pools[small])} documents).",
+                FitWarning,
+                stacklevel=2,
+            )
+        passes = None if p.kind == "ngram" else [math.ceil(m.probe_steps * p.batch_size / n) for n in sizes]
+        # OT only feeds the 'projektor' law: skip it when 'auto' could not pick that law on this grid
+        usable = m.law == "projektor" or (
+            m.law == "auto" and len(grid) >= n_params("projektor", len(sources)) + 2
         )
-        distance = data.distance(max_points=ctx.cfg.mixture.ot_max_points, seed=ctx.cfg.seed)
-        ot = mixture_ot(distance, grid, executor=ctx.executor)
-        runs = runs.join(pl.DataFrame({"mixture": np.arange(len(grid)), "ot": ot}), on="mixture")
+        ot = (
+            OTTask(data.x, data.x_eval, max_points=m.ot_max_points, seed=ctx.cfg.seed)
+            if m.ot and usable
+            else None
+        )
+        runs = calibrate_mixtures(
+            data.task, pools, grid, sizes, executor=ctx.executor, repeats=p.repeats, passes=passes, ot=ot,
+            seed=ctx.cfg.seed,
+        )  # fmt: skip
         write_table(runs.to_arrow(), tmp / "runs.parquet")
-        return {"runs": runs.height, "mixtures": len(grid)}
+        return {"runs": runs.height, "mixtures": len(grid), "pilot_sizes": sizes, "configured": p.pilot_sizes,
+                "ot": ot is not None}  # fmt: skip
 
     return ctx.commit(params, build)
 
 
+def _holdout(
+    runs: pl.DataFrame, sources: list[str], *, law: LawMethod, seed: int
+) -> tuple[pl.DataFrame, float]:
+    """Stage 1 at the largest pilot on every 4th grid mixture, fitted without them: (mixture, observed,
+    predicted) and the mean predictor's MAE on them."""
+    from scaling.mixture import fit_mixture_law
+
+    held = (pl.col("mixture") % 4) == 3
+    top = runs.filter(pl.col("n") == pl.col("n").max())
+    train = top.filter(~held)
+    with warnings.catch_warnings():  # the fit on every mixture warns about the law's identification
+        warnings.simplefilter("ignore", FitWarning)
+        fit = fit_mixture_law(
+            train.select(sources).to_numpy(), train["metric"].to_numpy(),
+            ot=train["ot"].to_numpy() if "ot" in train.columns else None, method=law, sources=sources,
+            seed=seed,
+        )  # fmt: skip
+    test = (
+        top.filter(held).group_by("mixture", *sources).agg(observed=pl.col("metric").mean()).sort("mixture")
+    )
+    predicted = fit.predict(test.select(sources).to_numpy()) if test.height else np.zeros(0)
+    train_mean = float(np.mean(train["metric"].to_numpy()))
+    mean_mae = float(np.mean(np.abs(train_mean - test["observed"].to_numpy()))) if test.height else 0.0
+    table = test.select(mixture=pl.format("mix{}", "mixture"), observed="observed").with_columns(
+        predicted=pl.Series(predicted, dtype=pl.Float64)
+    )
+    return table, mean_mae
+
+
 def fit_mixture(ctx: RunContext) -> StageOutput:
-    """Source weights (Projektor's optimum, or a named baseline) at the budget, with Projektor's held-out
-    error on every 4th grid mixture against the mean predictor's (worse: fall back to the best grid run)."""
-    from scaling.mixture import plan_weights
-    from scaling.projektor import fit_projektor
+    """Source weights at the budget (Projektor's optimum, or a named baseline), with stage 1's held-out error
+    against the mean predictor's (worse: fall back to the best grid run) and stage 2's backtest."""
+    from scaling.projektor import fit_projektor, plan_weights
 
     m = ctx.cfg.mixture
     n_budget = budget_docs(ctx)
@@ -100,17 +164,16 @@ def fit_mixture(ctx: RunContext) -> StageOutput:
         runs = pl.read_parquet(ctx.output("calibrate.mixture").path / "runs.parquet")
         sources = sorted(ctx.cfg.sources)
         sizes = dict(read_scores(ctx.output("score")).group_by("source").len().collect().iter_rows())
-        held = (pl.col("mixture") % 4) == 3
-        n1 = int(runs["n"].max())  # type: ignore[arg-type]
-        model = fit_projektor(runs.filter(~held), sources=sources)
-        test = runs.filter(held & (pl.col("n") == n1))
-        predicted = np.array(
-            [model.predict(n1, [r[s] for s in sources]).value for r in test.iter_rows(named=True)]
+        holdout, mean_mae = _holdout(runs, sources, law=m.law, seed=ctx.cfg.seed)
+        mae = float((holdout["predicted"] - holdout["observed"]).abs().mean() or 0.0)  # type: ignore[arg-type]
+        model = fit_projektor(
+            runs,
+            sources=sources,
+            n=n_budget,
+            method=m.law,
+            max_projection=m.max_projection,
+            seed=ctx.cfg.seed,
         )
-        observed = test["metric"].to_numpy()
-        mae = float(np.mean(np.abs(predicted - observed))) if len(observed) else 0.0
-        train_mean = float(runs.filter(~held & (pl.col("n") == n1))["metric"].mean())  # type: ignore[arg-type]
-        mean_mae = float(np.mean(np.abs(train_mean - observed))) if len(observed) else 0.0
         method, fallback = m.method, None
         if method == "projektor" and mae > mean_mae:
             method = "best_grid"
@@ -119,28 +182,40 @@ def fit_mixture(ctx: RunContext) -> StageOutput:
                 "weights fall back to the best calibrated mixture (best_grid)"
             )
             warnings.warn(f"fit.mixture: {fallback}.", FitWarning, stacklevel=2)
-        plan = plan_weights(
-            runs, sources=sources, n=n_budget, method=method, source_sizes=sizes, seed=ctx.cfg.seed
-        )
-        full = fit_projektor(runs, sources=sources)
-        coef = {f"n{f.n}.c{i}": float(c) for f in full.fits for i, c in enumerate(f.coef)}
-        write_table(
-            test.select(mixture="run", observed="metric")
-            .with_columns(predicted=pl.Series(predicted, dtype=pl.Float64))
-            .to_arrow(),
-            tmp / "holdout.parquet",
-        )
+        plan = plan_weights(model, runs, method=method, source_sizes=sizes, seed=ctx.cfg.seed)
+        back = model.backtest()
+        w = model.size_law.weights(n_budget)
+        coef = {
+            "alpha": model.size_law.alpha,
+            "n0": model.size_law.n0,
+            **{f"w.n{n}": float(x) for n, x in zip(model.sizes, w, strict=True)},
+            **model.law.params(),
+        }
+        write_table(holdout.to_arrow(), tmp / "holdout.parquet")
         record = MixtureFit(
             weights=dict(plan.weights),
             method=method,
             fallback=fallback,
             n=n_budget,
-            law=Law(form="projektor_kang2023_stage1", params=coef, fit_error=mae),
+            law=Law(
+                form=f"stage 2: L(N) = E + A·(N + n0)^-alpha per pilot curve (alpha, n0 shared), projected "
+                f"to N = {n_budget} as sum_k w_k L(N_k); stage 1: '{model.law.method}' mixture law on the "
+                "projections",
+                params=coef,
+                fit_error=mae,
+            ),
             holdout_mae=mae,
             mean_mae=mean_mae,
+            law_method=model.law.method,
+            pilot_sizes=list(model.sizes),
+            noise=float(np.nan_to_num(model.law.noise)),
+            backtest_mae=None if back is None else float(np.mean(np.abs(back))),
+            backtest_bias=None if back is None else float(np.mean(back)),
+            projection=n_budget / model.sizes[-1],
         )
         write_record(record, tmp)
-        return {"n": n_budget, "holdout_mae": mae, "mean_holdout_mae": mean_mae, "method": method}
+        return {"n": n_budget, "holdout_mae": mae, "mean_holdout_mae": mean_mae, "method": method,
+                "law": model.law.method, "law_cv_mae": model.law.cv_error}  # fmt: skip
 
     return ctx.commit(params, build)
 

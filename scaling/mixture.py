@@ -2,14 +2,16 @@
 
 One API, `fit_mixture_law(p, metric) -> MixtureLaw`, for the pipeline and for users who already have runs:
   dml         Data Mixing Law (Ye et al. 2024, eq. 1): L = c + k·exp(Σ_j t_j p_j) with t_m = 0 (Σp = 1 makes
-              one t redundant); a 2-D metric (one column per target domain) gets one law per column, summed
-              (eq. 2), whose optimum can be interior.
+              one t redundant). A 2-D metric (one column per target domain) gets one law per column, summed
+              (eq. 2); a 1-D metric may hide several domains, so 'dml2' and 'dml3' sum 2 or 3 such terms
+              over one floor c. Either way the optimum can be interior.
   quadratic   Scheffé's quadratic mixture model: L = c + Σ_{i<m} b_i p_i + Σ_{i<j} b_ij p_i p_j (ridge).
   regression  gradient-boosted trees on p (sklearn), as RegMix (Liu et al. 2024) does with LightGBM.
   projektor   Projektor stage 1 (Kang et al. 2023) without its collinear columns (Σ_i p_i·OT = OT, Σp_i = 1):
               L = c + Σ_{i<m} c1_i p_i + Σ_i c2_i p_i² + Σ_i (b1_i p_i + b2_i p_i²)·OT (ridge); OT of an
               unseen mixture from a quadratic model of the runs' OT values unless given.
-  auto        the method with the least cross-validated MAE among those with >= 3 mixtures per parameter.
+  auto        every law above (projektor when OT is given) with at least 2 mixtures more than parameters;
+              the least cross-validated MAE wins. A law with fewer than 3 mixtures per parameter warns.
 Ridge penalties come from leave-one-out error on the training mixtures only (scaling.ridge). Rows with the
 same p are repeats: they are averaged, and their spread is the law's `noise`. Cross-validation leaves out
 whole mixtures (10 seeded folds; one at a time below 10 mixtures).
@@ -17,6 +19,7 @@ whole mixtures (10 seeded folds; one at a time below 10 mixtures).
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,11 +34,11 @@ from curate.errors import FitError, FitWarning, InputError
 from scaling.ridge import RidgeFit, fit_ridge
 from scaling.simplex import project_simplex, simplex_grid
 
-LawMethod = Literal["auto", "dml", "quadratic", "regression", "projektor"]
-METHODS: tuple[LawMethod, ...] = ("dml", "quadratic", "regression", "projektor")
+LawMethod = Literal["auto", "dml", "dml2", "dml3", "quadratic", "regression", "projektor"]
+METHODS: tuple[LawMethod, ...] = ("dml", "dml2", "dml3", "quadratic", "regression", "projektor")
 WEIGHT_TOLERANCE = 1e-6
-PER_PARAM = 3  # mixtures per parameter below which a method is poorly identified
-REGRESSION_MIN = 30  # mixtures below which boosted trees are not tried by "auto"
+PER_PARAM = 3  # mixtures per parameter below which a law is poorly identified (FitWarning)
+T_MAX = 20.0  # bound on every DML exponent slope |t_j|
 FOLDS = 10  # cross-validation folds of whole mixtures (leave-one-out below 10 mixtures)
 
 
@@ -50,9 +53,11 @@ def mixture_counts(p: Sequence[float] | np.ndarray, n: int) -> np.ndarray:
     return counts
 
 
-def n_params(method: LawMethod, m: int, *, columns: int = 1) -> int:
-    """Free parameters of `method` over m sources (dml: per metric column); 0 for the trees."""
-    return {"dml": (m + 1) * columns, "quadratic": m * (m + 1) // 2, "projektor": 4 * m}.get(method, 0)
+def n_params(name: str, m: int, *, columns: int = 1) -> int:
+    """Free parameters of law `name` over m sources (dml: per metric column; dmlK: K terms); 0 for trees."""
+    if name.startswith("dml"):
+        return (m + 1) * columns if name == "dml" else 1 + int(name[3:]) * m
+    return {"quadratic": m * (m + 1) // 2, "projektor": 4 * m}.get(name, 0)
 
 
 class _Model(Protocol):
@@ -109,19 +114,25 @@ class _Projektor:
 
 @dataclass(frozen=True)
 class _DML:
-    theta: np.ndarray  # (columns, m + 1): c, k, t_1..t_{m-1} per metric column
+    c: np.ndarray  # (columns,): the floor of each metric column
+    terms: tuple[np.ndarray, ...]  # per column, (K, m): k (log k when K > 1), t_1..t_{m-1} of each term
     smooth: bool = True
 
     def predict(self, p: np.ndarray, ot: np.ndarray | None) -> np.ndarray:
-        c, k, t = self.theta[:, 0], self.theta[:, 1], self.theta[:, 2:]
-        return (c + k * np.exp(np.clip(p[:, :-1] @ t.T, -50, 50))).sum(axis=1)
+        q = p[:, :-1]
+        return self.c.sum() + sum(
+            (_dml_terms(q, np.r_[0.0, t.ravel()])[0] for t in self.terms), np.zeros(len(p))
+        )
 
     def params(self, names: Sequence[str]) -> dict[str, float]:
         out: dict[str, float] = {}
-        for d, row in enumerate(self.theta):
-            tag = f"[{d}]" if len(self.theta) > 1 else ""
-            keys = [f"c{tag}", f"k{tag}", *(f"t{tag}.{n}" for n in names[:-1])]
-            out.update({key: float(v) for key, v in zip(keys, row, strict=True)})
+        for d, (c, term) in enumerate(zip(self.c, self.terms, strict=True)):
+            col = f"[{d}]" if len(self.terms) > 1 else ""
+            out[f"c{col}"] = float(c)
+            for i, row in enumerate(term):
+                tag = f"{col}{i + 1}" if len(term) > 1 else col
+                keys = [f"{'log_k' if len(term) > 1 else 'k'}{tag}", *(f"t{tag}.{n}" for n in names[:-1])]
+                out.update({key: float(v) for key, v in zip(keys, row, strict=True)})
         return out
 
 
@@ -137,40 +148,100 @@ class _Trees:
         return {"trees": float(self.model.n_estimators_)}  # type: ignore[attr-defined]
 
 
-def _dml_column(p: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """One DML column by least squares from starts linearised at several floors c (log(±(y − c)) ~ t·p)."""
-    q = p[:, :-1]
-    design = np.hstack([np.ones((len(y), 1)), q])
+def _dml_terms(q: np.ndarray, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(Σ_k k_k·e_k, e, k) for θ = [c, k or log k, t_1, ...] over rows q = p[:, :-1]: one term has a signed
+    amplitude k, several terms each a positive one exp(log k) (decreasing losses do not cancel)."""
+    term = theta[1:].reshape(-1, q.shape[1] + 1)
+    e = np.exp(np.clip(q @ term[:, 1:].T, -50, 50))
+    k = term[:, 0] if len(term) == 1 else np.exp(np.clip(term[:, 0], -50, 50))
+    return e @ k, e, k
+
+
+def _dml_column(
+    q: np.ndarray,
+    y: np.ndarray,
+    terms: int,
+    start: np.ndarray | None = None,
+    memo: dict[int, np.ndarray] | None = None,
+) -> np.ndarray:
+    """θ = [c, (k, t) per term] of y ≈ c + Σ k·exp(t·q) by least squares. One term starts from log-linear
+    fits at several floors c (log(±(y − c)) ~ t·q); K terms from the fit with K − 1 plus a new small term
+    and from random draws (seeded); or from `start` alone. `memo` keeps the fits by number of terms."""
+    if start is None and memo is not None and terms in memo:
+        return memo[terms]
     spread = float(np.ptp(y)) or 1.0
 
     def resid(theta: np.ndarray) -> np.ndarray:
-        return theta[0] + theta[1] * np.exp(np.clip(q @ theta[2:], -50, 50)) - y
+        return theta[0] + _dml_terms(q, theta)[0] - y
 
     def jac(theta: np.ndarray) -> np.ndarray:
-        e = np.exp(np.clip(q @ theta[2:], -50, 50))
-        return np.column_stack([np.ones_like(e), e, theta[1] * e[:, None] * q])
+        t = theta[1:].reshape(-1, q.shape[1] + 1)[:, 1:]
+        _, e, k = _dml_terms(q, theta)
+        d_amp = e if terms == 1 else e * k  # ∂/∂k, or ∂/∂log k
+        parts = [np.hstack([d_amp[:, [i]], k[i] * e[:, [i]] * q]) for i in range(len(t))]
+        return np.hstack([np.ones((len(y), 1)), *parts])
 
-    solver = "lm" if len(y) >= q.shape[1] + 2 else "trf"
-    best = None
-    for sign in (1.0, -1.0):
-        for frac in (0.05, 0.5, 3.0):
-            c0 = float(y.min() - frac * spread) if sign > 0 else float(y.max() + frac * spread)
-            lin, *_ = np.linalg.lstsq(design, np.log(sign * (y - c0)), rcond=None)
-            x0 = np.concatenate([[c0, sign * np.exp(lin[0])], lin[1:]])
-            fit = least_squares(resid, x0, jac=jac, method=solver, max_nfev=400)
-            if best is None or fit.cost < best.cost:
-                best = fit
-    return np.asarray(best.x if best is not None else x0)
+    if start is not None:
+        starts = [start]
+    elif terms == 1:
+        design = np.hstack([np.ones((len(y), 1)), q])
+        starts = []
+        for sign in (1.0, -1.0):
+            for frac in (0.05, 0.5, 3.0):
+                c0 = float(y.min() - frac * spread) if sign > 0 else float(y.max() + frac * spread)
+                lin, *_ = np.linalg.lstsq(design, np.log(sign * (y - c0)), rcond=None)
+                starts.append(np.concatenate([[c0, sign * np.exp(lin[0])], lin[1:]]))
+    else:
+        rng = np.random.default_rng(terms)
+        fewer = _dml_column(q, y, terms - 1, memo=memo).copy()
+        if terms == 2:  # the single term's signed amplitude becomes a log amplitude
+            fewer[1] = math.log(max(abs(fewer[1]), 1e-12))
+        new = [np.r_[math.log(0.1 * spread), rng.normal(0, 2, q.shape[1])] for _ in range(4)]
+        starts = [np.concatenate([fewer, x]) for x in new] + [
+            np.concatenate(
+                [[y.min() - 0.5 * spread * rng.random()], rng.normal(0, 1, terms * (q.shape[1] + 1))]
+            )
+            for _ in range(8)
+        ]
+    # |t_j| <= T_MAX: with lattice steps of 1/4 a slope of 20 already turns a term off within one step, and
+    # steeper slopes are not identified by the grid (the coefficients stay sane); floor and amplitudes free
+    hi = np.full(len(starts[0]), np.inf)
+    hi[1:] = np.tile([np.inf, *([T_MAX] * q.shape[1])], terms)
+    fits = [
+        least_squares(resid, np.clip(x0, 1e-9 - hi, hi - 1e-9), jac=jac, bounds=(-hi, hi), ftol=1e-7, xtol=1e-7,
+                      max_nfev=30 * len(x0))
+        for x0 in starts
+    ]  # fmt: skip
+    best = np.asarray(min(fits, key=lambda f: f.cost).x)
+    if start is None and memo is not None:
+        memo[terms] = best
+    return best
 
 
-def _fit(method: LawMethod, p: np.ndarray, y: np.ndarray, ot: np.ndarray | None, seed: int) -> _Model:
-    """Fit `method` to mean metrics y (mixtures, columns) of unique mixtures p."""
+def _fit(
+    name: str,
+    p: np.ndarray,
+    y: np.ndarray,
+    ot: np.ndarray | None,
+    seed: int,
+    warm: _Model | None = None,
+    memo: dict[int, np.ndarray] | None = None,
+) -> _Model:
+    """Fit candidate `name` (dml, dml2, dml3, quadratic, regression, projektor) to mean metrics y (mixtures,
+    columns) of unique mixtures p; a DML starts from `warm`'s parameters when given."""
     total = y.sum(axis=1)
-    if method == "dml":
-        return _DML(np.stack([_dml_column(p, col) for col in y.T]))
-    if method == "quadratic":
+    q = p[:, :-1]
+    if name.startswith("dml"):
+        terms = int(name[3:] or 1)
+        if y.shape[1] > 1:  # one law per target domain (Ye et al. 2024, eq. 2)
+            cols = [_dml_column(q, col, 1) for col in y.T]
+        else:
+            start = None if not isinstance(warm, _DML) else np.concatenate([warm.c, warm.terms[0].ravel()])
+            cols = [_dml_column(q, total, terms, start, memo)]
+        return _DML(np.array([c[0] for c in cols]), tuple(c[1:].reshape(-1, p.shape[1]) for c in cols))
+    if name == "quadratic":
         return _Quadratic(fit_ridge(_quadratic_features(p), total))
-    if method == "projektor":
+    if name == "projektor":
         if ot is None:
             raise InputError("method 'projektor' needs ot: the OT distance of each run's training data.")
         surrogate = _Quadratic(fit_ridge(_quadratic_features(p), ot))
@@ -186,12 +257,13 @@ def _fit(method: LawMethod, p: np.ndarray, y: np.ndarray, ot: np.ndarray | None,
 
 @dataclass(frozen=True, slots=True)
 class CVScore:
-    """Out-of-fold MAE and Spearman rank correlation of a method, its parameter count, why it was skipped."""
+    """Out-of-fold MAE and Spearman rank correlation of a law, its parameter count, and the MAE relative to
+    the mean predictor's averaged over the tables it was scored on (what "auto" ranks)."""
 
     mae: float
     spearman: float
     n_params: int
-    skipped: str | None = None
+    relative: float
 
 
 def minimize_on_simplex(
@@ -203,7 +275,8 @@ def minimize_on_simplex(
     seed: int = 0,
 ) -> np.ndarray:
     """argmin of f (vectorised over rows of mixtures) on the simplex: the best of vertices, a lattice or
-    Dirichlet draws and `extra`, refined by SLSQP from the five best when f is smooth."""
+    Dirichlet draws and `extra`, refined by SLSQP from the five best when f is smooth, else the mean of the
+    best 1% when f is as low there."""
     rng = np.random.default_rng(seed)
     parts = [np.eye(m), rng.dirichlet(np.ones(m), 2000), rng.dirichlet(np.full(m, 0.3), 2000)]
     divisions = max((d for d in range(1, 41) if _lattice_size(m, d) <= 3000), default=0)
@@ -215,8 +288,9 @@ def minimize_on_simplex(
     values = f(cand)
     order = np.argsort(values, kind="stable")
     best, best_v = cand[order[0]], float(values[order[0]])
-    if not smooth:
-        return best
+    if not smooth:  # a piecewise-constant law ties over regions: their centre, as RegMix averages its top 100
+        centre = cand[order[: max(10, len(cand) // 100)]].mean(axis=0)
+        return centre if float(f(centre[None, :])[0]) <= best_v + 1e-12 else best
     bounds = [(0.0, 1.0)] * m
     simplex = {"type": "eq", "fun": lambda x: float(x.sum() - 1.0)}
     for x0 in cand[order[:5]]:
@@ -240,7 +314,7 @@ def _lattice_size(m: int, d: int) -> int:
 class MixtureLaw:
     """A fitted mixture law: predict(p, ot), optimum(), its cross-validated MAE beside the repeat noise."""
 
-    method: LawMethod
+    method: LawMethod  # the law chosen (never "auto")
     sources: tuple[str, ...]
     cv_error: float  # out-of-fold MAE of the chosen method (metric units); nan below 4 mixtures
     cv: dict[str, CVScore]  # every method tried or skipped
@@ -311,19 +385,36 @@ def _collapse(
 
 
 def _cross_validate(
-    method: LawMethod, p: np.ndarray, y: np.ndarray, ot: np.ndarray | None, seed: int
-) -> tuple[float, float]:
-    """(MAE, Spearman) of out-of-fold predictions of the row sums, leaving whole mixtures out."""
+    name: str, p: np.ndarray, y: np.ndarray, ot: np.ndarray | None, seed: int, full: _Model
+) -> tuple[float, float, float]:
+    """(MAE, Spearman, the mean predictor's MAE) of out-of-fold predictions of the row sums, leaving whole
+    mixtures out (10 seeded folds). A DML fold starts from the fit on every mixture (`full`), which keeps
+    the nonconvex fits cheap and comparable."""
     j = len(p)
     folds = np.array_split(np.random.default_rng(seed).permutation(j), min(j, FOLDS))
-    pred = np.empty(j)
+    total = y.sum(axis=1)
+    pred, base = np.empty(j), np.empty(j)
     for test in folds:
         train = np.setdiff1d(np.arange(j), test)
-        model = _fit(method, p[train], y[train], None if ot is None else ot[train], seed)
+        model = _fit(name, p[train], y[train], None if ot is None else ot[train], seed, warm=full)
         pred[test] = model.predict(p[test], None if ot is None else ot[test])
-    total = y.sum(axis=1)
+        base[test] = total[train].mean()
     rho = float(spearmanr(pred, total).statistic) if np.ptp(pred) > 0 and np.ptp(total) > 0 else 0.0
-    return float(np.mean(np.abs(pred - total))), rho
+    return float(np.mean(np.abs(pred - total))), rho, float(np.mean(np.abs(base - total)))
+
+
+Table = tuple[np.ndarray, np.ndarray, np.ndarray | None]
+
+
+def _table(p: np.ndarray, metric: np.ndarray, ot: np.ndarray | None, *, m: int | None, what: str) -> Table:
+    pv = check_mixtures(p, m=m, what=f"{what} p")
+    y = np.asarray(metric, dtype=np.float64)
+    y = y.reshape(-1, 1) if y.ndim == 1 else y
+    if y.ndim != 2 or y.shape[0] != len(pv) or not np.isfinite(y).all():
+        raise InputError(
+            f"{what} metric must be {len(pv)} finite losses (or rows of them); got shape {y.shape}."
+        )
+    return pv, y, None if ot is None else _vector(ot, len(pv), what=f"{what} ot")
 
 
 def fit_mixture_law(
@@ -333,61 +424,66 @@ def fit_mixture_law(
     ot: np.ndarray | None = None,
     method: LawMethod = "auto",
     sources: Sequence[str] | None = None,
+    also: Sequence[Table] = (),
     seed: int = 0,
 ) -> MixtureLaw:
     """Fit a mixture law to runs: p (runs, sources) on the simplex, metric (runs,) or (runs, target domains,
-    summed) lower-is-better, ot (runs,) for Projektor; "auto" picks the least cross-validated MAE."""
+    summed) lower-is-better, ot (runs,) for Projektor. "auto" picks the least cross-validated MAE relative
+    to the mean predictor's, averaged over this table and the tables `also` (p, metric, ot) of the same
+    sources (e.g. other pilot sizes) where the law can be scored."""
     check_option("method", method, ("auto", *METHODS), caller="fit_mixture_law")
-    pv = check_mixtures(p, m=None, what="p")
-    n, m = pv.shape
-    y = np.asarray(metric, dtype=np.float64)
-    y = y.reshape(-1, 1) if y.ndim == 1 else y
-    if y.ndim != 2 or y.shape[0] != n or not np.isfinite(y).all():
-        raise InputError(f"metric must be {n} finite losses (or {n} rows of them); got shape {y.shape}.")
-    ov = None if ot is None else _vector(ot, n, what="ot")
+    pv, y, ov = _table(p, metric, ot, m=None, what="runs")
+    m = pv.shape[1]
     if method == "projektor" and ov is None:
         raise InputError("method 'projektor' needs ot: the OT distance of each run's training data.")
     names = tuple(sources) if sources is not None else tuple(f"p{i}" for i in range(m))
     if len(names) != m:
         raise InputError(f"sources must name the {m} columns of p; got {list(names)}.")
-    uniq, mean, ot_mean, noise = _collapse(pv, y, ov)
+    if y.shape[1] > 1 and method in ("dml2", "dml3"):
+        raise InputError(f"method '{method}' sums terms over one metric column; got {y.shape[1]} columns.")
+    tables = [
+        _collapse(*t)
+        for t in [(pv, y, ov), *(_table(*t, m=m, what=f"also[{i}]") for i, t in enumerate(also))]
+    ]
+    uniq, mean, ot_mean, noise = tables[0]
     j = len(uniq)
     if j < 3:
         raise FitError(f"fit_mixture_law needs >= 3 distinct mixtures; got {j}.")
-    tried = [t for t in METHODS if t != "projektor" or ov is not None] if method == "auto" else [method]
+    pool = (
+        [t for t in METHODS if y.shape[1] == 1 or t not in ("dml2", "dml3")] if method == "auto" else [method]
+    )
+
+    def usable(t: str, table: tuple[np.ndarray, np.ndarray, np.ndarray | None, float]) -> bool:
+        return (t != "projektor" or table[2] is not None) and len(table[0]) >= n_params(
+            t, m, columns=y.shape[1]
+        ) + 2
+
+    tried = [t for t in pool if usable(t, tables[0])] or [pool[0]]
+    memo: dict[int, np.ndarray] = {}
+    fits = {t: _fit(t, uniq, mean, ot_mean, seed, memo=memo) for t in tried}
     cv: dict[str, CVScore] = {}
+    memos: list[dict[int, np.ndarray]] = [{} for _ in tables]
     for t in tried:
-        k = n_params(t, m, columns=mean.shape[1])
-        need = REGRESSION_MIN if t == "regression" else PER_PARAM * k
-        if method == "auto" and j < need:
-            cv[t] = CVScore(np.nan, np.nan, k, skipped=f"{j} mixtures < {need} needed")
+        k = n_params(t, m, columns=y.shape[1])
+        if j < 4:
+            cv[t] = CVScore(np.nan, np.nan, k, np.nan)
             continue
-        if method != "auto" and j < need:
-            warnings.warn(
-                f"fit_mixture_law: method '{t}' has {k} parameters but only {j} distinct mixtures "
-                f"(< {need}); "
-                "it is poorly identified (a ridge penalty, where it has one, decides the rest).",
-                FitWarning,
-                stacklevel=2,
-            )
-        cv[t] = (
-            CVScore(*_cross_validate(t, uniq, mean, ot_mean, seed), k)
-            if j >= 4
-            else CVScore(np.nan, np.nan, k)
-        )
-    ranked = [t for t in tried if cv[t].skipped is None]
-    if not ranked:
-        ranked = [min(tried, key=lambda t: cv[t].n_params)]
+        mae, rho, base = _cross_validate(t, uniq, mean, ot_mean, seed, fits[t])
+        rel = [mae / base]
+        if len(tried) > 1:
+            for (tp, ty, tot, _), tmemo in zip(tables[1:], memos[1:], strict=True):
+                if usable(t, (tp, ty, tot, 0.0)) and len(tp) >= 4:
+                    other = _cross_validate(t, tp, ty, tot, seed, _fit(t, tp, ty, tot, seed, memo=tmemo))
+                    rel.append(other[0] / other[2])
+        cv[t] = CVScore(mae, rho, k, float(np.mean(rel)))
+    chosen = min(tried, key=lambda t: (np.nan_to_num(cv[t].relative, nan=np.inf), tried.index(t)))
+    k = n_params(chosen, m, columns=y.shape[1])
+    if j < PER_PARAM * k:
         warnings.warn(
-            f"fit_mixture_law: {j} distinct mixtures are fewer than {PER_PARAM} per parameter for every "
-            f"method; using '{ranked[0]}', the one with the fewest parameters.",
+            f"fit_mixture_law: the chosen law '{chosen}' has {k} parameters but only {j} distinct mixtures "
+            f"(< {PER_PARAM * k}); it is poorly identified (cross-validated MAE {cv[chosen].mae:.3g}, repeat "
+            f"noise {noise:.3g}).",
             FitWarning,
             stacklevel=2,
         )
-        if j >= 4:
-            cv[ranked[0]] = CVScore(
-                *_cross_validate(ranked[0], uniq, mean, ot_mean, seed), cv[ranked[0]].n_params
-            )
-    chosen = min(ranked, key=lambda t: (np.nan_to_num(cv[t].mae, nan=np.inf), METHODS.index(t)))
-    model = _fit(chosen, uniq, mean, ot_mean, seed)
-    return MixtureLaw(chosen, names, cv[chosen].mae, cv, noise, j, uniq, model)
+    return MixtureLaw(chosen, names, cv[chosen].mae, cv, noise, j, uniq, fits[chosen])

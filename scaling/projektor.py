@@ -1,18 +1,21 @@
 """Projektor (Kang et al. 2023) with a saturating stage 2: a mixture's loss at N documents from pilot runs.
 
-Stage 1, per pilot size N_k: a mixture law L̂_k(p) (`scaling.mixture.fit_mixture_law`), one method for every
-size, chosen at the largest pilot (Projektor's OT form competes when each run's OT, measured on its own
-training sample, is given).
-Stage 2, per calibration mixture j: L(N, p_j) = E_j + A_j·N^-α, one α shared by every mixture, fitted by
-weighted least squares over >= 3 pilot sizes spanning >= 10x (for a fixed α, E_j and A_j are linear:
-variable projection over α). An unseen p gets the same fit of its stage-1 values:
-L̂(N, p) = Σ_k w_k(N)·L̂_k(p), w(N) = [1, N^-α]·(ZᵀWZ)⁻¹ZᵀW, Z = [1, N_k^-α], W = diag(1/σ_k²) from the
-repeat spread at each size; the weights sum to 1.
+Stage 2, per pilot curve (a calibration mixture's nested samples of one repeat at every pilot size N_k):
+L(N) = E + A·(N + N0)^-α, with α and the offset N0 (in [0, smallest pilot]; N0 = 0 is the plain power law)
+shared by every curve, fitted by weighted least squares over >= 3 pilot sizes spanning >= 10x (for fixed α
+and N0, E and A are linear: variable projection). Every curve then projects linearly to N:
+L̂(N) = Σ_k w_k(N)·L(N_k), w(N) = [1, (N + N0)^-α]·(ZᵀWZ)⁻¹ZᵀW, Z = [1, (N_k + N0)^-α], W = diag(1/σ_k²)
+from the repeat spread at each size; the weights sum to 1.
+Stage 1 at N: a mixture law (`scaling.mixture.fit_mixture_law`) fitted to the projected curves, "auto"
+ranking the laws by cross-validation on the projections and on every pilot size; with each run's OT
+(measured on its own sample, at the largest pilot) the Projektor form competes. For
+the linear laws this equals fitting a law per pilot size and projecting its predictions; fitting once on
+the projected values keeps the nonlinear laws (DML) and their optimum in one fit.
 Stage 3: p* = argmin_p L̂(N, p) on the simplex (`scaling.mixture.minimize_on_simplex`).
 
 The `runs` frame has one row per proxy run: `n` (int, pilot size in documents), one float column per source
-(weights summing to 1), `metric` (target loss, lower is better) and optionally `ot` (S_ε of the run's own
-training sample against the target). Rows sharing (n, p) are repeats.
+(weights summing to 1), `metric` (target loss, lower is better) and optionally `repeat` (int: which nested
+sample; rows sharing (n, p) are otherwise paired in order) and `ot` (S_ε of the run's own training sample).
 """
 
 from __future__ import annotations
@@ -25,12 +28,12 @@ from typing import Literal
 
 import numpy as np
 import polars as pl
-from scipy.optimize import minimize_scalar
+from scipy.optimize import minimize
 
 from curate._validation import check_columns, check_interval, check_option
 from curate.errors import FitError, FitWarning, InputError
 from curate.manifest import Prediction
-from scaling.mixture import LawMethod, MixtureLaw, check_mixtures, fit_mixture_law, minimize_on_simplex
+from scaling.mixture import LawMethod, MixtureLaw, check_mixtures, fit_mixture_law
 
 Z90 = 1.6448536269514722  # two-sided 90% normal quantile
 MIN_SIZES, MIN_SPAN = 3, 10.0
@@ -48,30 +51,39 @@ PLAN_METHODS: tuple[PlanMethod, ...] = (
 
 @dataclass(frozen=True, slots=True)
 class SizeLaw:
-    """Stage 2: L(N) = E_j + A_j·N^-α per mixture j (rows of the fitted values), α shared."""
+    """Stage 2: L(N) = E_j + A_j·(N + N0)^-α per curve j (rows of the fitted values), α and N0 shared."""
 
     alpha: float
+    n0: float
     sizes: np.ndarray
     sigma: np.ndarray  # noise per size (the weights are 1/σ²)
     e: np.ndarray
     a: np.ndarray
-    rmse: float  # residual RMSE over every (mixture, size), metric units
+    rmse: float  # residual RMSE over every (curve, size), metric units
 
     def weights(self, n: float) -> np.ndarray:
-        """w(N): L̂(N) = Σ_k w_k·L(N_k) for any mixture's values at the pilot sizes; sums to 1."""
-        z = np.column_stack([np.ones(len(self.sizes)), self.sizes**-self.alpha])
+        """w(N): L̂(N) = Σ_k w_k·L(N_k) for any curve's values at the pilot sizes; sums to 1."""
+        z = np.column_stack([np.ones(len(self.sizes)), (self.sizes + self.n0) ** -self.alpha])
         w = 1.0 / self.sigma**2
-        return np.array([1.0, n**-self.alpha]) @ np.linalg.solve(z.T @ (w[:, None] * z), z.T * w)
+        return np.array([1.0, (n + self.n0) ** -self.alpha]) @ np.linalg.solve(
+            z.T @ (w[:, None] * z), z.T * w
+        )
 
     def predict(self, n: float) -> np.ndarray:
-        """E_j + A_j·N^-α for every fitted mixture."""
-        return self.e + self.a * n**-self.alpha
+        """E_j + A_j·(N + N0)^-α for every fitted curve."""
+        return self.e + self.a * (n + self.n0) ** -self.alpha
 
 
 def fit_size_law(
-    sizes: Sequence[float], values: np.ndarray, *, sigma: np.ndarray | None = None, min_span: float = MIN_SPAN
+    sizes: Sequence[float],
+    values: np.ndarray,
+    *,
+    sigma: np.ndarray | None = None,
+    offset: bool = True,
+    min_span: float = MIN_SPAN,
 ) -> SizeLaw:
-    """Weighted least squares of E_j + A_j·N^-α to values (mixtures, sizes), α in ALPHA_RANGE shared."""
+    """Weighted least squares of E_j + A_j·(N + N0)^-α to values (curves, sizes): α in ALPHA_RANGE and N0 in
+    [0, smallest size] (0 without `offset`) shared, from a grid refined by L-BFGS-B."""
     n = np.asarray(sizes, dtype=np.float64)
     y = np.atleast_2d(np.asarray(values, dtype=np.float64))
     if len(n) < MIN_SIZES or (np.diff(n) <= 0).any() or n[0] <= 0 or n[-1] / n[0] < min_span:
@@ -85,86 +97,64 @@ def fit_size_law(
     s = np.maximum(s, 0.1 * float(np.median(s)) + 1e-12)
     sw = 1.0 / s
 
-    def solve(log_alpha: float) -> tuple[float, np.ndarray]:
-        z = np.column_stack([np.ones(len(n)), n ** -math.exp(log_alpha)]) * sw[:, None]
+    def solve(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        z = np.column_stack([np.ones(len(n)), (n + theta[1]) ** -math.exp(theta[0])]) * sw[:, None]
         coef, *_ = np.linalg.lstsq(z, (y * sw).T, rcond=None)
         return float(((z @ coef - (y * sw).T) ** 2).sum()), coef
 
-    grid = np.linspace(math.log(ALPHA_RANGE[0]), math.log(ALPHA_RANGE[1]), 48)
-    k = int(np.argmin([solve(g)[0] for g in grid]))
-    lo, hi = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
-    best = minimize_scalar(lambda g: solve(g)[0], bounds=(lo, hi), method="bounded").x
-    log_alpha = float(best) if solve(best)[0] <= solve(grid[k])[0] else float(grid[k])
-    _, coef = solve(log_alpha)
-    alpha = math.exp(log_alpha)
-    fitted = coef[0][:, None] + coef[1][:, None] * n**-alpha
-    return SizeLaw(alpha, n, s, coef[0], coef[1], float(np.sqrt(np.mean((fitted - y) ** 2))))
+    lo, hi = math.log(ALPHA_RANGE[0]), math.log(ALPHA_RANGE[1])
+    offsets = [0.0, *(n[0] * f for f in (0.0625, 0.25, 1.0))] if offset else [0.0]
+    grid = [np.array([g, o]) for g in np.linspace(lo, hi, 25) for o in offsets]
+    starts = sorted(grid, key=lambda t: solve(t)[0])[:3]
+    bounds = [(lo, hi), (0.0, float(n[0]) if offset else 0.0)]
+    fits = [minimize(lambda t: solve(t)[0], x0, method="L-BFGS-B", bounds=bounds) for x0 in starts]
+    theta = min([np.asarray(f.x) for f in fits] + starts, key=lambda t: solve(t)[0])
+    _, coef = solve(theta)
+    alpha, n0 = math.exp(theta[0]), float(theta[1])
+    fitted = coef[0][:, None] + coef[1][:, None] * (n + n0) ** -alpha
+    return SizeLaw(alpha, n0, n, s, coef[0], coef[1], float(np.sqrt(np.mean((fitted - y) ** 2))))
 
 
 @dataclass(frozen=True)
 class Projektor:
-    """Stage-1 mixture laws at the pilot sizes and the stage-2 size law that projects them to N."""
+    """The mixture law at N fitted to the pilot curves projected by the size law."""
 
     sources: tuple[str, ...]
+    n: int
     sizes: tuple[int, ...]
-    laws: tuple[MixtureLaw, ...]
     size_law: SizeLaw
-    grid: np.ndarray = field(repr=False)  # calibration mixtures measured at every size
-    values: np.ndarray = field(repr=False)  # their mean metric (mixtures, sizes)
-    max_projection: float = 5.0
+    law: MixtureLaw
+    curves: np.ndarray = field(repr=False)  # (curves, sizes): pilot metric of each (mixture, repeat)
+    curve_p: np.ndarray = field(repr=False)  # (curves, sources): their mixtures
 
-    def backtest(self) -> np.ndarray | None:
-        """Signed errors per grid mixture of stage 2 refitted without the largest pilot and projected to it
-        (predicted − measured); None below 4 pilot sizes."""
-        if len(self.sizes) < MIN_SIZES + 1:
-            return None
-        law = fit_size_law(self.sizes[:-1], self.values[:, :-1], sigma=self.size_law.sigma[:-1], min_span=1.0)
-        return self.values[:, :-1] @ law.weights(self.sizes[-1]) - self.values[:, -1]
+    def predict(self, p: np.ndarray) -> np.ndarray:
+        """L̂(N, p) for each row of p (mixtures x sources)."""
+        return self.law.predict(p)
 
-    def _weights(self, n: float, caller: str) -> np.ndarray:
-        check_interval("n", n, 1, None, caller=caller)
-        ratio = n / self.sizes[-1]
-        if ratio > self.max_projection:
-            warnings.warn(
-                f"{caller}: N = {n:g} is {ratio:.1f}x the largest pilot ({self.sizes[-1]}), beyond "
-                f"max_projection = {self.max_projection:g}x; the projection is an extrapolation.",
-                FitWarning,
-                stacklevel=3,
-            )
-        return self.size_law.weights(n)
-
-    def _value(self, w: np.ndarray, p: np.ndarray) -> np.ndarray:
-        return sum(
-            (wk * law.model.predict(p, None) for wk, law in zip(w, self.laws, strict=True)), np.zeros(len(p))
-        )
-
-    def predict(self, n: float, p: np.ndarray) -> np.ndarray:
-        """L̂(N, p) for each row of p (mixtures x sources), OT from each size's model of it."""
-        return self._value(
-            self._weights(n, "Projektor.predict"), check_mixtures(p, m=len(self.sources), what="p")
-        )
-
-    def prediction(self, n: float, p: Mapping[str, float] | Sequence[float]) -> Prediction:
-        """L̂(N, p) with a 90% interval: the stage-1 cross-validated error carried through w(N), plus the
-        stage-2 residual."""
+    def prediction(self, p: Mapping[str, float] | Sequence[float]) -> Prediction:
+        """L̂(N, p) with a 90% interval from the law's cross-validated error on the projected curves
+        (normal: sd = MAE·sqrt(π/2)) and the stage-2 backtest."""
         pv = self._mixture(p)
-        w = self._weights(n, "Projektor.prediction")
-        value = float(self._value(w, pv[None, :])[0])
-        stage1 = sum(
-            abs(wk) * law.cv_error * math.sqrt(math.pi / 2) for wk, law in zip(w, self.laws, strict=True)
-        )
-        se = math.hypot(float(np.nan_to_num(stage1)), self.size_law.rmse)
+        value = float(self.law.predict(pv[None, :])[0])
+        back = self.backtest()
+        stage2 = 0.0 if back is None else float(np.sqrt(np.mean(back**2)))
+        se = math.hypot(float(np.nan_to_num(self.law.cv_error)) * math.sqrt(math.pi / 2), stage2)
         return Prediction(
             metric="eval_loss", value=value, interval=(value - Z90 * se, value + Z90 * se), method="projektor"
         )
 
-    def optimize(self, n: float, *, seed: int = 0) -> dict[str, float]:
+    def optimize(self, *, seed: int = 0) -> dict[str, float]:
         """p* = argmin_p L̂(N, p) on the simplex."""
-        w = self._weights(n, "Projektor.optimize")
-        smooth = all(law.model.smooth for law in self.laws)
-        best = minimize_on_simplex(lambda q: self._value(w, q), len(self.sources), smooth=smooth,
-                                   extra=self.grid, seed=seed)  # fmt: skip
+        best = self.law.optimum(seed=seed)
         return {s: float(v) for s, v in zip(self.sources, best, strict=True)}
+
+    def backtest(self) -> np.ndarray | None:
+        """Signed errors per curve of stage 2 refitted without the largest pilot and projected to it
+        (predicted − measured); None below 4 pilot sizes."""
+        if len(self.sizes) < MIN_SIZES + 1:
+            return None
+        law = fit_size_law(self.sizes[:-1], self.curves[:, :-1], sigma=self.size_law.sigma[:-1], min_span=1.0)
+        return self.curves[:, :-1] @ law.weights(self.sizes[-1]) - self.curves[:, -1]
 
     def _mixture(self, p: Mapping[str, float] | Sequence[float]) -> np.ndarray:
         if isinstance(p, Mapping):
@@ -192,45 +182,71 @@ def check_runs(runs: pl.DataFrame, *, sources: Sequence[str]) -> pl.DataFrame:
     return runs.sort("n")
 
 
-def _at_size(
-    runs: pl.DataFrame, sources: Sequence[str], n: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def _at_size(runs: pl.DataFrame, sources: Sequence[str], n: int) -> tuple[np.ndarray, np.ndarray]:
     part = runs.filter(pl.col("n") == n)
-    ot = part["ot"].to_numpy() if "ot" in part.columns else None
-    return part.select(sources).to_numpy(), part["metric"].to_numpy(), ot
+    return part.select(sources).to_numpy(), part["metric"].to_numpy()
+
+
+def pilot_curves(runs: pl.DataFrame, *, sources: Sequence[str]) -> pl.DataFrame:
+    """One row per (mixture, repeat) measured at every pilot size: the sources, `repeat`, one metric column
+    per size (named by the size) and `ot` at the largest size when the runs have it; sorted."""
+    runs = check_runs(runs, sources=sources)
+    if "repeat" not in runs.columns:
+        runs = runs.with_columns(repeat=pl.int_range(pl.len()).over("n", *sources))
+    sizes = sorted(int(s) for s in runs["n"].unique())
+    keys = [*sources, "repeat"]
+    wide = runs.pivot(on="n", index=keys, values="metric", aggregate_function="mean").drop_nulls()
+    if "ot" in runs.columns:
+        top = runs.filter(pl.col("n") == sizes[-1]).group_by(keys).agg(pl.col("ot").mean())
+        wide = wide.join(top, on=keys, how="left")
+    if wide.height == 0:
+        raise InputError(f"no (mixture, repeat) of the runs was measured at every pilot size {sizes}.")
+    return wide.select(*keys, *(str(s) for s in sizes), *(["ot"] if "ot" in wide.columns else [])).sort(keys)
 
 
 def fit_projektor(
     runs: pl.DataFrame,
     *,
     sources: Sequence[str],
+    n: int,
     method: LawMethod = "auto",
     max_projection: float = 5.0,
     seed: int = 0,
 ) -> Projektor:
-    """Stage-1 laws per pilot size (method chosen at the largest) and the stage-2 size law on the grid."""
-    runs = check_runs(runs, sources=sources)
-    sizes = sorted(int(s) for s in runs["n"].unique())
-    p, y, ot = _at_size(runs, sources, sizes[-1])
-    top = fit_mixture_law(p, y, ot=ot, method=method, sources=sources, seed=seed)
-    laws = []
-    for n in sizes[:-1]:
-        with warnings.catch_warnings():  # the largest pilot's fit has warned about these mixtures already
-            warnings.simplefilter("ignore", FitWarning)
-            laws.append(fit_mixture_law(*_at_size(runs, sources, n)[:2], ot=_at_size(runs, sources, n)[2],
-                                        method=top.method, sources=sources, seed=seed))  # fmt: skip
-    laws.append(top)
-    mean = (
-        runs.group_by("n", *sources).agg(pl.col("metric").mean())
-        .pivot(on="n", index=list(sources), values="metric").drop_nulls()
-    )  # fmt: skip
-    grid = mean.select(sources).to_numpy()
-    values = mean.select([str(n) for n in sizes]).to_numpy()
-    if len(grid) == 0:
-        raise InputError(f"no mixture of the runs was measured at every pilot size {sizes}.")
-    sigma = np.array([law.noise for law in laws])
-    size_law = fit_size_law(sizes, values, sigma=None if np.isnan(sigma).any() else sigma)
-    return Projektor(tuple(sources), tuple(sizes), tuple(laws), size_law, grid, values, max_projection)
+    """Stage 2 on every pilot curve, projected to `n` documents; stage 1 (the mixture law) on the projections.
+    Warns (FitWarning) when n is more than `max_projection` times the largest pilot."""
+    check_interval("n", n, 1, None, caller="fit_projektor")
+    curves = pilot_curves(runs, sources=sources)
+    sizes = sorted(int(c) for c in curves.columns if c.isdigit())
+    values = curves.select(str(s) for s in sizes).to_numpy()
+    sd = runs.group_by("n", *sources).agg(pl.col("metric").var(), pl.len()).filter(pl.col("len") > 1)
+    sigma = None
+    if sd.n_unique("n") == len(sizes):
+        sigma = np.sqrt(sd.group_by("n").agg(pl.col("metric").mean()).sort("n")["metric"].to_numpy())
+    size_law = fit_size_law(sizes, values, sigma=sigma)
+    if n / sizes[-1] > max_projection:
+        warnings.warn(
+            f"fit_projektor: N = {n:g} is {n / sizes[-1]:.1f}x the largest pilot ({sizes[-1]}), beyond "
+            f"max_projection = {max_projection:g}x; the projection is an extrapolation.",
+            FitWarning,
+            stacklevel=2,
+        )
+    p = curves.select(sources).to_numpy()
+    ot = curves["ot"].to_numpy() if "ot" in curves.columns else None
+    also = []  # the pilots themselves: "auto" ranks the laws on every size, not on the projection alone
+    for size in sizes:
+        part = runs.filter(pl.col("n") == size)
+        has_ot = "ot" in part.columns and part["ot"].null_count() == 0
+        also.append(
+            (
+                part.select(sources).to_numpy(),
+                part["metric"].to_numpy(),
+                part["ot"].to_numpy() if has_ot else None,
+            )
+        )
+    projected = values @ size_law.weights(n)
+    law = fit_mixture_law(p, projected, ot=ot, method=method, sources=sources, also=also, seed=seed)
+    return Projektor(tuple(sources), int(n), tuple(sizes), size_law, law, values, p)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,20 +262,18 @@ def plan_weights(
     model: Projektor,
     runs: pl.DataFrame,
     *,
-    n: int,
     method: PlanMethod = "projektor",
     source_sizes: Mapping[str, int] | None = None,
     seed: int = 0,
 ) -> MixturePlan:
-    """Weights by `method` (Projektor's optimum at n, or a baseline on the largest pilot's runs) and
-    Projektor's prediction for them at n."""
+    """Weights by `method` (Projektor's optimum at its N, or a baseline on the largest pilot's runs) and
+    Projektor's prediction for them."""
     check_option("method", method, PLAN_METHODS, caller="plan_weights")
-    check_interval("n", n, 1, None, caller="plan_weights")
     sources = model.sources
     m = len(sources)
     if method == "projektor":
-        weights = model.optimize(n, seed=seed)
-        return MixturePlan(method, weights, model.prediction(n, weights))
+        weights = model.optimize(seed=seed)
+        return MixturePlan(method, weights, model.prediction(weights))
     if method == "uniform":
         pv = np.full(m, 1.0 / m)
     elif method == "proportional":
@@ -271,7 +285,7 @@ def plan_weights(
             raise InputError(f"source_sizes must be > 0; got {dict(source_sizes)}.")
         pv = sizes / sizes.sum()
     else:
-        p, y, _ = _at_size(check_runs(runs, sources=sources), sources, model.sizes[-1])
+        p, y = _at_size(check_runs(runs, sources=sources), sources, model.sizes[-1])
         if method == "best_grid":
             means = (
                 pl.DataFrame(p, schema=list(sources)).with_columns(metric=y)
@@ -281,14 +295,13 @@ def plan_weights(
         else:
             pv = fit_mixture_law(p, y, method=method, sources=sources, seed=seed).optimum(seed=seed)
     weights = {s: float(w) for s, w in zip(sources, pv, strict=True)}
-    return MixturePlan(method, weights, model.prediction(n, weights))
+    return MixturePlan(method, weights, model.prediction(weights))
 
 
 def compare_mixtures(
     model: Projektor,
     runs: pl.DataFrame,
     *,
-    n: int,
     source_sizes: Mapping[str, int] | None = None,
     seed: int = 0,
 ) -> pl.DataFrame:
@@ -297,7 +310,7 @@ def compare_mixtures(
     for method in PLAN_METHODS:
         if method == "proportional" and source_sizes is None:
             continue
-        plan = plan_weights(model, runs, n=n, method=method, source_sizes=source_sizes, seed=seed)
+        plan = plan_weights(model, runs, method=method, source_sizes=source_sizes, seed=seed)
         lo, hi = plan.prediction.interval
         rows.append(
             {"method": method, **plan.weights, "predicted": plan.prediction.value, "lo": lo, "hi": hi}

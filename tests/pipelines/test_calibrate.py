@@ -11,19 +11,24 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from curate import corpora
+from curate.errors import InputError
 from curate.stages import Executor
 from pipelines.calibrate import (
     NgramTask,
+    OTTask,
     ProbeTask,
     bucket_runs,
     calibrate_buckets,
     calibrate_mixtures,
     epochs_of,
+    fit_pilot_sizes,
     mixture_runs,
+    run_seed,
     run_tasks,
 )
 from scaling.mixture import mixture_counts
 from scaling.ngram import NgramLM, tokenize
+from scaling.ot import sinkhorn_divergence
 from scaling.proxy import train_probe
 from scaling.simplex import simplex_grid
 
@@ -44,21 +49,51 @@ def test_epochs_of_makes_whole_passes_then_a_partial_one() -> None:
     assert set(Counter(rows.tolist()).values()) <= {2, 3} and len(set(rows[20:])) == 5
 
 
-def test_mixture_runs_draw_each_source_by_its_weight() -> None:
-    """Each run holds mixture_counts(p, n) rows of each source's pool, repeating a pool only past its size."""
-    pools = {"a": np.arange(0, 30), "b": np.arange(30, 40), "c": np.arange(40, 100)}
+def test_mixture_runs_are_nested_samples_without_repeats() -> None:
+    """A count-proxy run per (mixture, repeat): its first n rows hold mixture_counts(p, n) distinct rows of
+    each source for every pilot size n, with a checkpoint there; repeats draw differently."""
+    pools = {"a": np.arange(0, 30), "b": np.arange(30, 60), "c": np.arange(60, 100)}
     grid = simplex_grid(3, divisions=2)
-    runs, jobs = mixture_runs(pools, grid, [20, 50], repeats=2, seed=0)
-    assert len(runs) == len(grid) * 2 * 2 == jobs.height
-    for run, job in zip(runs, jobs.iter_rows(named=True), strict=True):
+    runs, points = mixture_runs(pools, grid, [5, 10, 25], repeats=2, seed=0)
+    assert len(runs) == len(grid) * 2 and points.height == len(grid) * 2 * 3
+    for run in runs:
         rows = np.asarray(run["rows"])
-        counts = mixture_counts([job["a"], job["b"], job["c"]], job["n"])
-        for pool, want in zip(pools.values(), counts, strict=True):
-            mine = rows[np.isin(rows, pool)]
-            assert len(mine) == want
-            per_row = Counter(mine.tolist()).values()
-            assert max(per_row, default=0) <= -(-want // len(pool))  # whole passes before any repeat
-    assert runs[0]["rows"] != runs[1]["rows"]  # repeats draw differently
+        assert run["checkpoints"] == [5, 10, 25] and len(set(rows.tolist())) == len(rows) == 25
+    for point in points.iter_rows(named=True):
+        prefix = np.asarray(runs[[r["run"] for r in runs].index(point["run"])]["rows"])[: point["n"]]
+        assert point["rows"] == prefix.tolist()
+        counts = mixture_counts([point["a"], point["b"], point["c"]], point["n"])
+        assert [int(np.isin(prefix, pool).sum()) for pool in pools.values()] == counts.tolist()
+    assert runs[0]["rows"] != runs[1]["rows"]
+
+
+def test_mixture_runs_with_passes_train_each_size_apart() -> None:
+    """With passes, one run per size: `passes` shuffled passes over the size's distinct rows, a checkpoint at
+    their end, and the smaller size's rows inside the larger's."""
+    pools = {"a": np.arange(0, 30), "b": np.arange(30, 60)}
+    runs, points = mixture_runs(pools, np.array([[0.5, 0.5]]), [4, 20], repeats=1, passes=[5, 2], seed=1)
+    small, big = runs
+    assert small["checkpoints"] == [20] and big["checkpoints"] == [40]
+    assert set(Counter(small["rows"]).values()) == {5} and len(set(small["rows"])) == 4
+    assert set(Counter(big["rows"]).values()) == {2} and set(small["rows"]) <= set(big["rows"])
+    assert points["samples_seen"].to_list() == [20, 40]
+
+
+def test_mixture_runs_never_repeat_a_pool() -> None:
+    """A mixture needing more rows of a source than its pool holds is an InputError naming both."""
+    pools = {"a": np.arange(0, 10), "b": np.arange(10, 100)}
+    with pytest.raises(
+        InputError, match=r"needs 20 rows of source 'a' at pilot size 20 but its pool holds 10"
+    ):
+        mixture_runs(pools, np.array([[1.0, 0.0]]), [2, 20], repeats=1)
+
+
+def test_fit_pilot_sizes_scale_to_the_smallest_pool() -> None:
+    """Sizes 50, 200, 500 with a vertex on a 100-row pool scale by 1/5 to 10, 40, 100; fitting ones stay."""
+    grid = simplex_grid(2, divisions=2)
+    assert fit_pilot_sizes([100, 300], grid, [50, 200, 500]) == [10, 40, 100]
+    assert fit_pilot_sizes([1000, 1000], grid, [50, 200, 500]) == [50, 200, 500]
+    assert fit_pilot_sizes([300, 100], np.array([[0.5, 0.5]]), [60, 600]) == [20, 200]
 
 
 def test_bucket_runs_checkpoint_at_whole_epochs() -> None:
@@ -130,20 +165,33 @@ def _local() -> Executor:
     return LocalExecutor()
 
 
-def _mixtures(task: NgramTask, executor: Executor) -> pl.DataFrame:
+def _mixtures(task: NgramTask, executor: Executor, ot: OTTask | None = None) -> pl.DataFrame:
     pools = {"a": np.arange(0, 80), "b": np.arange(80, 160), "c": np.arange(160, 240)}
     return calibrate_mixtures(
-        task, pools, simplex_grid(3, divisions=2), [30, 60], executor=executor, repeats=2
+        task, pools, simplex_grid(3, divisions=2), [6, 20, 60], executor=executor, repeats=2, ot=ot
     )
 
 
 def test_calibrate_mixtures_frame(ngram_task: NgramTask) -> None:
-    """6 lattice mixtures x 2 sizes x 2 repeats rows, weights summing to 1, one finite loss each."""
-    runs = _mixtures(ngram_task, _local())
-    assert runs.height == 6 * 2 * 2
-    assert set(runs.columns) >= {"run", "mixture", "n", "repeat", "a", "b", "c", "metric"}
+    """6 lattice mixtures x 3 sizes x 2 repeats rows; each metric is the n-gram LM of the run's first n rows
+    and, at the largest size only, the OT is the Sinkhorn divergence of those rows, computed directly."""
+    x = np.random.default_rng(0).normal(size=(240, 8))
+    ot = OTTask(x, x[:30] + 0.5, max_points=40)
+    runs = _mixtures(ngram_task, _local(), ot)
+    assert runs.height == 6 * 3 * 2
+    assert set(runs.columns) == {"run", "mixture", "n", "repeat", "a", "b", "c", "metric", "ot"}
     np.testing.assert_allclose(runs.select(pl.sum_horizontal("a", "b", "c")).to_series(), 1.0)
-    assert runs["metric"].is_finite().all()
+    pools = {"a": np.arange(0, 80), "b": np.arange(80, 160), "c": np.arange(160, 240)}
+    tasks, _ = mixture_runs(pools, simplex_grid(3, divisions=2), [6, 20, 60], repeats=2)
+    row = runs.filter((pl.col("mixture") == 4) & (pl.col("n") == 60) & (pl.col("repeat") == 1)).row(
+        0, named=True
+    )
+    rows = np.asarray(next(t for t in tasks if t["run"] == row["run"])["rows"])
+    direct = NgramLM().fit(ngram_task.corpus, rows).loss(ngram_task.eval_corpus)
+    assert row["metric"] == pytest.approx(direct, rel=1e-12)
+    assert runs.filter(pl.col("n") < 60)["ot"].null_count() == runs.filter(pl.col("n") < 60).height
+    capped = np.random.default_rng(run_seed(0, 60, int(rows.sum()))).choice(rows, size=40, replace=False)
+    assert row["ot"] == pytest.approx(sinkhorn_divergence(x[np.sort(capped)], x[:30] + 0.5, max_points=40))
 
 
 @pytest.mark.ray
@@ -151,7 +199,8 @@ def test_calibrations_are_the_same_on_ray(ngram_task: NgramTask, ray_runtime: No
     """Ray tasks give the same mixture and bucket frames as the local executor."""
     from pipelines.ray_executor import RayExecutor
 
-    assert_frame_equal(_mixtures(ngram_task, RayExecutor()), _mixtures(ngram_task, _local()))
+    ot = OTTask(np.random.default_rng(0).normal(size=(240, 8)), np.zeros((5, 8)), max_points=30)
+    assert_frame_equal(_mixtures(ngram_task, RayExecutor(), ot), _mixtures(ngram_task, _local(), ot))
     buckets = {"q0": np.arange(0, 100), "q1": np.arange(100, 240)}
 
     def curves(ex: Executor) -> pl.DataFrame:

@@ -34,7 +34,7 @@ kind = "static"
 [score]
 n_buckets = 2
 [proxy]
-pilot_sizes = [40, 120]
+pilot_sizes = [12, 40, 120]
 repeats = 1
 seeds = 2
 bucket_epochs = [0.25, 0.5, 1.0]

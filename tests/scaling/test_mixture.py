@@ -93,7 +93,7 @@ def test_auto_picks_the_least_cross_validated_error_and_reports_every_method() -
     p, ot, y = _stage1_data()
     law = fit_mixture_law(p, y, ot=ot)
     scores = {m: s.mae for m, s in law.cv.items() if s.skipped is None}
-    assert set(law.cv) == {"dml", "quadratic", "regression", "projektor"}
+    assert set(law.cv) == {"dml", "dml2", "dml3", "quadratic", "regression", "projektor"}
     assert law.method == min(scores, key=scores.__getitem__) == "projektor"
     assert law.cv_error == scores["projektor"]
 
@@ -110,16 +110,35 @@ def test_repeats_are_averaged_and_their_spread_is_the_noise() -> None:
     np.testing.assert_allclose(law.predict(grid), y, atol=1e-6)
 
 
-def test_too_few_mixtures_per_parameter_warns_or_is_skipped() -> None:
-    """A named method with fewer than 3 mixtures per parameter warns; 'auto' leaves it out and says why."""
-    p, ot, y = _stage1_data(j=30)  # Projektor: 12 parameters need 36 mixtures
-    with pytest.warns(
-        FitWarning, match=r"method 'projektor' has 12 parameters but only 30 distinct mixtures"
-    ):
+def test_a_chosen_law_with_too_few_mixtures_per_parameter_warns() -> None:
+    """Projektor's 12 parameters on 30 mixtures (< 36) warn, named or chosen; a law with more parameters
+    than mixtures + 2 is not tried by 'auto'."""
+    p, ot, y = _stage1_data(j=30)
+    with pytest.warns(FitWarning, match=r"'projektor' has 12 parameters but only 30 distinct mixtures \(< 36\)"):
         fit_mixture_law(p, y, ot=ot, method="projektor")
-    law = fit_mixture_law(p, y, ot=ot)
-    assert law.cv["projektor"].skipped == "30 mixtures < 36 needed"
-    assert law.method != "projektor"
+    with pytest.warns(FitWarning, match=r"the chosen law 'projektor'"):
+        law = fit_mixture_law(p, y, ot=ot)
+    assert law.method == "projektor"
+    small = fit_mixture_law(p[:8], y[:8], method="regression")
+    assert set(small.cv) == {"regression"}
+    tried = fit_mixture_law(p[:8], y[:8], ot=ot[:8]).cv  # the trees win here: no parameter count to warn on
+    assert set(tried) == {"dml", "quadratic", "regression"}  # dml2 (7), dml3 (10), projektor (12) need > 8 - 2
+
+
+def test_dml_with_three_terms_recovers_a_three_domain_target() -> None:
+    """A loss summed over three target domains, each served by one source (positive terms), is recovered by
+    'dml3' to 1e-4 on unseen mixtures while one term cannot; 'auto' picks it."""
+    grid = simplex_grid(4, divisions=5)  # 56 mixtures, 13 parameters
+
+    def truth(p: np.ndarray) -> np.ndarray:
+        return 2.0 + np.exp(0.5 - 3.0 * p[:, 0]) + np.exp(0.2 - 4.0 * p[:, 1]) + np.exp(-2.0 * p[:, 2])
+
+    new = np.random.default_rng(4).dirichlet(np.ones(4), 30)
+    law = fit_mixture_law(grid, truth(grid))
+    assert law.method == "dml3"
+    np.testing.assert_allclose(law.predict(new), truth(new), atol=1e-4)
+    one = fit_mixture_law(grid, truth(grid), method="dml")
+    assert np.abs(one.predict(new) - truth(new)).mean() > 0.01
 
 
 def test_minimize_on_simplex_finds_the_brute_force_minimum() -> None:

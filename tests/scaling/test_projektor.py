@@ -64,10 +64,11 @@ def test_size_law_recovers_shared_alpha_and_projects_exactly() -> None:
 
 
 def test_size_law_hand_weights_at_fixed_alpha() -> None:
-    """With α = 1 recovered from exact 1/N curves at N = 1, 2, 10 (x = 1, 1/2, 1/10), w(N) solves the
-    unweighted line fit in x: at x = 0 (N → ∞) it is the intercept of the least-squares line."""
+    """With α = 1 recovered from exact 1/N curves at N = 1, 2, 10 (x = 1, 1/2, 1/10; no offset), w(N) solves
+    the unweighted line fit in x: at x = 0 (N → ∞) it is the intercept of the least-squares line."""
     sizes = (1.0, 2.0, 10.0)
-    law = fit_size_law(sizes, np.array([[3.0 + 2.0 / n for n in sizes], [1.0 + 5.0 / n for n in sizes]]))
+    values = np.array([[3.0 + 2.0 / n for n in sizes], [1.0 + 5.0 / n for n in sizes]])
+    law = fit_size_law(sizes, values, offset=False)
     assert law.alpha == pytest.approx(1.0, rel=1e-4)
     x = np.array([1.0, 0.5, 0.1])
     xc = x - x.mean()
@@ -90,6 +91,7 @@ def _runs(repeats: int = 2, sizes: tuple[int, ...] = SIZES) -> pl.DataFrame:
     rows = [
         {
             "n": n,
+            "repeat": r,
             **dict(zip(SOURCES, p, strict=True)),
             "metric": float(_truth(p[None, :], n)[0]) + 1e-3 * (2 * r - 1),
         }
@@ -101,55 +103,54 @@ def _runs(repeats: int = 2, sizes: tuple[int, ...] = SIZES) -> pl.DataFrame:
 
 
 def test_projektor_predicts_and_optimises_at_n() -> None:
-    """Quadratic laws per size and the size law: the prediction at 5x the largest pilot is the truth, the
-    noise is the repeat spread, p* is the brute-force argmin of L(N, ·), and the backtest is exact."""
-    model = fit_projektor(_runs(), sources=SOURCES, method="quadratic")
+    """Projected curves and a quadratic law at N: the prediction at 5x the largest pilot is the truth, p* is
+    the brute-force argmin of L(N, ·), and the backtest is exact (the size law has no offset to find)."""
     n = 8000
+    model = fit_projektor(_runs(), sources=SOURCES, n=n, method="quadratic")
+    assert model.size_law.alpha == pytest.approx(ALPHA, rel=1e-3) and model.size_law.n0 < 1e-3
     p = np.array([[0.2, 0.5, 0.3], [0.6, 0.2, 0.2]])
-    np.testing.assert_allclose(model.predict(n, p), _truth(p, n), atol=1e-3)
-    assert model.laws[-1].noise == pytest.approx(1e-3 * math.sqrt(2), rel=1e-6)
-    pred = model.prediction(n, {"a": 0.2, "b": 0.5, "c": 0.3})
+    np.testing.assert_allclose(model.predict(p), _truth(p, n), atol=1e-3)
+    pred = model.prediction({"a": 0.2, "b": 0.5, "c": 0.3})
     assert pred.interval[0] <= pred.value <= pred.interval[1]
-    best = np.array(list(model.optimize(n).values()))
+    best = np.array(list(model.optimize().values()))
     dense = simplex_grid(3, divisions=200)
     assert _truth(best[None, :], n)[0] <= _truth(dense, n).min() + 1e-4
     back = model.backtest()
     assert back is not None and np.abs(back).max() < 1e-3
 
 
+def test_size_law_finds_an_offset() -> None:
+    """Curves E + A·(N + 40)^-0.5 give back N0 = 40 and α = 0.5; without the offset the fit cannot."""
+    sizes = (50, 100, 200, 400, 800, 1600)
+    e, a = np.array([[2.0], [3.0], [2.5]]), np.array([[20.0], [30.0], [10.0]])
+    values = e + a * (np.array(sizes) + 40.0) ** -0.5
+    law = fit_size_law(sizes, values)
+    assert (law.alpha, law.n0) == pytest.approx((0.5, 40.0), rel=1e-3)
+    np.testing.assert_allclose(values @ law.weights(10_000), (e + a * 10_040**-0.5).ravel(), rtol=1e-6)
+    assert fit_size_law(sizes, values, offset=False).rmse > 100 * law.rmse
+
+
 def test_projection_past_max_projection_warns() -> None:
     """N beyond max_projection x the largest pilot is an extrapolation: FitWarning naming the ratio."""
-    model = fit_projektor(_runs(), sources=SOURCES, method="quadratic", max_projection=3)
-    with pytest.warns(
-        FitWarning, match=r"N = 8000 is 5\.0x the largest pilot \(1600\), beyond max_projection"
-    ):
-        model.predict(8000, [[0.2, 0.5, 0.3]])
+    with pytest.warns(FitWarning, match=r"N = 8000 is 5\.0x the largest pilot \(1600\), beyond max_projection"):
+        fit_projektor(_runs(), sources=SOURCES, n=8000, method="quadratic", max_projection=3)
 
 
 def test_plans_baselines_and_projektor() -> None:
     """uniform = 1/m, proportional = sizes/total, best_grid = the grid argmin at the largest pilot, dml and
     regression on the simplex, and p* predicted no worse than any of them."""
-    runs, n = _runs(), 6000
-    model = fit_projektor(runs, sources=SOURCES, method="quadratic")
+    runs = _runs()
+    model = fit_projektor(runs, sources=SOURCES, n=6000, method="quadratic")
     sizes = {"a": 100, "b": 300, "c": 600}
-    assert plan_weights(model, runs, n=n, method="uniform").weights == pytest.approx(
-        dict.fromkeys(SOURCES, 1 / 3)
-    )
-    prop = plan_weights(model, runs, n=n, method="proportional", source_sizes=sizes)
+    uniform = plan_weights(model, runs, method="uniform")
+    assert uniform.weights == pytest.approx(dict.fromkeys(SOURCES, 1 / 3))
+    prop = plan_weights(model, runs, method="proportional", source_sizes=sizes)
     assert prop.weights == pytest.approx({"a": 0.1, "b": 0.3, "c": 0.6})
     grid = simplex_grid(3, divisions=6)
     want = grid[np.argmin(_truth(grid, SIZES[-1]))]
-    assert list(plan_weights(model, runs, n=n, method="best_grid").weights.values()) == pytest.approx(want)
-    with pytest.warns(FitWarning):  # a named regression on 28 mixtures is below its 30
-        table = compare_mixtures(model, runs, n=n, source_sizes=sizes)
-    assert table["method"].to_list() == [
-        "projektor",
-        "uniform",
-        "proportional",
-        "dml",
-        "regression",
-        "best_grid",
-    ]
+    assert list(plan_weights(model, runs, method="best_grid").weights.values()) == pytest.approx(want)
+    table = compare_mixtures(model, runs, source_sizes=sizes)
+    assert table["method"].to_list() == ["projektor", "uniform", "proportional", "dml", "regression", "best_grid"]
     np.testing.assert_allclose(table.select(SOURCES).sum_horizontal(), 1.0, atol=1e-9)
     assert table["predicted"][0] == pytest.approx(table["predicted"].min(), abs=1e-9)
 
@@ -162,11 +163,7 @@ def test_plans_baselines_and_projektor() -> None:
             InputError,
             r"source\(s\) c have no pilot data",
         ),
-        (
-            lambda r: r.with_columns(a=pl.col("a") + 0.1),
-            InputError,
-            r"runs \(mixture weights\) row 0 is not on",
-        ),
+        (lambda r: r.with_columns(a=pl.col("a") + 0.1), InputError, r"runs \(mixture weights\) row 0 is not on"),
         (lambda r: r.drop("metric"), SchemaError, r"runs lacks column\(s\) metric"),
         (lambda r: r.filter(pl.col("n") <= 200), FitError, r">= 3 increasing pilot sizes"),
         (lambda r: r.filter(pl.col("n") <= 400), FitError, r"spanning >= 10x"),
@@ -175,17 +172,17 @@ def test_plans_baselines_and_projektor() -> None:
 def test_fit_projektor_rejects_bad_runs(change, exc: type[Exception], match: str) -> None:  # type: ignore[no-untyped-def]
     """A source without pilot data, weights off the simplex, a missing column, too few or too close sizes."""
     with pytest.raises(exc, match=match):
-        fit_projektor(change(_runs(repeats=1)), sources=SOURCES, method="quadratic")
+        fit_projektor(change(_runs(repeats=1)), sources=SOURCES, n=5000, method="quadratic")
 
 
 def test_predict_and_plans_reject_bad_input() -> None:
     """A mixture off the simplex, an unknown source name, an unknown plan method: errors naming them."""
-    model = fit_projektor(_runs(repeats=1), sources=SOURCES, method="quadratic")
+    model = fit_projektor(_runs(repeats=1), sources=SOURCES, n=5000, method="quadratic")
     with pytest.raises(InputError, match=r"row 0 is not on the simplex .*: \[0.5, 0.5, 0.5\]"):
-        model.prediction(5000, [0.5, 0.5, 0.5])
+        model.prediction([0.5, 0.5, 0.5])
     with pytest.raises(InputError, match=r"unknown source\(s\) \['z'\]"):
-        model.prediction(5000, {"z": 1.0})
+        model.prediction({"z": 1.0})
     with pytest.raises(ConfigError, match=r"'method' parameter of plan_weights\(\) must be one of"):
-        plan_weights(model, _runs(repeats=1), n=5000, method="best")  # type: ignore[arg-type]
+        plan_weights(model, _runs(repeats=1), method="best")  # type: ignore[arg-type]
     with pytest.raises(InputError, match=r"method 'proportional' needs source_sizes"):
-        plan_weights(model, _runs(repeats=1), n=5000, method="proportional")
+        plan_weights(model, _runs(repeats=1), method="proportional")
