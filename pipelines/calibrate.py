@@ -9,7 +9,6 @@ too. `calibrate_mixtures` feeds Projektor and the mixture laws; `calibrate_bucke
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass

@@ -220,18 +220,27 @@ def fit_mixture(ctx: RunContext) -> StageOutput:
     return ctx.commit(params, build)
 
 
-def selection_sample(selection: pl.DataFrame, n: int, seed: int) -> np.ndarray:
-    """Indices into `selection` of `n` draws from its multiset (a document `repeats` times), in order."""
+def selection_sample(selection: pl.DataFrame, n: int, seed: int, *, bootstrap: bool = False) -> np.ndarray:
+    """Indices into `selection` of `n` draws from its multiset (a document `repeats` times), in order; with
+    `bootstrap`, each source's draws are resampled with replacement from its own documents."""
     units = np.repeat(np.arange(selection.height), selection["repeats"].to_numpy())
     rng = np.random.default_rng(seed)
-    if n >= len(units):
-        return units[rng.permutation(len(units))]
-    return units[rng.choice(len(units), size=n, replace=False)]
+    draws = units[rng.permutation(len(units))] if n >= len(units) else units[rng.choice(len(units), n, False)]
+    if not bootstrap:
+        return draws
+    source = selection["source"].to_numpy()
+    out = draws.copy()
+    for s in np.unique(source[draws]):
+        mine = source[draws] == s
+        docs = np.flatnonzero(source == s)
+        out[mine] = rng.choice(docs, size=int(mine.sum()), replace=True)
+    return out
 
 
 def predict_selection(ctx: RunContext) -> StageOutput:
-    """The proxy's target metric for the selection as written (weights, buckets, repeats, pruning): proxy
-    runs trained on draws of the selection at the budget (and the pilot sizes below it), over seeds."""
+    """The proxy's target metric for the selection as written (weights, buckets, repeats, pruning): a proxy
+    run on draws of the selection at the budget, and bootstrap runs (each source's documents resampled) for
+    the interval, which a deterministic proxy would otherwise leave at zero width."""
     p = ctx.cfg.proxy
     n_budget = ctx.record("fit.mixture", MixtureFit).n
     params: dict[str, JSONValue] = {**p.model_dump(mode="json"), "n": n_budget, "seed": ctx.cfg.seed}
@@ -245,12 +254,13 @@ def predict_selection(ctx: RunContext) -> StageOutput:
         rows = np.array([row_of.get(d, -1) for d in frame["doc_id"].to_list()], dtype=np.int64)
         sizes = sorted({*(s for s in p.pilot_sizes if s < n_budget), n_budget})
         runs = []
-        for s in range(p.seeds):
-            draws = rows[selection_sample(frame, n_budget, run_seed(ctx.cfg.seed, 7, s))]
+        for s in range(max(p.seeds, 3)):  # run 0: the selection; runs 1..: bootstrap resamples of it
+            pick = selection_sample(frame, n_budget, run_seed(ctx.cfg.seed, 7, s), bootstrap=s > 0)
+            draws = rows[pick]
             draws = draws[draws >= 0]
             runs.append(
                 {
-                    "run": f"selection/s{s}",
+                    "run": "selection" if s == 0 else f"bootstrap/{s}",
                     "rows": draws.tolist(),
                     "checkpoints": [min(n, len(draws)) for n in sizes],
                     "n_unique": int(frame.height),
@@ -259,20 +269,21 @@ def predict_selection(ctx: RunContext) -> StageOutput:
             )
         curves = run_tasks(data.task, runs, executor=ctx.executor)
         write_table(curves.to_arrow(), tmp / "curves.parquet")
-        at = curves.filter(pl.col("samples_seen") == pl.col("samples_seen").max())["eval_loss"].to_numpy()
-        spread = float(np.std(at, ddof=1)) if len(at) > 1 else 0.0
-        value = float(np.mean(at))
+        last = curves.filter(pl.col("samples_seen") == pl.col("samples_seen").max().over("run"))
+        value = float(last.filter(pl.col("run") == "selection")["eval_loss"][0])
+        boot = last.filter(pl.col("run") != "selection")["eval_loss"].to_numpy()
+        spread = float(np.std(boot, ddof=1))
         prediction = Prediction(
             metric=f"proxy ({p.kind}) eval loss on the target",
             value=value,
             interval=(value - Z90 * spread, value + Z90 * spread),
             method=(
-                f"proxy runs trained on {n_budget} draws of the final selection (its weights, buckets, "
-                f"pruning and repeats), mean over {len(at)} seeds; interval: 90% normal band of the "
-                "seed spread"
+                f"a proxy run trained on {n_budget} draws of the final selection (its weights, buckets, "
+                f"pruning and repeats); interval: 90% normal band of {len(boot)} bootstrap runs (each "
+                "source's selected documents resampled with replacement)"
             ),
         )
         write_record(prediction, tmp)
-        return {"value": value, "seed_sd": spread}
+        return {"value": value, "bootstrap_sd": spread}
 
     return ctx.commit(params, build)

@@ -159,13 +159,15 @@ def build_manifest(ctx: RunContext) -> MixtureManifest:
     summary = ctx.record("select", SelectionSummary)
     docs = ctx.output("ingest")
     n_docs = dict(docs.scan().group_by("source").len().collect().iter_rows())
-    total = sum(fit.weights.values())
+    # a weight too small for one document of the budget selects nothing: the manifest states the mix written
+    weights = {n: w if summary.sources[n].n_selected > 0 else 0.0 for n, w in fit.weights.items()}
+    total = sum(weights.values())
     sources = tuple(
         SourcePlan(
             name=name,
             n_docs=int(n_docs.get(name, 0)),
             n_kept=summary.sources[name].n_selected,
-            weight=fit.weights[name] / total,
+            weight=weights[name] / total,
             repeats=summary.sources[name].repeats,
             filters=(
                 Filter(

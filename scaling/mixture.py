@@ -277,6 +277,14 @@ def minimize_on_simplex(
     """argmin of f (vectorised over rows of mixtures) on the simplex: the best of vertices, a lattice or
     Dirichlet draws and `extra`, refined by SLSQP from the five best when f is smooth, else the mean of the
     best 1% when f is as low there."""
+    best = _argmin_on_simplex(f, m, smooth=smooth, extra=extra, seed=seed)
+    best = np.where(best < WEIGHT_TOLERANCE, 0.0, best)  # solver dust is no weight: a source is in or out
+    return best / best.sum()
+
+
+def _argmin_on_simplex(
+    f: Callable[[np.ndarray], np.ndarray], m: int, *, smooth: bool, extra: np.ndarray | None, seed: int
+) -> np.ndarray:
     rng = np.random.default_rng(seed)
     parts = [np.eye(m), rng.dirichlet(np.ones(m), 2000), rng.dirichlet(np.full(m, 0.3), 2000)]
     divisions = max((d for d in range(1, 41) if _lattice_size(m, d) <= 3000), default=0)

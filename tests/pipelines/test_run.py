@@ -96,13 +96,17 @@ def test_manifest_weights_selection_and_exports(finished: PipelineRun) -> None:
 
 
 def test_prediction_is_for_the_selection_written(finished: PipelineRun) -> None:
-    """manifest.prediction is the mean of the proxy runs trained on the selection, and says so."""
+    """manifest.prediction is the proxy run trained on the selection, its interval the bootstrap runs' 90%
+    normal band (non-zero width even for the deterministic n-gram proxy), and it says so."""
     p = finished.manifest.prediction
-    assert p is not None and "final selection" in p.method
+    assert p is not None and "final selection" in p.method and "bootstrap" in p.method
     curves = pl.read_parquet(finished.outputs["predict"].path / "curves.parquet")
-    at = curves.filter(pl.col("samples_seen") == pl.col("samples_seen").max())["eval_loss"].to_numpy()
-    assert p.value == pytest.approx(float(np.mean(at)), rel=1e-9)
-    assert p.interval[0] <= p.value <= p.interval[1]
+    end = curves.sort("samples_seen").group_by("run", maintain_order=True).last()
+    assert p.value == pytest.approx(float(end.filter(pl.col("run") == "selection")["eval_loss"][0]), rel=1e-9)
+    boot = end.filter(pl.col("run").str.starts_with("bootstrap"))["eval_loss"].to_numpy()
+    half = 1.6448536269514722 * float(np.std(boot, ddof=1))
+    assert half > 0
+    assert p.interval == pytest.approx((p.value - half, p.value + half), rel=1e-9)
 
 
 def test_provenance_pins_inputs_and_config(finished: PipelineRun) -> None:

@@ -3,6 +3,8 @@ cross-validation and its identification rule, against hand values and brute forc
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -92,7 +94,7 @@ def test_auto_picks_the_least_cross_validated_error_and_reports_every_method() -
     family (Projektor's, given OT) wins."""
     p, ot, y = _stage1_data()
     law = fit_mixture_law(p, y, ot=ot)
-    scores = {m: s.mae for m, s in law.cv.items() if s.skipped is None}
+    scores = {m: s.mae for m, s in law.cv.items()}
     assert set(law.cv) == {"dml", "dml2", "dml3", "quadratic", "regression", "projektor"}
     assert law.method == min(scores, key=scores.__getitem__) == "projektor"
     assert law.cv_error == scores["projektor"]
@@ -114,15 +116,18 @@ def test_a_chosen_law_with_too_few_mixtures_per_parameter_warns() -> None:
     """Projektor's 12 parameters on 30 mixtures (< 36) warn, named or chosen; a law with more parameters
     than mixtures + 2 is not tried by 'auto'."""
     p, ot, y = _stage1_data(j=30)
-    with pytest.warns(FitWarning, match=r"'projektor' has 12 parameters but only 30 distinct mixtures \(< 36\)"):
+    too_few = r"'projektor' has 12 parameters but only 30 distinct mixtures \(< 36\)"
+    with pytest.warns(FitWarning, match=too_few):
         fit_mixture_law(p, y, ot=ot, method="projektor")
     with pytest.warns(FitWarning, match=r"the chosen law 'projektor'"):
         law = fit_mixture_law(p, y, ot=ot)
     assert law.method == "projektor"
     small = fit_mixture_law(p[:8], y[:8], method="regression")
     assert set(small.cv) == {"regression"}
-    tried = fit_mixture_law(p[:8], y[:8], ot=ot[:8]).cv  # the trees win here: no parameter count to warn on
-    assert set(tried) == {"dml", "quadratic", "regression"}  # dml2 (7), dml3 (10), projektor (12) need > 8 - 2
+    with warnings.catch_warnings():  # whichever law wins on 8 mixtures is poorly identified
+        warnings.simplefilter("ignore", FitWarning)
+        tried = fit_mixture_law(p[:8], y[:8], ot=ot[:8]).cv
+    assert set(tried) == {"dml", "quadratic", "regression"}  # dml2 (7), dml3 (10), projektor (12): > 8 - 2
 
 
 def test_dml_with_three_terms_recovers_a_three_domain_target() -> None:
