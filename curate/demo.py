@@ -129,13 +129,13 @@ path = "corpus/target/*.jsonl"
 
 [budget]
 unit = "samples"
-value = 3000
+value = 2250  # 5x the largest pilot: no extrapolation warning
 
 [score]
 n_buckets = 3
 
 [proxy]
-pilot_sizes = [150, 500, 1500]
+pilot_sizes = [45, 150, 450]  # the degraded source keeps ~500 documents: pilots never repeat data
 eval_size = 256
 bootstrap = 5
 
