@@ -24,10 +24,13 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
+
+if TYPE_CHECKING:
+    from scaling.mixture import LawMethod
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -42,7 +45,7 @@ OT_POINTS = 500
 SEED = 0
 OUT = Path(__file__).parent / "results"
 SOURCES = ("junk", "sotu", "wiki_en", "wiki_fr")
-LAWS = ("dml", "dml2", "dml3", "quadratic", "regression", "projektor", "auto")
+LAWS: tuple[LawMethod, ...] = ("dml", "dml2", "dml3", "quadratic", "regression", "projektor", "auto")
 
 
 def load() -> tuple[dict[str, list[str]], list[str]]:
@@ -137,24 +140,27 @@ def _load() -> str:
     return "(load avg {:.1f} {:.1f} {:.1f}, 2 cores)".format(*os.getloadavg())
 
 
+def _fit_at(train: pl.DataFrame, n: int, law: LawMethod) -> Any:
+    """`law` fitted to the pilots of size n (None for 'projektor' where the OT is measured only at the
+    largest pilot)."""
+    from scaling.mixture import fit_mixture_law
+
+    part = train.filter(pl.col("n") == n)
+    ot = part["ot"].to_numpy() if part["ot"].null_count() == 0 else None
+    if law == "projektor" and ot is None:
+        return None
+    p, y = part.select(SOURCES).to_numpy(), part["metric"].to_numpy()
+    return fit_mixture_law(p, y, ot=ot, method=law, sources=SOURCES)
+
+
 def fit_all(runs: pl.DataFrame, train: pl.DataFrame) -> dict[str, Any]:
     """Every fit of the report: each law per pilot size and projected to N on the training mixtures, the
     product's fit (auto) on every mixture, and its plans (p* and the baselines)."""
-    from scaling.mixture import fit_mixture_law
     from scaling.projektor import compare_mixtures, fit_projektor
 
     with warnings.catch_warnings(record=True) as caught:  # poorly identified laws warn; counted in the report
         warnings.simplefilter("always")
-        per_size = {
-            law: [
-                fit_mixture_law(
-                    part.select(SOURCES).to_numpy(), part["metric"].to_numpy(), ot=part["ot"].to_numpy(),
-                    method=law, sources=SOURCES,
-                )
-                for part in (train.filter(pl.col("n") == n) for n in PILOTS)
-            ]
-            for law in LAWS
-        }  # fmt: skip
+        per_size = {law: [_fit_at(train, n, law) for n in PILOTS] for law in LAWS}
         at_n = {
             law: fit_projektor(train, sources=SOURCES, n=N_BIG, method=law, max_projection=20) for law in LAWS
         }
@@ -175,14 +181,14 @@ def _row(name: str, cells: list[str]) -> str:
     return f"| {name} | " + " | ".join(cells) + " |"
 
 
-def report(  # type: ignore[no-untyped-def]
+def report(
     runs: pl.DataFrame,
     big: pl.DataFrame,
     results: dict[str, Any],
     grid: np.ndarray,
     held: list[int],
     *,
-    timing,
+    timing: tuple[float, float, float],
 ) -> str:
     """The markdown report and the parity plot."""
     from scipy.stats import spearmanr
@@ -198,9 +204,11 @@ def report(  # type: ignore[no-untyped-def]
     lines = [
         f"# Projektor on real text, n-gram proxy (pilots {list(PILOTS)}, N = {N_BIG} = 10x the largest)",
         "",
-        f"sources {list(SOURCES)}, {POOL} documents each; target: 200 sotu + 200 wiki_en + 100 bbc (held out)",
-        f"calibration: {len(grid)} lattice mixtures x {len(PILOTS)} sizes x {REPEATS} repeats (nested samples); "
-        f"{len(check)} mixtures (every 5th) left out of every fit below; metric: target eval loss (nats/token)",
+        f"sources {list(SOURCES)}, {POOL} documents each; target: 200 sotu + 200 wiki_en + 100 bbc "
+        "(held out)",
+        f"calibration: {len(grid)} lattice mixtures x {len(PILOTS)} sizes x {REPEATS} repeats (nested "
+        f"samples); {len(check)} mixtures (every 5th) left out of every fit below; metric: target eval loss "
+        "(nats/token)",
         f"timing: calibration {timing[0]:.0f}s, runs at N {timing[1]:.0f}s, total {timing[2]:.0f}s {_load()}",
         "",
         "## Stage 1: held-out MAE of each law per pilot size (noise: sd of one run across repeats)",
@@ -211,11 +219,14 @@ def report(  # type: ignore[no-untyped-def]
     for law, fits in results["per_size"].items():
         cells, rho = [], float("nan")
         for fit, n in zip(fits, PILOTS, strict=True):
+            if fit is None:
+                cells.append("-")
+                continue
             part = pilots.filter((pl.col("n") == n) & is_held)
             pred, obs = fit.predict(part.select(SOURCES).to_numpy()), part["metric"].to_numpy()
             cells.append(f"{np.mean(np.abs(pred - obs)):.4f}")
             rho = float(spearmanr(pred, obs).statistic)
-        name = law if law != "auto" else f"auto ({', '.join(f.method for f in fits)})"
+        name = law if law != "auto" else f"auto ({', '.join(f.method for f in fits if f is not None)})"
         lines.append(_row(name, [*cells, f"{rho:.3f}"]))
     mean_cells = []
     for n in PILOTS:
@@ -225,17 +236,19 @@ def report(  # type: ignore[no-untyped-def]
     lines.append(_row("mean predictor", [*mean_cells, ""]))
     sd = [float(np.sqrt(np.mean(pilots.filter(pl.col("n") == n)["sd"].to_numpy() ** 2))) for n in PILOTS]
     lines.append(_row("repeat noise (sd)", [*(f"{x:.4f}" for x in sd), ""]))
-    lines.append(_row("spread, held-out (max - min)", [
-        *(f"{np.ptp(pilots.filter((pl.col('n') == n) & is_held)['metric'].to_numpy()):.3f}" for n in PILOTS), ""]))  # fmt: skip
+    spreads = [np.ptp(pilots.filter((pl.col("n") == n) & is_held)["metric"].to_numpy()) for n in PILOTS]
+    lines.append(_row("spread, held-out (max - min)", [*(f"{x:.3f}" for x in spreads), ""]))
 
     full = results["full"]
     law = full.size_law
     lines += [
         "",
-        f"## Stage 2 at N = {N_BIG}: 10x the largest pilot (size law on every curve: alpha = {law.alpha:.3f}, "
+        f"## Stage 2 at N = {N_BIG}: 10x the largest pilot (size law on every curve: "
+        f"alpha = {law.alpha:.3f}, "
         f"n0 = {law.n0:.1f}; w(N) = {np.round(law.weights(N_BIG), 3).tolist()})",
         "",
-        "| prediction at N | MAE | mean signed error | spread of measured | spread / MAE | repeat noise at N |",
+        "| prediction at N | MAE | mean signed error | spread of measured | spread / MAE "
+        "| repeat noise at N |",
         "|---|---|---|---|---|---|",
     ]
     parity = {}
@@ -301,8 +314,12 @@ def report(  # type: ignore[no-untyped-def]
                 f"{fit.cv[m].mae:.4f} / {fit.cv[m].spearman:.3f}" if m in fit.cv else "-" for m in LAWS[:-1]
             ]
             lines.append(_row(label, [*cells, fit.method]))
-    lines += ["", f"fits warned {results['warnings']} times (a law with < 3 mixtures per parameter, N past 5x).",
-              f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (driver)"]  # fmt: skip
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    lines += [
+        "",
+        f"fits warned {results['warnings']} times (a law with < 3 mixtures per parameter, N past 5x).",
+        f"peak RSS {rss:.0f} MiB (driver)",
+    ]
     top = pilots.filter((pl.col("n") == PILOTS[-1]) & is_held)
     stage1 = results["per_size"]["auto"][-1].predict(top.select(SOURCES).to_numpy())
     _plot(top["metric"].to_numpy(), stage1, measured[check], parity["auto"])
