@@ -209,7 +209,8 @@ def report(
         f"calibration: {len(grid)} lattice mixtures x {len(PILOTS)} sizes x {REPEATS} repeats (nested "
         f"samples); {len(check)} mixtures (every 5th) left out of every fit below; metric: target eval loss "
         "(nats/token)",
-        f"timing: calibration {timing[0]:.0f}s, runs at N {timing[1]:.0f}s, total {timing[2]:.0f}s {_load()}",
+        f"timing: calibration {'read from the cache' if timing[0] < 1 else f'{timing[0]:.0f}s'}, "
+        f"runs at N {timing[1]:.0f}s, total {timing[2]:.0f}s {_load()}",
         "",
         "## Stage 1: held-out MAE of each law per pilot size (noise: sd of one run across repeats)",
         "",
@@ -308,7 +309,7 @@ def report(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for label, frame in tables:
-            ot = frame["ot"].to_numpy() if "ot" in frame.columns else None
+            ot = frame["ot"].to_numpy() if "ot" in frame.columns and frame["ot"].null_count() == 0 else None
             fit = fit_mixture_law(frame.select(SOURCES).to_numpy(), frame["metric"].to_numpy(), ot=ot)
             cells = [
                 f"{fit.cv[m].mae:.4f} / {fit.cv[m].spearman:.3f}" if m in fit.cv else "-" for m in LAWS[:-1]

@@ -132,7 +132,9 @@ def test_size_law_finds_an_offset() -> None:
 
 def test_projection_past_max_projection_warns() -> None:
     """N beyond max_projection x the largest pilot is an extrapolation: FitWarning naming the ratio."""
-    with pytest.warns(FitWarning, match=r"N = 8000 is 5\.0x the largest pilot \(1600\), beyond max_projection"):
+    with pytest.warns(
+        FitWarning, match=r"N = 8000 is 5\.0x the largest pilot \(1600\), beyond max_projection"
+    ):
         fit_projektor(_runs(), sources=SOURCES, n=8000, method="quadratic", max_projection=3)
 
 
@@ -150,7 +152,14 @@ def test_plans_baselines_and_projektor() -> None:
     want = grid[np.argmin(_truth(grid, SIZES[-1]))]
     assert list(plan_weights(model, runs, method="best_grid").weights.values()) == pytest.approx(want)
     table = compare_mixtures(model, runs, source_sizes=sizes)
-    assert table["method"].to_list() == ["projektor", "uniform", "proportional", "dml", "regression", "best_grid"]
+    assert table["method"].to_list() == [
+        "projektor",
+        "uniform",
+        "proportional",
+        "dml",
+        "regression",
+        "best_grid",
+    ]
     np.testing.assert_allclose(table.select(SOURCES).sum_horizontal(), 1.0, atol=1e-9)
     assert table["predicted"][0] == pytest.approx(table["predicted"].min(), abs=1e-9)
 
@@ -163,7 +172,11 @@ def test_plans_baselines_and_projektor() -> None:
             InputError,
             r"source\(s\) c have no pilot data",
         ),
-        (lambda r: r.with_columns(a=pl.col("a") + 0.1), InputError, r"runs \(mixture weights\) row 0 is not on"),
+        (
+            lambda r: r.with_columns(a=pl.col("a") + 0.1),
+            InputError,
+            r"runs \(mixture weights\) row 0 is not on",
+        ),
         (lambda r: r.drop("metric"), SchemaError, r"runs lacks column\(s\) metric"),
         (lambda r: r.filter(pl.col("n") <= 200), FitError, r">= 3 increasing pilot sizes"),
         (lambda r: r.filter(pl.col("n") <= 400), FitError, r"spanning >= 10x"),
