@@ -58,12 +58,12 @@ STEPS: tuple[Step, ...] = (
     Step("score", 3, _score_inputs, "scores tables (embedding, text, labelled parts)", score_step.score),
     Step(
         "calibrate.mixture",
-        2,
+        3,
         ("score", "ingest", "embed", "center", "ingest.target", "embed.target"),
         "proxy runs table",
         mixture_steps.calibrate_mixture,
     ),
-    Step("fit.mixture", 2, ("calibrate.mixture", "score"), "MixtureFit record", mixture_steps.fit_mixture),
+    Step("fit.mixture", 3, ("calibrate.mixture", "score"), "MixtureFit record", mixture_steps.fit_mixture),
     Step("prune", 2, ("score", "fit.mixture"), "prune table + PrunePlan record", quality_steps.prune),
     Step(
         "calibrate.quality",
@@ -88,14 +88,14 @@ STEPS: tuple[Step, ...] = (
     ),
     Step(
         "predict",
-        1,
+        2,
         ("select", "ingest", "embed", "center", "ingest.target", "embed.target", "fit.mixture"),
         "Prediction record",
         mixture_steps.predict_selection,
     ),
     Step(
         "publish",
-        2,
+        3,
         (
             "ingest",
             "ingest.target",
