@@ -21,12 +21,12 @@ from typing import Literal
 
 import numpy as np
 import polars as pl
+from ot.utils import proj_simplex
 
 from curate._validation import check_columns, check_interval, check_option
 from curate.errors import FitError, InputError
 from curate.manifest import Prediction
 from scaling.ot import MixtureDistance
-from scaling.simplex import project_simplex
 
 MetricKind = Literal["loss", "accuracy"]
 Z90 = 1.6448536269514722  # two-sided 90% normal quantile
@@ -205,7 +205,7 @@ class Projektor:
             scale = float(np.abs(d).max())
             if scale == 0:
                 break
-            p = project_simplex(p - sign * eta0 * 0.9**t * d / scale)
+            p = proj_simplex(p - sign * eta0 * 0.9**t * d / scale)
         value = self._at(n, p, self._ot(p, gradient=False)[0])[0]
         if sign * value < best:
             best_p = p
