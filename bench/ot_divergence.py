@@ -76,7 +76,7 @@ def _reference(x: np.ndarray, y: np.ndarray) -> float:
     """S_eps in float64, each term solved to rtol 1e-10 with its cost freed before the next (bounded memory)."""
     import torch
 
-    from scaling.ot import _groups, half_sqeuclidean
+    from scaling.ot import half_sqeuclidean, kmeans_cells
     from scaling.sinkhorn import Transport
 
     xs, ys = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
@@ -85,7 +85,7 @@ def _reference(x: np.ndarray, y: np.ndarray) -> float:
         torch.full((len(y),), 1 / len(y), dtype=xs.dtype),
     )
     scale = _max_cost(x, y)
-    rows, cols = _groups(x, y, seed=0, device=xs.device)
+    rows, cols = kmeans_cells(x, y, seed=0, device=xs.device)
     values = []
     for left, right, wa, wb, groups in (
         (xs, ys, a, b, (rows, cols)),

@@ -24,13 +24,13 @@ from curate._validation import check_embeddings, check_interval, check_option
 from curate.errors import EmbeddingSpaceError, InputError
 from scaling.sinkhorn import Transport, debiased, softmin
 
-Backend = Literal["numpy", "torch"]
+Backend = Literal["numpy", "torch"]  # both solve in torch: "numpy" in float64 on CPU, "torch" in float32
 CLASS_CAP = 200  # points per class cloud in the label table (fixed-seed subsample of larger classes)
 GROUPS = 64  # k-means cells of x ∪ y for the solver's block-offset step (at least 40 points per cell)
 
 
 def _placement(backend: Backend) -> tuple[torch.device, torch.dtype]:
-    """ "numpy": float64 on CPU (reference precision); "torch": float32, on CUDA when present."""
+    """Solver placement: "numpy" is float64 on CPU (reference precision), "torch" float32 (CUDA if any)."""
     if backend == "numpy":
         return torch.device("cpu"), torch.float64
     return torch.device("cuda" if torch.cuda.is_available() else "cpu"), torch.float32
@@ -47,10 +47,10 @@ def _uniform(n: int, like: torch.Tensor) -> torch.Tensor:
     return torch.full((n,), 1.0 / n, dtype=like.dtype, device=like.device)
 
 
-def _groups(
+def kmeans_cells(
     x: np.ndarray, y: np.ndarray, *, seed: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """k-means cell (faiss, fixed seed) of every x row and y row: the partition for the two-level step."""
+    """k-means cell (faiss, fixed seed) of every x and y row for the solver's two-level step; None if tiny."""
     z = np.ascontiguousarray(np.concatenate([x, y]), dtype=np.float32)
     k = min(GROUPS, len(z) // 40)
     if k < 2:
@@ -75,10 +75,9 @@ def label_table(clouds: Sequence[torch.Tensor], *, reg: float, tol: float, max_i
 
 @dataclass
 class OTProblem:
-    """Validated training rows x (all of them), target rows y and their costs; x_rows is the solved subsample.
+    """Training rows x (all), target rows y and their normalised costs (built once); x_rows: the solved rows.
 
-    Built by `build_problem`; `divergence(weights)` gives S_ε for training weights, `divergence_and_gradient`
-    also its gradient per row. Costs between the solved rows are built once and kept.
+    Built by `build_problem`; `divergence(weights)` is S_ε, `divergence_and_gradient` adds its gradient.
     """
 
     x: torch.Tensor
@@ -91,9 +90,15 @@ class OTProblem:
     reg: float
     tol: float
     max_iter: int
-    scale: float = 1.0
-    _costs: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
-    _target: Transport | None = field(default=None, repr=False)
+    scale: float = field(default=1.0, init=False)  # the largest training-target cost
+    _costs: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
+    _target: Transport | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        c_xy = self.cost(self.x_rows)  # scale is still 1 here
+        self.scale = float(c_xy.max())
+        if self.scale > 0:
+            self._costs["xy"] = c_xy.div_(self.scale)
 
     @property
     def all_rows(self) -> np.ndarray:
@@ -254,16 +259,13 @@ def build_problem(
         y_classes=y_classes,
         table=table,
         x_rows=x_rows,
-        groups=_groups(xs[x_rows], ys, seed=seed, device=device),
+        groups=kmeans_cells(xs[x_rows], ys, seed=seed, device=device),
         reg=reg,
         tol=tol,
         max_iter=max_iter,
     )
-    c_xy = problem.cost(x_rows)
-    problem.scale = float(c_xy.max())
     if problem.scale <= 0:
         raise InputError(f"{caller}: every training row equals every target row; the cost is zero.")
-    problem._costs["xy"] = c_xy.div_(problem.scale)
     return problem
 
 

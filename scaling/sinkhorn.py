@@ -6,12 +6,12 @@ to the target with one iteration per level (Feydy 2020, thesis sec. 3.3.3), then
 the Aitken estimate of the value's remaining error is below tolerance. Self terms OT_ε(μ, μ) use the averaged
 symmetric update. `debiased` refines the three terms until each is within its share of rtol·|S_ε|.
 
-Why this and not geomloss or POT (bench/results/ot_divergence.md, same clouds, 2 threads): an iteration here is
-two matrix-vector products (BLAS, no exp), while geomloss "tensorized" and POT's log-domain Sinkhorn evaluate
-exp on every n×m entry in every iteration, and torch's CPU exp takes a ~50x slower path for arguments below
-−87 (denormal or zero results), which most entries are at ε = 0.01. The kernel build here clamps at ±80 first.
-geomloss's fixed ε schedule also has no stopping rule, so equal accuracy needs scaling ≥ 0.9 on clustered
-clouds; POT's stabilised solvers rebuild the full plan every few iterations and anneal ε once per call.
+Why an own solver and not geomloss or POT (bench/results/ot_divergence.md, same clouds, 2 threads): an
+iteration here is two matrix-vector products (BLAS, no exp), while geomloss "tensorized" and POT's log-domain
+Sinkhorn evaluate exp on every n×m entry in every iteration, and torch's CPU exp is ~20x slower on arguments
+below −87 (denormal or zero results), which most entries are at ε = 0.01; the kernel build here clamps at
+±CLAMP first. geomloss's fixed ε schedule has no stopping rule (equal accuracy can need a finer `scaling`),
+and POT's log-domain Sinkhorn does not anneal ε.
 """
 
 from __future__ import annotations
@@ -67,11 +67,8 @@ def _schedule(top: float, eps: float) -> list[float]:
 
 
 def _balance(mass: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """Log-scalings (s, t) giving diag(e^s)·M·diag(e^t) the marginals (rows, cols): Newton on the dual.
-
-    t's last entry stays 0 (the gauge s + c, t − c leaves the plan unchanged). Also returns the dual gain
-    Σ M − Σ M·e^(s ⊕ t) + ⟨rows, s⟩ + ⟨cols, t⟩ (>= 0, in units of ε).
-    """
+    """Log-scalings (s, t), t[-1] = 0, giving diag(e^s)·M·diag(e^t) the marginals (rows, cols) (Newton on the
+    dual), and the dual gain Σ M − Σ M·e^(s ⊕ t) + ⟨rows, s⟩ + ⟨cols, t⟩ >= 0 in units of ε."""
     log_m = np.log(np.maximum(mass, 1e-300))
     k = len(rows)
 
@@ -96,10 +93,9 @@ def _balance(mass: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple[np.n
 
 @dataclass
 class Transport:
-    """OT_ε between weights a (rows) and b (columns; None: b = a) on a normalised `cost`; `solve` resumes.
+    """OT_ε between weights a (rows) and b (columns; None: the self term, b = a) on `cost`; `solve` resumes.
 
-    After `solve`: potentials f (rows) and g (columns), `value` = ⟨a, f⟩ + ⟨b, g⟩, `error` its estimated
-    distance to the converged value, `iterations` at the target ε. Rows of weight 0 still get their f.
+    After `solve`: potentials f, g (every row, weight 0 too), value ⟨a, f⟩ + ⟨b, g⟩ and its estimated error.
     """
 
     cost: Tensor
@@ -109,12 +105,12 @@ class Transport:
     groups: tuple[Tensor, Tensor] | None = None
     f: Tensor = field(init=False)
     g: Tensor = field(init=False)
-    annealed: bool = False
-    value: float = math.nan
-    error: float = math.inf
-    iterations: int = 0
-    _history: list[float] = field(default_factory=list, repr=False)
-    _floor: float = field(default=0.0, repr=False)
+    annealed: bool = field(default=False, init=False)
+    value: float = field(default=math.nan, init=False)
+    error: float = field(default=math.inf, init=False)
+    iterations: int = field(default=0, init=False)  # at the target ε
+    _history: list[float] = field(default_factory=list, init=False, repr=False)
+    _floor: float = field(default=0.0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.f, self.g = self._zeros()
@@ -180,10 +176,9 @@ class Transport:
     def _coarse(
         self, kernel: Tensor, lu: Tensor, lv: Tensor, rows: Tensor, cols: Tensor
     ) -> tuple[tuple[Tensor, Tensor], float]:
-        """Exact dual ascent over one potential offset per row group and per column group, and its value gain.
+        """Exact dual ascent over one offset per row group and per column group, and its value gain.
 
-        Sinkhorn at small ε moves mass between weakly linked clusters very slowly (rates 0.99-0.9999 per
-        iteration on clustered clouds); balancing the plan's k×k block masses sets those offsets at once.
+        At small ε Sinkhorn moves mass between weakly linked clusters slowly; the k×k balance does it at once.
         """
         b = self.a if self.b is None else self.b
         k = int(max(int(rows.max()), int(cols.max()))) + 1
