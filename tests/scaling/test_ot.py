@@ -11,7 +11,7 @@ import pytest
 from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from curate.errors import ConfigError, EmbeddingSpaceError, InputError
+from curate.errors import ConfigError, EmbeddingSpaceError, FitWarning, InputError
 from scaling.ot import MixtureDistance, ot_potentials, sinkhorn_divergence
 
 EPS = 0.01
@@ -95,6 +95,7 @@ def test_divergence_matches_pot_on_clusters_of_other_sizes() -> None:
     want = scale * _debiased(half(x, y) / scale, half(x, x) / scale, half(y, y) / scale, EPS)
     got = sinkhorn_divergence(x, y, backend="numpy", tol=1e-9, max_iter=50_000)
     assert got == pytest.approx(want, rel=1e-6)
+    assert sinkhorn_divergence(x, y) == pytest.approx(want, rel=5e-3)  # float32 defaults: issue 17's bar
 
 
 def test_divergence_zero_for_identical_clouds_and_grows_with_shift(
@@ -143,7 +144,34 @@ def test_potentials_cover_every_row_and_torch_backend_agrees(
     f = ot_potentials(x, y, max_points=50, seed=3)
     assert f.shape == (120,) and np.isfinite(f).all()
     np.testing.assert_array_equal(f, ot_potentials(x, y, max_points=50, seed=3))
-    assert sinkhorn_divergence(x, y, backend="torch") == pytest.approx(sinkhorn_divergence(x, y), rel=1e-3)
+    float64 = sinkhorn_divergence(x, y, backend="numpy")
+    assert sinkhorn_divergence(x, y, backend="torch") == pytest.approx(float64, rel=1e-3)
+
+
+def test_potentials_match_pot(wiki_vectors: tuple[np.ndarray, np.ndarray]) -> None:
+    """ot_potentials equals f_xy − f_xx from POT's log-domain duals, up to the additive constant."""
+    z, _ = wiki_vectors
+    x, y = z[:50], z[200:240]
+    half = lambda u, v: 0.5 * ot.dist(u, v)  # noqa: E731
+    scale = half(x, y).max()
+    a, b = np.full(len(x), 1 / len(x)), np.full(len(y), 1 / len(y))
+
+    def potential(cost: np.ndarray, wb: np.ndarray) -> np.ndarray:
+        _, log = ot.sinkhorn(
+            a, wb, cost / scale, EPS, method="sinkhorn_log", numItermax=50_000, stopThr=1e-12, log=True
+        )
+        return scale * EPS * (log["log_u"] - np.log(a))
+
+    want = potential(half(x, y), b) - potential(half(x, x), a)
+    got = ot_potentials(x, y, backend="numpy", tol=1e-11, max_iter=50_000)  # potentials lag the value's tol
+    np.testing.assert_allclose(got - got.mean(), want - want.mean(), atol=1e-5 * scale)
+
+
+def test_divergence_warns_when_max_iter_is_too_small(wiki_vectors: tuple[np.ndarray, np.ndarray]) -> None:
+    """A solve stopped by max_iter before its tolerance warns FitWarning and says to raise max_iter."""
+    z, _ = wiki_vectors
+    with pytest.warns(FitWarning, match=r"stopped after max_iter=2 iterations .* raise max_iter"):
+        sinkhorn_divergence(z[:50], z[200:240], backend="numpy", tol=1e-12, max_iter=2)
 
 
 @pytest.mark.parametrize(
