@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import numpy as np
+from ot.utils import proj_simplex
 from scipy.optimize import minimize
 from scipy.stats import spearmanr
 
@@ -33,7 +34,7 @@ from curate._validation import check_option
 from curate.errors import FitError, FitWarning, InputError
 from scaling.dml import DMLModel, fit_dml_column
 from scaling.ridge import RidgeFit, fit_ridge
-from scaling.simplex import project_simplex, simplex_grid
+from scaling.simplex import simplex_grid
 
 LawMethod = Literal["auto", "dml", "dml2", "dml3", "quadratic", "regression", "projektor"]
 METHODS: tuple[LawMethod, ...] = ("dml", "dml2", "dml3", "quadratic", "regression", "projektor")
@@ -216,7 +217,7 @@ def _argmin_on_simplex(
         res = minimize(
             lambda x: float(f(x[None, :])[0]), x0, method="SLSQP", bounds=bounds, constraints=simplex
         )
-        x = project_simplex(np.asarray(res.x))
+        x = np.asarray(proj_simplex(np.asarray(res.x)), dtype=np.float64)
         v = float(f(x[None, :])[0])
         if v < best_v - 1e-12:
             best, best_v = x, v

@@ -6,211 +6,164 @@ debiased entropic OT (ε = `label_reg`, feature cost) between class-conditional 
 labels, c is the feature term alone. C is divided by its maximum over the (training × target) pairs, so
 ε is relative to the cost's range. Outer value: the debiased Sinkhorn divergence (Feydy et al. 2019, eq. 4)
 S_ε(μ, ν) = OT_ε(μ, ν) − ½·OT_ε(μ, μ) − ½·OT_ε(ν, ν), OT_ε = min_P ⟨P, C⟩ + ε·KL(P ‖ μ⊗ν) = ⟨a, f⟩ + ⟨b, g⟩,
-solved in the log domain with ε-scaling, reported in the unnormalised cost's units. Its gradient in the
-training weights is the debiased potential f_μν − f_μμ (Feydy et al. 2019, prop. 2), given on every row.
+solved by `scaling.sinkhorn`, reported in the unnormalised cost's units. Its gradient in the training
+weights is the debiased potential f_μν − f_μμ (Feydy et al. 2019, prop. 2), given on every row.
 """
 
 from __future__ import annotations
 
-import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import faiss
 import numpy as np
-import ot
+import torch
 
 from curate._validation import check_embeddings, check_interval, check_option
-from curate.errors import EmbeddingSpaceError, FitWarning, InputError
+from curate.errors import EmbeddingSpaceError, InputError
+from scaling.sinkhorn import Transport, debiased, softmin
 
-Backend = Literal["numpy", "torch"]
+Backend = Literal["numpy", "torch"]  # both solve in torch: "numpy" in float64 on CPU, "torch" in float32
 CLASS_CAP = 200  # points per class cloud in the label table (fixed-seed subsample of larger classes)
-_SCALING = 0.5  # ε-scaling: ε runs 1, 0.5, 0.25, ... down to the target (the normalised cost's max is 1)
+GROUPS = 64  # k-means cells of x ∪ y for the solver's block-offset step (at least 40 points per cell)
 
 
-def _softmin(nx: Any, h: Any, cost: Any, eps: float, axis: int) -> Any:
-    """-ε·log Σ exp((h − C)/ε) over `axis` (h indexes that axis): the entropic c-transform."""
-    z = (h[:, None] - cost) if axis == 0 else (h[None, :] - cost)
-    return -eps * nx.logsumexp(z / eps, axis=axis)
+def _placement(backend: Backend) -> tuple[torch.device, torch.dtype]:
+    """Solver placement: "numpy" is float64 on CPU (reference precision), "torch" float32 (CUDA if any)."""
+    if backend == "numpy":
+        return torch.device("cpu"), torch.float64
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu"), torch.float32
 
 
-def _schedule(eps: float) -> list[float]:
-    steps = max(0, math.ceil(math.log(eps) / math.log(_SCALING)))
-    return [max(eps, _SCALING**k) for k in range(steps + 1)]
+def half_sqeuclidean(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """½‖x_i − y_j‖² for every pair, by one matrix product (clipped at 0 against rounding)."""
+    c = x @ y.T
+    c.mul_(-1.0).add_(0.5 * (x * x).sum(dim=1)[:, None]).add_(0.5 * (y * y).sum(dim=1)[None, :])
+    return c.clamp_(min=0.0)
 
 
-def _not_converged(kind: str, eps: float, max_iter: int, err: float, tol: float) -> None:
-    warnings.warn(
-        f"{kind} Sinkhorn (eps={eps}) stopped after max_iter={max_iter} iterations with marginal error "
-        f"{err:.3g} > tol={tol}; raise max_iter or tol.",
-        FitWarning,
-        stacklevel=4,
-    )
+def _uniform(n: int, like: torch.Tensor) -> torch.Tensor:
+    return torch.full((n,), 1.0 / n, dtype=like.dtype, device=like.device)
 
 
-def _solve(
-    nx: Any,
-    cost: Any,
-    log_a: Any,
-    log_b: Any,
-    eps: float,
-    *,
-    tol: float,
-    max_iter: int,
-    g_init: Any | None = None,
-) -> tuple[Any, Any, float]:
-    """Log-domain Sinkhorn, ε-scaling or a warm start from `g_init`; (f, g) and OT_ε = ⟨a, f⟩ + ⟨b, g⟩."""
-    a, b = nx.exp(log_a), nx.exp(log_b)
-    if g_init is None:
-        f = nx.zeros(log_a.shape, type_as=cost)
-        for e in _schedule(eps):
-            g = _softmin(nx, f + e * log_a, cost, e, axis=0)
-            f = _softmin(nx, g + e * log_b, cost, e, axis=1)
-    else:
-        f = _softmin(nx, g_init + eps * log_b, cost, eps, axis=1)
-    err = math.inf
-    for _ in range(max_iter):
-        g = _softmin(nx, f + eps * log_a, cost, eps, axis=0)
-        f_new = _softmin(nx, g + eps * log_b, cost, eps, axis=1)
-        err = float(nx.sum(a * nx.abs(nx.exp((f - f_new) / eps) - 1.0)))  # row-marginal error of (f, g)
-        f = f_new
-        if err < tol:
-            break
-    else:
-        _not_converged("cross", eps, max_iter, err, tol)
-    return f, g, float(nx.sum(a * f) + nx.sum(b * g))
+def kmeans_cells(
+    x: np.ndarray, y: np.ndarray, *, seed: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """k-means cell (faiss, fixed seed) of every x and y row for the solver's two-level step; None if tiny."""
+    z = np.ascontiguousarray(np.concatenate([x, y]), dtype=np.float32)
+    k = min(GROUPS, len(z) // 40)
+    if k < 2:
+        return None
+    km = faiss.Kmeans(z.shape[1], k, niter=10, seed=seed, verbose=False)
+    km.train(z)
+    cells = torch.as_tensor(km.index.search(z, 1)[1][:, 0], device=device)
+    return cells[: len(x)], cells[len(x) :]
 
 
-def _solve_sym(nx: Any, cost: Any, log_a: Any, eps: float, *, tol: float, max_iter: int) -> tuple[Any, float]:
-    """Symmetric log-domain Sinkhorn for OT_ε(μ, μ) (averaged updates, ε-scaling); potential f, 2⟨a, f⟩."""
-    a = nx.exp(log_a)
-    f = nx.zeros(log_a.shape, type_as=cost)
-    for e in _schedule(eps):
-        f = 0.5 * (f + _softmin(nx, f + e * log_a, cost, e, axis=0))
-    err = math.inf
-    for _ in range(max_iter):
-        t = _softmin(nx, f + eps * log_a, cost, eps, axis=0)
-        err = float(nx.sum(a * nx.abs(nx.exp((f - t) / eps) - 1.0)))
-        f = 0.5 * (f + t)
-        if err < tol:
-            break
-    else:
-        _not_converged("symmetric", eps, max_iter, err, tol)
-    return f, float(2.0 * nx.sum(a * f))
-
-
-def _uniform_log(nx: Any, like: Any) -> Any:
-    n = like.shape[0]
-    return nx.log(nx.ones((n,), type_as=like) / n)
-
-
-def _half_sqeuclidean(x: Any, y: Any) -> Any:
-    return 0.5 * ot.dist(x, y, metric="sqeuclidean")
-
-
-def label_table(nx: Any, clouds: Sequence[Any], *, reg: float, tol: float, max_iter: int) -> np.ndarray:
+def label_table(clouds: Sequence[torch.Tensor], *, reg: float, tol: float, max_iter: int) -> np.ndarray:
     """W(i, j): debiased entropic OT (feature cost, ε = reg) between class clouds; symmetric, 0 diagonal."""
-    logs = [_uniform_log(nx, c) for c in clouds]
-    selfs = [
-        _solve_sym(nx, _half_sqeuclidean(c, c), lg, reg, tol=tol, max_iter=max_iter)[1]
-        for c, lg in zip(clouds, logs, strict=True)
-    ]
+    selfs = [Transport(half_sqeuclidean(c, c), _uniform(len(c), c), None, reg) for c in clouds]
     table = np.zeros((len(clouds), len(clouds)))
     for i in range(len(clouds)):
         for j in range(i + 1, len(clouds)):
-            cost = _half_sqeuclidean(clouds[i], clouds[j])
-            value = _solve(nx, cost, logs[i], logs[j], reg, tol=tol, max_iter=max_iter)[2]
-            table[i, j] = table[j, i] = max(0.0, value - 0.5 * selfs[i] - 0.5 * selfs[j])
+            cross = Transport(half_sqeuclidean(clouds[i], clouds[j]), selfs[i].a, selfs[j].a, reg)
+            value = debiased(cross, selfs[i], selfs[j], rtol=tol, max_iter=max_iter)
+            table[i, j] = table[j, i] = max(0.0, value)
     return table
 
 
 @dataclass
 class OTProblem:
-    """Validated training rows x (all of them), target rows y and their costs; x_rows is the solved subsample.
+    """Training rows x (all), target rows y and their normalised costs (built once); x_rows: the solved rows.
 
-    Built by `build_problem`; `divergence(weights)` gives S_ε for training weights and its gradient per row.
+    Built by `build_problem`; `divergence(weights)` is S_ε, `divergence_and_gradient` adds its gradient.
     """
 
-    nx: Any
-    x: Any
-    y: Any
+    x: torch.Tensor
+    y: torch.Tensor
     x_classes: np.ndarray | None
     y_classes: np.ndarray | None
-    table: Any | None
+    table: torch.Tensor | None
     x_rows: np.ndarray
+    groups: tuple[torch.Tensor, torch.Tensor] | None
     reg: float
     tol: float
     max_iter: int
-    scale: float = 1.0
-    _target_self: float | None = field(default=None, repr=False)
-    _g: Any | None = field(default=None, repr=False)
+    scale: float = field(default=1.0, init=False)  # the largest training-target cost
+    _costs: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
+    _target: Transport | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        c_xy = self.cost(self.x_rows)  # scale is still 1 here
+        self.scale = float(c_xy.max())
+        if self.scale > 0:
+            self._costs["xy"] = c_xy.div_(self.scale)
 
     @property
     def all_rows(self) -> np.ndarray:
         """Indices of every training row."""
         return np.arange(self.x.shape[0])
 
-    def _take(self, arr: Any, rows: np.ndarray) -> Any:
-        if isinstance(arr, np.ndarray):
-            return arr[rows]
-        import torch
-
-        return arr[torch.as_tensor(rows, device=arr.device)]
-
-    def cost(self, rows_x: np.ndarray | None, rows_x2: np.ndarray | None = None) -> Any:
+    def cost(self, rows_x: np.ndarray | None, rows_x2: np.ndarray | None = None) -> torch.Tensor:
         """Normalised cost between x[rows_x] and y (rows_x2 None) or x[rows_x2]; rows None = all rows."""
-        left = self.x if rows_x is None else self._take(self.x, rows_x)
-        right = self.y if rows_x2 is None else self._take(self.x, rows_x2)
-        c = _half_sqeuclidean(left, right)
+        left = self.x if rows_x is None else self.x[torch.as_tensor(rows_x, device=self.x.device)]
+        right = self.y if rows_x2 is None else self.x[torch.as_tensor(rows_x2, device=self.x.device)]
+        c = half_sqeuclidean(left, right)
         if self.table is not None and self.x_classes is not None and self.y_classes is not None:
             lc = self.x_classes if rows_x is None else self.x_classes[rows_x]
             rc = self.y_classes if rows_x2 is None else self.x_classes[rows_x2]
-            c = c + 0.5 * self.table[self._index(lc)][:, self._index(rc)]
-        return c / self.scale
+            c.add_(0.5 * self.table[self._index(lc)][:, self._index(rc)])
+        return c.div_(self.scale)
 
-    def _index(self, idx: np.ndarray) -> Any:
-        if isinstance(self.y, np.ndarray):
-            return idx
-        import torch
+    def _index(self, idx: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(idx, device=self.x.device)
 
-        return torch.as_tensor(idx, device=self.y.device)
+    def _cached(self, key: str) -> torch.Tensor:
+        if key not in self._costs:
+            self._costs[key] = self.cost(self.x_rows, None if key == "xy" else self.x_rows)
+        return self._costs[key]
+
+    def _target_term(self) -> Transport:
+        """The target's self term OT_ε(ν, ν), solved once per problem (refined if a divergence needs it)."""
+        if self._target is None:
+            c_yy = half_sqeuclidean(self.y, self.y)
+            if self.table is not None and self.y_classes is not None:
+                c_yy.add_(0.5 * self.table[self._index(self.y_classes)][:, self._index(self.y_classes)])
+            self._target = Transport(c_yy.div_(self.scale), _uniform(len(self.y), self.y), None, self.reg)
+            self._target.solve(rtol=self.tol / 3, max_iter=self.max_iter)
+        return self._target
 
     def target_self(self) -> float:
-        """OT_ε(ν, ν) in normalised units, solved once per problem."""
-        if self._target_self is None:
-            nx = self.nx
-            c_yy = _half_sqeuclidean(self.y, self.y)
-            if self.table is not None and self.y_classes is not None:
-                c_yy = c_yy + 0.5 * self.table[self._index(self.y_classes)][:, self._index(self.y_classes)]
-            log_b = _uniform_log(nx, self.y)
-            self._target_self = _solve_sym(
-                nx, c_yy / self.scale, log_b, self.reg, tol=self.tol, max_iter=self.max_iter
-            )[1]
-        return self._target_self
+        """OT_ε(ν, ν) in normalised units."""
+        return self._target_term().value
 
-    def divergence(self, weights: np.ndarray) -> tuple[float, np.ndarray]:
-        """S_ε(μ_w, ν) and its gradient in the weight of every x row (f_μν − f_μμ), both in cost units."""
-        nx = self.nx
+    def _solve(self, weights: np.ndarray) -> tuple[float, Transport, Transport]:
         w = weights[self.x_rows]
         if not (w > 0).any():
             raise InputError("training weights are zero on every solved row; give some rows positive weight.")
-        rows = self.x_rows[w > 0]
-        log_a = nx.from_numpy(np.log(w[w > 0] / w[w > 0].sum()), type_as=self.y)
-        log_b = _uniform_log(nx, self.y)
-        _, g, ot_xy = _solve(
-            nx, self.cost(rows), log_a, log_b, self.reg, tol=self.tol, max_iter=self.max_iter, g_init=self._g
-        )
-        self._g = g  # the target-side potential warm-starts the next call (e.g. the next gradient step)
-        f_xx, ot_xx = _solve_sym(
-            nx, self.cost(rows, rows), log_a, self.reg, tol=self.tol, max_iter=self.max_iter
-        )
-        value = ot_xy - 0.5 * ot_xx - 0.5 * self.target_self()
-        # extend both potentials to every x row (zero-weight and unsampled rows too) by the c-transform
-        f_xy = _softmin(nx, g + self.reg * log_b, self.cost(None), self.reg, axis=1)
-        f_self = _softmin(nx, f_xx + self.reg * log_a, self.cost(rows, self.all_rows), self.reg, axis=0)
-        grad = np.asarray(nx.to_numpy(f_xy - f_self), dtype=np.float64)
-        return value * self.scale, grad * self.scale
+        a = torch.as_tensor(w / w.sum(), dtype=self.x.dtype, device=self.x.device)
+        xy = Transport(self._cached("xy"), a, _uniform(len(self.y), self.y), self.reg, self.groups)
+        xx = Transport(self._cached("xx"), a, None, self.reg)
+        value = debiased(xy, xx, self._target_term(), rtol=self.tol, max_iter=self.max_iter)
+        return value * self.scale, xy, xx
+
+    def divergence(self, weights: np.ndarray) -> float:
+        """S_ε(μ_w, ν) in cost units for training weights on every x row (zero weights allowed)."""
+        return self._solve(weights)[0]
+
+    def divergence_and_gradient(self, weights: np.ndarray) -> tuple[float, np.ndarray]:
+        """S_ε(μ_w, ν) and its gradient in the weight of every x row (f_μν − f_μμ), both in cost units."""
+        value, xy, xx = self._solve(weights)
+        if len(self.x_rows) == len(self.all_rows):
+            grad = xy.f - xx.f
+        else:  # extend both potentials to the unsolved rows by the c-transform
+            eps, n, rows = self.reg, len(self.all_rows), self.x_rows
+            h_xy = xy.g + eps * _uniform(len(self.y), self.y).log()
+            f_xy = softmin(lambda r: self.cost(self.all_rows[r]), n, h_xy, eps)
+            f_xx = softmin(lambda r: self.cost(self.all_rows[r], rows), n, xx.f + eps * xx.a.log(), eps)
+            grad = f_xy - f_xx
+        return value, grad.double().cpu().numpy() * self.scale
 
 
 def _labels(labels: Any, n: int, *, what: str) -> np.ndarray:
@@ -250,7 +203,7 @@ def build_problem(
     reg: float = 0.01,
     label_reg: float = 0.1,
     max_points: int | None = None,
-    backend: Backend = "numpy",
+    backend: Backend = "torch",
     tol: float = 1e-3,
     max_iter: int = 5000,
     seed: int = 0,
@@ -291,36 +244,29 @@ def build_problem(
         y_classes, clouds_y = _class_clouds(ys, lab_y, rng_c)
         y_classes = y_classes + len(clouds_x)
         clouds = clouds_x + clouds_y
-    to, nx = _backend(backend)
+    device, dtype = _placement(backend)
+
+    def to(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(a, dtype=dtype, device=device)
+
     table = None
     if clouds:
-        table = to(label_table(nx, [to(c) for c in clouds], reg=label_reg, tol=tol, max_iter=max_iter))
+        table = to(label_table([to(c) for c in clouds], reg=label_reg, tol=tol, max_iter=max_iter))
     problem = OTProblem(
-        nx=nx,
         x=to(xs),
         y=to(ys),
         x_classes=x_classes,
         y_classes=y_classes,
         table=table,
         x_rows=x_rows,
+        groups=kmeans_cells(xs[x_rows], ys, seed=seed, device=device),
         reg=reg,
         tol=tol,
         max_iter=max_iter,
     )
-    problem.scale = float(nx.max(problem.cost(x_rows)))
     if problem.scale <= 0:
         raise InputError(f"{caller}: every training row equals every target row; the cost is zero.")
     return problem
-
-
-def _backend(backend: Backend) -> tuple[Any, Any]:
-    """(array converter, POT backend): float64 numpy, or float32 torch (on CUDA when present)."""
-    if backend == "numpy":
-        return (lambda a: a), ot.backend.NumpyBackend()
-    import torch
-
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
-    return (lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32), device=dev)), ot.backend.TorchBackend()
 
 
 def _weights(weights: np.ndarray | None, n: int, *, caller: str) -> np.ndarray:
@@ -345,7 +291,7 @@ def sinkhorn_divergence(
     reg: float = 0.01,
     label_reg: float = 0.1,
     max_points: int | None = None,
-    backend: Backend = "numpy",
+    backend: Backend = "torch",
     tol: float = 1e-3,
     max_iter: int = 5000,
     seed: int = 0,
@@ -368,7 +314,7 @@ def sinkhorn_divergence(
         seed=seed,
         caller="sinkhorn_divergence",
     )
-    return problem.divergence(_weights(weights_x, len(problem.all_rows), caller="sinkhorn_divergence"))[0]
+    return problem.divergence(_weights(weights_x, len(problem.all_rows), caller="sinkhorn_divergence"))
 
 
 def ot_potentials(
@@ -381,7 +327,7 @@ def ot_potentials(
     reg: float = 0.01,
     label_reg: float = 0.1,
     max_points: int | None = None,
-    backend: Backend = "numpy",
+    backend: Backend = "torch",
     tol: float = 1e-3,
     max_iter: int = 5000,
     seed: int = 0,
@@ -404,7 +350,8 @@ def ot_potentials(
         seed=seed,
         caller="ot_potentials",
     )
-    return problem.divergence(_weights(weights_x, len(problem.all_rows), caller="ot_potentials"))[1]
+    weights = _weights(weights_x, len(problem.all_rows), caller="ot_potentials")
+    return problem.divergence_and_gradient(weights)[1]
 
 
 class MixtureDistance:
@@ -423,7 +370,7 @@ class MixtureDistance:
         reg: float = 0.01,
         label_reg: float = 0.1,
         max_points: int | None = None,
-        backend: Backend = "numpy",
+        backend: Backend = "torch",
         tol: float = 1e-3,
         max_iter: int = 5000,
         seed: int = 0,
@@ -473,7 +420,7 @@ class MixtureDistance:
 
     def value(self, p: Sequence[float] | np.ndarray) -> float:
         """S_ε(μ_p, ν) in cost units."""
-        return self.problem.divergence(self._row_weights(p))[0]
+        return self.problem.divergence(self._row_weights(p))
 
     def value_and_gradient(self, p: Sequence[float] | np.ndarray) -> tuple[float, np.ndarray]:
         """S_ε(μ_p, ν) and, per source i, mean_{S_i} f − mean_rest f (rest = other sources weighted by p).
@@ -481,7 +428,7 @@ class MixtureDistance:
         That is the derivative along the simplex move of mass from the rest of the mixture, pro rata, to i.
         """
         pv = np.asarray(p, dtype=np.float64)
-        value, f = self.problem.divergence(self._row_weights(pv))
+        value, f = self.problem.divergence_and_gradient(self._row_weights(pv))
         k = len(self.sources)
         means = np.bincount(self.member, weights=f, minlength=k) / np.bincount(self.member, minlength=k)
         grad = np.empty(k)

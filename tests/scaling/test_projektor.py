@@ -3,44 +3,17 @@ values, brute force and recovery of known parameters."""
 
 from __future__ import annotations
 
-import itertools
-import math
-
 import numpy as np
 import polars as pl
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
 
 from curate.errors import ConfigError, FitError, FitWarning, InputError, SchemaError
 from scaling.projektor import compare_mixtures, fit_projektor, fit_size_law, plan_weights
-from scaling.simplex import project_simplex, simplex_grid
+from scaling.simplex import simplex_grid
 
 SOURCES = ("a", "b", "c")
 ALPHA = 0.3
 SIZES = (100, 200, 400, 800, 1600)
-
-
-def _brute_projection(v: np.ndarray) -> np.ndarray:
-    """Closest point of the simplex: best feasible KKT candidate over every support set."""
-    best, best_d = None, math.inf
-    for k in range(1, v.size + 1):
-        for support in itertools.combinations(range(v.size), k):
-            s = list(support)
-            w = np.zeros_like(v)
-            w[s] = v[s] - (v[s].sum() - 1.0) / k
-            if (w >= -1e-12).all() and np.linalg.norm(w - v) < best_d:
-                best, best_d = w, float(np.linalg.norm(w - v))
-    if best is None:
-        raise AssertionError("no feasible support")
-    return best
-
-
-@given(arrays(np.float64, st.integers(1, 6), elements=st.floats(-3, 3)))
-def test_project_simplex_matches_brute_force(v: np.ndarray) -> None:
-    """Duchi's sort-and-threshold projection equals the best candidate over all supports."""
-    np.testing.assert_allclose(project_simplex(v), _brute_projection(v), atol=1e-9)
 
 
 def _truth(p: np.ndarray, n: float) -> np.ndarray:
