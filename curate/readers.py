@@ -203,6 +203,8 @@ def _jsonl_fast(data: bytes, text_field: str, label_field: str | None) -> pl.Dat
     if not any(ok(label_type) for ok in label_ok):  # other types print differently from json.dumps
         return None
     df = pl.DataFrame(table)
+    if df.columns != names:  # polars renames some keys (an empty one becomes "column_0"): the exact path
+        return None
     others = [c for c in names if c not in (text_field, label_field)]
     label = (
         pl.col(label_field).cast(pl.String)
