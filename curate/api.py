@@ -8,34 +8,42 @@ committed, and the other way round. A call on frames runs the same library funct
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
 
-from curate.config import CurateConfig, load_work_config, parse_config
-from curate.embeddings import EmbedderKind
-from curate.errors import InputError
+from curate._validation import check_columns, check_interval, check_option
+from curate.config import CurateConfig, load_config, load_work_config, parse_config
+from curate.dedup.passes import TextDedup, add_semantic, text_duplicates, unmarked
+from curate.dedup.semantic import DEFAULT_EPS
+from curate.embeddings import EmbedderKind, load_embedder
+from curate.errors import ConfigError, InputError
+from curate.hashing import content_hashes
+from curate.ingest import ingest_sources
 from curate.io import PathLike
 from curate.manifest import MixtureManifest
+from curate.records import read_record
 from curate.report import IngestReport
-from curate.stages import StageOutput
-
-if TYPE_CHECKING:
-    from pipelines.quality_steps import QualityPlan
-    from pipelines.runner import PipelineRun
+from curate.stages import StageOutput, load_committed
+from pipelines.quality_steps import QualityPlan
+from pipelines.runner import PipelineRun, committed, execute
+from pipelines.score_step import read_scores, summarize_scores
+from pruning.scores import SCORE_COLUMNS_OUT, score_frame
 
 Method = Literal["exact", "fuzzy", "semantic"]
 
 
 def work_config(work: PathLike, **sections: dict[str, Any]) -> CurateConfig:
-    """The work dir's config with `sections` ({"dedup": {"fuzzy": False}, "sources": {...}}) merged in."""
+    """The work dir's config with `sections` ({"dedup": {"fuzzy": False}, "sources": {...}}) merged in: the
+    one way a stage command or a library call on a work dir builds its config."""
     cfg = load_work_config(work)
     data = {} if cfg is None else cfg.dump()
     for name, values in sections.items():
-        if name in ("sources", "target") or not isinstance(data.get(name), dict):
+        if name in ("sources",) or not isinstance(data.get(name), dict):
             data[name] = values
         else:
             data[name] = {**data[name], **values}
@@ -46,16 +54,70 @@ def work_config(work: PathLike, **sections: dict[str, Any]) -> CurateConfig:
     return parse_config(data, base_dir=Path(work), where=f"work dir '{work}'")
 
 
+def _given(**values: Any) -> dict[str, Any]:
+    """The keyword arguments that were given (not None): what a call changes in the work dir's config."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
 def run_until(
     cfg: CurateConfig, work: PathLike, steps: Sequence[str], *, address: str | None = None, local: bool = True
 ) -> PipelineRun:
     """Run the steps `steps` need on `cfg` in `work` (in-process unless `address`)."""
-    from pipelines.runner import execute
-
     return execute(cfg, work=work, address=address, local=local and address is None, until=steps)
 
 
+def read_step(work: PathLike, step: str, *, config: PathLike | CurateConfig | None = None) -> StageOutput:
+    """The committed output of `step` that `config` (default: the work dir's config) selects in `work`."""
+    cfg = config_of(work, config)
+    run = committed(cfg, work, [step])
+    if run is None:
+        raise InputError(
+            f"work dir '{work}' has no committed '{step}' step for this config; run `curate run` or the "
+            "stage command first."
+        )
+    return run.outputs[step]
+
+
+def committed_step(
+    work: PathLike, step: str, *, config: PathLike | CurateConfig | None = None
+) -> StageOutput | None:
+    """Like `read_step`, but None when that step is not committed for the config."""
+    run = committed(config_of(work, config), work, [step])
+    return None if run is None else run.outputs[step]
+
+
+def config_of(work: PathLike, config: PathLike | CurateConfig | None = None) -> CurateConfig:
+    """`config` (a config or a TOML file), else the config of the work dir's last run (its config.json)."""
+    if isinstance(config, CurateConfig):
+        return config
+    if config is not None:
+        return load_config(config)
+    cfg = load_work_config(work)
+    if cfg is None:
+        raise InputError(f"work dir '{work}' holds no run yet (no config.json); run `curate ingest` first.")
+    return cfg
+
+
 # --- ingest ---
+
+
+def ingest_config(
+    sources: dict[str, str],
+    work: PathLike,
+    *,
+    text_field: str = "text",
+    label_field: str | None = None,
+    max_chars: int = 1_000_000,
+) -> CurateConfig:
+    """The work dir's config with these sources (name -> glob or folder) and ingest settings."""
+    if max_chars < 1:
+        raise ConfigError(f"The 'max_chars' parameter of ingest must be >= 1. Got {max_chars}.")
+    entry = {"text_field": text_field, "label_field": label_field}
+    return work_config(
+        work,
+        sources={n: {"path": str(Path(p).absolute()), **entry} for n, p in sources.items()},
+        ingest={"max_chars": max_chars},
+    )
 
 
 def ingest(
@@ -68,55 +130,56 @@ def ingest(
     address: str | None = None,
 ) -> IngestReport:
     """Ingest sources (name -> glob or folder) into `work`: rows read = documents + rejects, per source."""
-    entry = {"text_field": text_field, "label_field": label_field}
-    cfg = work_config(
-        work,
-        sources={n: {"path": str(Path(p).absolute()), **entry} for n, p in sources.items()},
-        ingest={"max_chars": max_chars},
-    )
+    cfg = ingest_config(sources, work, text_field=text_field, label_field=label_field, max_chars=max_chars)
     return IngestReport.from_stage(run_until(cfg, work, ["ingest"], address=address).outputs["ingest"])
 
 
-def read_documents(work: PathLike) -> pl.LazyFrame:
-    """Lazy frame over the documents of the latest committed ingest in `work` (schema.DOCUMENTS columns)."""
-    from curate.stages import latest_committed
-
-    output = latest_committed(Path(work), "ingest")
-    if output is None:
-        raise InputError(f"work dir '{work}' has no committed ingest output; run `curate ingest` first.")
-    return output.scan()
+def read_documents(work: PathLike, *, config: PathLike | CurateConfig | None = None) -> pl.LazyFrame:
+    """Lazy frame over the documents (schema.DOCUMENTS columns) of the ingest that `config` (default: the
+    work dir's config) selects."""
+    return read_step(work, "ingest", config=config).scan()
 
 
 # --- dedup ---
 
 
+def dedup_config(
+    work: PathLike,
+    *,
+    methods: Sequence[Method] | None = None,
+    threshold: float | None = None,
+    eps: float | None = None,
+    num_perm: int | None = None,
+    ngram: int | None = None,
+    shingle: Literal["word", "char"] | None = None,
+) -> CurateConfig:
+    """The work dir's config with the given dedup settings (None keeps the work dir's)."""
+    dedup = _given(
+        fuzzy_threshold=threshold, semantic_eps=eps, num_perm=num_perm, ngram=ngram, shingle=shingle
+    )
+    if methods is not None:
+        for m in methods:
+            check_option("methods", m, ("exact", "fuzzy", "semantic"), caller="dedup_documents")
+        dedup.update({m: m in methods for m in ("exact", "fuzzy", "semantic")})
+    return work_config(work, dedup=dedup)
+
+
 def dedup_documents(
     work: PathLike,
     *,
-    methods: Sequence[Method] = ("exact", "fuzzy", "semantic"),
-    threshold: float = 0.8,
-    eps: float = 0.05,
-    num_perm: int = 128,
-    ngram: int = 5,
-    shingle: Literal["word", "char"] = "word",
+    methods: Sequence[Method] | None = None,
+    threshold: float | None = None,
+    eps: float | None = None,
+    num_perm: int | None = None,
+    ngram: int | None = None,
+    shingle: Literal["word", "char"] | None = None,
     address: str | None = None,
 ) -> StageOutput:
-    """Commit the final DEDUP table of `work` (exact, fuzzy, then semantic on embeddings): the dedup step."""
-    from curate._validation import check_option
-
-    for m in methods:
-        check_option("methods", m, ("exact", "fuzzy", "semantic"), caller="dedup_documents")
-    dedup = {
-        "exact": "exact" in methods,
-        "fuzzy": "fuzzy" in methods,
-        "semantic": "semantic" in methods,
-        "fuzzy_threshold": threshold,
-        "semantic_eps": eps,
-        "num_perm": num_perm,
-        "ngram": ngram,
-        "shingle": shingle,
-    }
-    cfg = work_config(work, dedup=dedup)
+    """Commit the final DEDUP table of `work` (exact, fuzzy, target copies, then semantic): the dedup step.
+    Arguments left None keep the work dir's [dedup] settings."""
+    cfg = dedup_config(
+        work, methods=methods, threshold=threshold, eps=eps, num_perm=num_perm, ngram=ngram, shingle=shingle
+    )
     return run_until(cfg, work, ["dedup"], address=address).outputs["dedup"]
 
 
@@ -134,11 +197,6 @@ def find_duplicates(
     `threshold` is the Jaccard cut for "fuzzy" (default 0.8) and the cosine cut 1 - eps for "semantic"
     (default 0.95); "exact" ignores it. A work dir goes through `dedup_documents`.
     """
-    from curate._validation import check_columns, check_interval, check_option
-    from curate.dedup.passes import TextDedup, add_semantic, text_duplicates, unmarked
-    from curate.dedup.semantic import DEFAULT_EPS
-    from curate.hashing import content_hashes
-
     check_option("method", method, ("exact", "fuzzy", "semantic"), caller="find_duplicates")
     cut = (1.0 - DEFAULT_EPS if method == "semantic" else 0.8) if threshold is None else threshold
     check_interval("threshold", cut, 0.0, 1.0, caller="find_duplicates", closed="right")
@@ -166,21 +224,47 @@ def embed_texts(
     texts: Sequence[str], *, embedder: EmbedderKind = "auto", cache_dir: PathLike | None = None
 ) -> np.ndarray:
     """Embed `texts` in-process: float32 (n, dim), rows L2-normalised, all-zero for whitespace-only texts."""
-    from curate.embeddings import load_embedder
-
     model = load_embedder(embedder, cache_dir=None if cache_dir is None else Path(cache_dir))
     return model.encode(list(texts))
 
 
+def embed_config(work: PathLike, *, embedder: EmbedderKind | None = None) -> CurateConfig:
+    """The work dir's config with the given embedder (None keeps the work dir's)."""
+    return work_config(work, embed=_given(kind=embedder))
+
+
 def embed_documents(
-    work: PathLike, *, embedder: EmbedderKind = "auto", address: str | None = None
+    work: PathLike, *, embedder: EmbedderKind | None = None, address: str | None = None
 ) -> StageOutput:
     """Commit the embeddings of the documents the text dedup kept (the embed step)."""
-    cfg = work_config(work, embed={"kind": embedder})
+    cfg = embed_config(work, embedder=embedder)
     return run_until(cfg, work, ["embed"], address=address).outputs["embed"]
 
 
 ScoreTarget = Sequence[str] | pl.DataFrame | str | Path  # texts, a frame with `text`, or a glob of shards
+
+
+def score_config(
+    work: PathLike,
+    *,
+    target: str | Path | None = None,
+    n_clusters: int | None = None,
+    fit_rows: int | None = None,
+    holdout: float | None = None,
+    seed: int | None = None,
+    embedder: EmbedderKind | None = None,
+) -> CurateConfig:
+    """The work dir's config with the given score settings (None keeps the work dir's); `target` is a glob."""
+    sections: dict[str, Any] = {
+        "score": _given(n_clusters=n_clusters, fit_rows=fit_rows),
+        "embed": _given(kind=embedder),
+        "target": {
+            **({} if target is None else {"path": str(Path(target).absolute())}),
+            **_given(holdout=holdout),
+        },
+    }
+    cfg = work_config(work, **{k: v for k, v in sections.items() if v})
+    return cfg if seed is None else cfg.model_copy(update={"seed": seed})
 
 
 def score_documents(
@@ -188,13 +272,18 @@ def score_documents(
     *,
     target: str | Path | None = None,
     n_clusters: int | None = None,
+    fit_rows: int | None = None,
+    holdout: float | None = None,
+    seed: int | None = None,
+    embedder: EmbedderKind | None = None,
     address: str | None = None,
 ) -> StageOutput:
-    """Commit the scores of every kept document of `work` (the score step); `target` is a glob of shards."""
-    sections: dict[str, Any] = {} if n_clusters is None else {"score": {"n_clusters": n_clusters}}
-    if target is not None:
-        sections["target"] = {"path": str(Path(target).absolute())}
-    cfg = work_config(work, **sections)
+    """Commit the scores of every kept document of `work` (the score step); `target` is a glob of shards.
+    Arguments left None keep the work dir's settings."""
+    cfg = score_config(
+        work, target=target, n_clusters=n_clusters, fit_rows=fit_rows, holdout=holdout, seed=seed,
+        embedder=embedder,
+    )  # fmt: skip
     return run_until(cfg, work, ["score"], address=address).outputs["score"]
 
 
@@ -204,26 +293,43 @@ def score_dataset(
     target: ScoreTarget | None = None,
     label_field: str | None = None,
     n_clusters: int | None = None,
-    seed: int = 0,
-    embedder: EmbedderKind = "auto",
+    fit_rows: int | None = None,
+    holdout: float | None = None,
+    seed: int | None = None,
+    embedder: EmbedderKind | None = None,
 ) -> pl.DataFrame:
-    """One row per document: doc_id, cluster_id, proto_dist, class_proto_dist, target_dist, target_ngram,
-    el2n, lm_loss, difficulty (larger = harder / further; null where not computable).
+    """One row per document: doc_id, cluster_id, proto_dist, class_proto_dist, target_z, target_dist,
+    target_ngram, target_lm, el2n, lm_loss, difficulty (larger = harder / further; null where not computable).
 
-    `data` is a frame with doc_id and text (and `label_field`), scored in memory by the functions the
-    score step uses, or a work dir (its score step's output).
+    `data` is a frame with doc_id and text (and `label_field`), scored in memory by the score step's own
+    functions (defaults: fit_rows 100,000, holdout 0.5, seed 0, embedder auto), or a work dir, whose score
+    step runs with the given settings (None keeps the work dir's; `target` must then be a glob).
     """
-    from pipelines.score_step import read_scores, score_frame
-
     if not isinstance(data, pl.DataFrame):
-        return read_scores(score_documents(data, n_clusters=n_clusters)).collect()
+        if label_field is not None:
+            raise InputError(
+                "score_dataset(work) takes no 'label_field': a work dir's labels are set at ingest "
+                "(`curate ingest --label-field`)."
+            )
+        if target is not None and not isinstance(target, str | Path):
+            raise InputError(
+                "score_dataset(work) needs 'target' as a glob or folder of shards (the target step ingests "
+                f"it); got {type(target).__name__}."
+            )
+        out = score_documents(
+            data, target=target, n_clusters=n_clusters, fit_rows=fit_rows, holdout=holdout, seed=seed,
+            embedder=embedder,
+        )  # fmt: skip
+        return read_scores(out).select("doc_id", *SCORE_COLUMNS_OUT).collect()
     return score_frame(
         data,
         target=_target_texts(target),
         label_field=label_field,
         n_clusters=n_clusters,
-        seed=seed,
-        embedder=embedder,
+        fit_rows=100_000 if fit_rows is None else fit_rows,
+        holdout=0.5 if holdout is None else holdout,
+        seed=0 if seed is None else seed,
+        embedder="auto" if embedder is None else embedder,
     )
 
 
@@ -232,16 +338,9 @@ def _target_texts(target: ScoreTarget | None) -> list[str] | None:
     if target is None:
         return None
     if isinstance(target, pl.DataFrame):
-        from curate._validation import check_columns
-
         check_columns(target, {"text": pl.String}, what="score_dataset() target frame")
         return target["text"].fill_null("").to_list()
     if isinstance(target, str | Path):
-        import tempfile
-
-        from curate.ingest import ingest_sources
-        from curate.stages import load_committed
-
         with tempfile.TemporaryDirectory() as tmp:
             report = ingest_sources({"target": str(target)}, tmp)
             out = load_committed(Path(tmp), "ingest", report.key)
@@ -249,29 +348,23 @@ def _target_texts(target: ScoreTarget | None) -> list[str] | None:
     return [str(t) for t in target]
 
 
-def score_summary(work: PathLike) -> pl.DataFrame:
-    """Per source and score of the latest score step: n, n_null, mean, deciles q10..q90, and a 10-bin hist."""
-    from curate.stages import latest_committed
-    from pipelines.score_step import read_scores, summarize_scores
-
-    scores = latest_committed(Path(work), "score")
-    if scores is None:
-        raise InputError(f"work dir '{work}' has no committed scores; run `curate score {work}` first.")
-    return summarize_scores(read_scores(scores))
+def score_summary(work: PathLike, *, config: PathLike | CurateConfig | None = None) -> pl.DataFrame:
+    """Per source and score of the score step `config` (default: the work dir's) selects: n, n_null, mean,
+    deciles q10..q90, and a 10-bin histogram."""
+    return summarize_scores(read_scores(read_step(work, "score", config=config)))
 
 
 # --- plans ---
 
 
+def plan_config(work: PathLike, *, budget: int | None = None) -> CurateConfig:
+    """The work dir's config with the given budget value (None keeps the work dir's)."""
+    return work_config(work, **({} if budget is None else {"budget": {"value": budget}}))
+
+
 def plan_quality(work: PathLike, *, budget: int | None = None, address: str | None = None) -> QualityPlan:
     """The quality-quantity plan (QQT, Goyal et al. 2024) of `work`: per source its bucket union."""
-    from pipelines.quality_steps import QualityPlan
-
-    sections: dict[str, Any] = {} if budget is None else {"budget": {"value": budget}}
-    cfg = work_config(work, **sections)
-    run = run_until(cfg, work, ["fit.quality"], address=address)
-    from curate.records import read_record
-
+    run = run_until(plan_config(work, budget=budget), work, ["fit.quality"], address=address)
     return read_record(QualityPlan, run.outputs["fit.quality"].path)
 
 
@@ -279,9 +372,6 @@ def plan_mixture(
     config: PathLike | CurateConfig, *, work: PathLike | None = None, seed: int | None = None
 ) -> MixtureManifest:
     """Run the whole curation of `config` in-process (no Ray), resumable in `work`; returns the manifest."""
-    from curate.config import load_config
-    from pipelines.runner import execute
-
     cfg = config if isinstance(config, CurateConfig) else load_config(config)
     if seed is not None:
         cfg = cfg.model_copy(update={"seed": seed})

@@ -10,19 +10,29 @@ process); by default they start an embedded Ray runtime and shut it down at exit
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from curate.errors import CurateError
-
-if TYPE_CHECKING:
-    from curate.config import CurateConfig
-    from pipelines.runner import PipelineRun
+from curate import api
+from curate.config import CurateConfig, load_config
+from curate.dedup.passes import dedup_summary
+from curate.demo import build_demo_corpus, build_demo_target, write_demo_config
+from curate.embeddings import read_space
+from curate.errors import ConfigError, CurateError, FitWarning, UnreadableFileWarning
+from curate.manifest import write_manifest
+from curate.progress import StepProgress, quiet_libraries
+from curate.records import read_record
+from curate.report import IngestReport, report_table
+from pipelines.quality_steps import QualityPlan
+from pipelines.runner import PipelineRun, execute, summary_table
+from pipelines.score_step import read_scores, summarize_scores
 
 console = Console()
 err_console = Console(stderr=True)
@@ -67,8 +77,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 2 bad arguments, input or config)."""
-    from curate.progress import quiet_libraries
-
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -103,11 +111,6 @@ def _steps(
 ) -> PipelineRun:
     """Run the steps `steps` need with one progress line per step, then print the warnings they raised (one
     line each); returns what they committed."""
-    import warnings
-
-    from curate.progress import StepProgress
-    from pipelines.runner import execute
-
     with warnings.catch_warnings(record=True) as caught, StepProgress(err_console) as bar:
         warnings.simplefilter("default")
         run = execute(
@@ -119,8 +122,6 @@ def _steps(
             report=bar.advance_for,
             on_step=lambda s: bar.start(s.name),
         )
-    from curate.errors import FitWarning, UnreadableFileWarning
-
     ours = (FitWarning, UnreadableFileWarning, FutureWarning)
     for w in caught:
         if args.verbose or issubclass(w.category, ours):
@@ -152,8 +153,6 @@ def _ingest_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _parse_sources(values: Sequence[str]) -> dict[str, str]:
-    from curate.errors import ConfigError
-
     sources: dict[str, str] = {}
     for value in values:
         name, sep, pattern = value.partition("=")
@@ -167,16 +166,13 @@ def _parse_sources(values: Sequence[str]) -> dict[str, str]:
 
 @command("ingest", "Read sources into one validated documents table plus rejects.", _ingest_arguments)
 def _ingest(args: argparse.Namespace) -> int:
-    from curate.api import work_config
-    from curate.report import IngestReport, report_table
-
-    entry = {"text_field": args.text_field, "label_field": args.label_field}
-    sources = {n: {"path": p, **entry} for n, p in _parse_sources(args.source).items()}
-    if args.max_chars < 1:
-        from curate.errors import ConfigError
-
-        raise ConfigError(f"The 'max_chars' parameter of ingest must be >= 1. Got {args.max_chars}.")
-    cfg = work_config(args.work, sources=sources, ingest={"max_chars": args.max_chars})
+    cfg = api.ingest_config(
+        _parse_sources(args.source),
+        args.work,
+        text_field=args.text_field,
+        label_field=args.label_field,
+        max_chars=args.max_chars,
+    )
     run = _steps(args, cfg, ["ingest"], args.work)
     console.print(report_table(IngestReport.from_stage(run.outputs["ingest"])))
     return 0
@@ -184,6 +180,7 @@ def _ingest(args: argparse.Namespace) -> int:
 
 def _report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("work", help="work dir holding a committed ingest")
+    p.add_argument("--config", help="the run to report (default: the work dir's config.json, its last run)")
     p.add_argument("--json", action="store_true", help="print the accounting as JSON")
 
 
@@ -193,19 +190,13 @@ def _report_arguments(p: argparse.ArgumentParser) -> None:
     _report_arguments,
 )
 def _report(args: argparse.Namespace) -> int:
-    import json
-
-    from curate.dedup.passes import dedup_summary
-    from curate.report import load_report, report_table
-    from curate.stages import latest_committed
-
-    work = Path(args.work)
-    report = load_report(work)
-    dedup = latest_committed(work, "dedup") or latest_committed(work, "dedup.text")
-    summary = None
-    if dedup is not None:
-        docs = latest_committed(work, "ingest")
-        summary = dedup_summary(dedup.scan(), docs.scan()) if docs is not None else None
+    cfg = api.config_of(args.work, args.config)
+    docs = api.read_step(args.work, "ingest", config=cfg)
+    report = IngestReport.from_stage(docs)
+    dedup = api.committed_step(args.work, "dedup", config=cfg) or api.committed_step(
+        args.work, "dedup.text", config=cfg
+    )
+    summary = None if dedup is None else dedup_summary(dedup.scan(), docs.scan())
     if args.json:
         data = report.to_dict()
         if summary is not None:
@@ -239,20 +230,15 @@ def _dedup_arguments(p: argparse.ArgumentParser) -> None:
 
 @command("dedup", "Mark exact, fuzzy (then semantic) duplicates in the dedup side table.", _dedup_arguments)
 def _dedup(args: argparse.Namespace) -> int:
-    from curate.api import work_config
-    from curate.dedup.passes import dedup_summary
-
-    given = {
-        "fuzzy_threshold": args.threshold,
-        "semantic_eps": args.eps,
-        "num_perm": args.num_perm,
-        "ngram": args.ngram,
-        "shingle": args.shingle,
-    }
-    dedup: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
-    if args.method:
-        dedup.update({m: m in args.method for m in ("exact", "fuzzy", "semantic")})
-    cfg = work_config(args.work, dedup=dedup)
+    cfg = api.dedup_config(
+        args.work,
+        methods=args.method,
+        threshold=args.threshold,
+        eps=args.eps,
+        num_perm=args.num_perm,
+        ngram=args.ngram,
+        shingle=args.shingle,
+    )
     run = _steps(args, cfg, ["dedup"], args.work)
     out = run.outputs["dedup"]
     summary = dedup_summary(out.scan(), run.outputs["ingest"].scan())
@@ -273,10 +259,7 @@ def _embed_arguments(p: argparse.ArgumentParser) -> None:
 
 @command("embed", "Embed the documents the text dedup kept into the embeddings side table.", _embed_arguments)
 def _embed(args: argparse.Namespace) -> int:
-    from curate.api import work_config
-    from curate.embeddings import read_space
-
-    cfg = work_config(args.work, embed={} if args.embedder is None else {"kind": args.embedder})
+    cfg = api.embed_config(args.work, embedder=args.embedder)
     out = _steps(args, cfg, ["embed"], args.work).outputs["embed"]
     space = read_space(out)
     table = Table(title="embed", title_justify="left")
@@ -306,13 +289,7 @@ _SPARK = " ▁▂▃▄▅▆▇█"
     _score_arguments,
 )
 def _score(args: argparse.Namespace) -> int:
-    from curate.api import work_config
-    from pipelines.score_step import read_scores, summarize_scores
-
-    sections: dict[str, Any] = {} if args.n_clusters is None else {"score": {"n_clusters": args.n_clusters}}
-    if args.target is not None:
-        sections["target"] = {"path": str(Path(args.target).absolute())}
-    cfg = work_config(args.work, **sections)
+    cfg = api.score_config(args.work, target=args.target, n_clusters=args.n_clusters)
     out = _steps(args, cfg, ["score"], args.work).outputs["score"]
     table = Table(title=f"scores per source (larger = harder / further); key {out.key}", title_justify="left")
     for column in ("source", "score", "n", "null", "q10", "q50", "q90", "histogram (min..max)"):
@@ -335,11 +312,7 @@ def _plan_arguments(p: argparse.ArgumentParser) -> None:
 
 @command("plan", "Quality buckets, proxy curves, QQT fit: the bucket union per source.", _plan_arguments)
 def _plan(args: argparse.Namespace) -> int:
-    from curate.api import work_config
-    from curate.records import read_record
-    from pipelines.quality_steps import QualityPlan
-
-    cfg = work_config(args.work, **({} if args.budget is None else {"budget": {"value": args.budget}}))
+    cfg = api.plan_config(args.work, budget=args.budget)
     out = _steps(args, cfg, ["fit.quality"], args.work).outputs["fit.quality"]
     plan = read_record(QualityPlan, out.path)
     table = Table(
@@ -374,8 +347,6 @@ def _mix_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _print_run(run: PipelineRun) -> None:
-    from pipelines.runner import summary_table
-
     manifest = run.manifest
     console.print(summary_table(manifest))
     if manifest.prediction is not None:
@@ -385,9 +356,6 @@ def _print_run(run: PipelineRun) -> None:
 
 @command("mix", "Plan source weights, buckets and pruning; write the mixture manifest.", _mix_arguments)
 def _mix(args: argparse.Namespace) -> int:
-    from curate.config import load_config
-    from curate.manifest import write_manifest
-
     cfg = load_config(args.config)
     if args.method is not None:
         cfg = cfg.model_copy(update={"mixture": cfg.mixture.model_copy(update={"method": args.method})})
@@ -402,8 +370,6 @@ def _mix(args: argparse.Namespace) -> int:
     "run", "Run the whole curation: shards, target, budget -> manifest, exports, report", _config_arguments
 )
 def _run(args: argparse.Namespace) -> int:
-    from curate.config import load_config
-
     _print_run(_steps(args, load_config(args.config), ["publish"], args.work))
     return 0
 
@@ -418,9 +384,6 @@ def _demo_arguments(p: argparse.ArgumentParser) -> None:
     "demo", "Build a five-source demo corpus from registry data and run the whole curation.", _demo_arguments
 )
 def _demo(args: argparse.Namespace) -> int:
-    from curate.config import load_config
-    from curate.demo import build_demo_corpus, build_demo_target, write_demo_config
-
     work = Path(args.work)
     with err_console.status("building the demo corpus"):
         build_demo_corpus(work / "corpus", seed=args.seed)

@@ -34,6 +34,12 @@ class SourceConfig(_Section):
     label_field: str | None = None
 
 
+class TargetConfig(SourceConfig):
+    """The target sample; `holdout` of its rows (by content hash) only score the final prediction."""
+
+    holdout: float = Field(default=0.5, ge=0, lt=1)
+
+
 class IngestConfig(_Section):
     """Ingest limits: texts longer than `max_chars` characters are rejected as too_long."""
 
@@ -175,7 +181,7 @@ class CurateConfig(_Section):
 
     seed: int = Field(default=0, ge=0)
     sources: dict[str, SourceConfig]
-    target: SourceConfig | None = None
+    target: TargetConfig | None = None
     ingest: IngestConfig = IngestConfig()
     budget: BudgetConfig = BudgetConfig()
     dedup: DedupConfig = DedupConfig()
@@ -246,7 +252,7 @@ def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:
             parts.pop(0)  # the source name
             model = SourceConfig
         elif model is CurateConfig and part == "target":
-            model = SourceConfig
+            model = TargetConfig
         else:
             model = model.model_fields[part].annotation
     return [k for k, f in model.model_fields.items() if not f.exclude]

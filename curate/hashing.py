@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import unicodedata
+import warnings
 from collections.abc import Mapping, Sequence
 from itertools import pairwise
 from pathlib import Path
@@ -13,6 +14,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import xxhash
+
+from curate.errors import FitWarning
 
 JSONScalar = str | int | float | bool | None
 JSONValue = JSONScalar | list["JSONValue"] | dict[str, "JSONValue"]
@@ -58,6 +61,35 @@ def content_hashes(texts: pa.Array | pa.ChunkedArray | pl.Series) -> pa.FixedSiz
     blake = hashlib.blake2b
     digests = b"".join([blake(data[a:b], digest_size=16).digest() for a, b in pairwise(ends)])
     return pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(arr), [None, pa.py_buffer(digests)])
+
+
+def holdout_mask(hashes: pa.Array | pa.ChunkedArray | pl.Series, fraction: float, *, seed: int) -> np.ndarray:
+    """True for the rows whose content hash (16 bytes) falls in a seeded `fraction` of hash space: the same
+    text lands on the same side in every table and every process."""
+    values = pl.Series("h", hashes).cast(pl.Binary).to_list()
+    salt = seed.to_bytes(8, "little")
+    cut = int(fraction * 2**64)
+    draws = [int.from_bytes(hashlib.blake2b(h + salt, digest_size=8).digest(), "little") for h in values]
+    return np.array([d < cut for d in draws], dtype=bool)
+
+
+def target_split(
+    hashes: pa.Array | pa.ChunkedArray | pl.Series, holdout: float, *, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, held out) row masks of a target: `holdout` of its rows by content hash score only the final
+    prediction; when either side would be empty both use every row (FitWarning)."""
+    held = holdout_mask(hashes, holdout, seed=seed)
+    if holdout > 0 and 0 < held.sum() < len(held):
+        return ~held, held
+    if holdout > 0:
+        warnings.warn(
+            f"the target's {len(held)} rows cannot be split {1 - holdout:g}/{holdout:g} into rows that fit "
+            "and rows that score the prediction; both use every row.",
+            FitWarning,
+            stacklevel=2,
+        )
+    every = np.ones(len(held), dtype=bool)
+    return every, every
 
 
 def make_doc_id(source: str, origin: str) -> str:

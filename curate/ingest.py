@@ -25,7 +25,7 @@ from curate.hashing import JSONValue, file_digest, stage_key
 from curate.io import PathLike, atomic_file, parquet_files, write_table
 from curate.readers import STAGE, SUFFIXES, Rows, Shard, format_of, read_shard
 from curate.report import IngestReport
-from curate.stages import Executor, LocalExecutor, Progress, commit_step
+from curate.stages import Executor, LocalExecutor, Progress, commit_step, load_committed
 
 VERSION = 2  # 2: per-source counts from the footers; exact duplicates are the dedup step's
 DEFAULT_MAX_CHARS = 1_000_000
@@ -172,8 +172,10 @@ def ingest_sources(
     max_chars: int = DEFAULT_MAX_CHARS,
     executor: Executor | None = None,
     on_progress: Progress | None = None,
+    committed_only: bool = False,
 ) -> IngestReport:
-    """Ingest every source (name -> glob or folder) into `work/ingest/<key>/`; a no-op when already committed.
+    """Ingest every source (name -> glob or folder) into `work/ingest/<key>/`; a no-op when already committed
+    (`committed_only`: StageError instead of ingesting).
 
     Raises ConfigError for bad parameters, InputError when a glob matches nothing, StageError if the row
     accounting (rows read = documents + rejects) does not hold. `on_progress(n)` gets files finished.
@@ -203,6 +205,11 @@ def ingest_sources(
     # The key holds what was read (the inputs), not how it was globbed.
     names: list[JSONValue] = [name for name in sorted(sources)]
     key = stage_key(STAGE, VERSION, {**params, "sources": names}, inputs)
+    if committed_only:
+        done = load_committed(work, STAGE, key)
+        if done is None:
+            raise StageError(f"'{work}' holds no committed ingest of these sources (key {key[:12]}).")
+        return IngestReport.from_stage(done)
     runner = executor if executor is not None else LocalExecutor()
 
     def build(tmp: Path) -> dict[str, Any]:

@@ -14,8 +14,7 @@ import polars as pl
 from rich.console import Group
 from rich.table import Table
 
-from curate.errors import InputError
-from curate.stages import StageOutput, latest_committed
+from curate.stages import StageOutput
 
 SOURCE_COLUMNS = {
     "source": pl.String,
@@ -75,16 +74,6 @@ class IngestReport:
     def to_json(self) -> str:
         """`to_dict()` as indented JSON."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-
-def load_report(work: Path) -> IngestReport:
-    """The report of the latest committed ingest in `work`; InputError when there is none."""
-    output = latest_committed(Path(work), "ingest")
-    if output is None:
-        raise InputError(
-            f"'{work}' holds no committed ingest (expected {Path(work) / 'ingest'}/<key>/_stage.json)."
-        )
-    return IngestReport.from_stage(output)
 
 
 def report_table(report: IngestReport) -> Group:

@@ -56,7 +56,7 @@ DEDUP = pa.schema(
     [
         pa.field("doc_id", pa.string(), nullable=False),
         pa.field("dup_of", pa.string(), nullable=True),  # null = kept
-        pa.field("dup_kind", pa.string(), nullable=True),  # exact | fuzzy | semantic, null when kept
+        pa.field("dup_kind", pa.string(), nullable=True),  # table.DupKind; null = kept
         pa.field("cluster_id", pa.string(), nullable=True),  # kept doc_id of the duplicate cluster
     ],
     metadata={"curate.table": "dedup", "curate.schema_version": SCHEMA_VERSION},

@@ -240,18 +240,6 @@ def load_committed(work: Path, name: str, key: str) -> StageOutput | None:
     return StageOutput(name, key, path, json.loads(marker.read_text()))
 
 
-def latest_committed(work: Path, name: str) -> StageOutput | None:
-    """The most recently committed output of stage `name` in `work`, or None."""
-    root = work / name
-    if not root.is_dir():
-        return None
-    done = [p for p in root.iterdir() if not p.name.startswith(".") and (p / STAGE_FILE).is_file()]
-    if not done:
-        return None
-    newest = max(done, key=lambda p: json.loads((p / STAGE_FILE).read_text()).get("finished_at", 0))
-    return load_committed(work, name, newest.name)
-
-
 def commit_step(
     work: Path,
     name: str,

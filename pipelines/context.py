@@ -40,6 +40,7 @@ class RunContext:
     outputs: dict[str, StageOutput] = field(default_factory=dict)
     report: Reporter = _silent
     step: Step | None = None
+    committed_only: bool = False  # read what is committed; a step that would run raises StageError
 
     def output(self, name: str) -> StageOutput:
         """The committed output of step `name` (run earlier in this context)."""
@@ -72,6 +73,11 @@ class RunContext:
         """Commit the current step keyed by `params` and its inputs; `build(tmp)` writes its files."""
         assert self.step is not None
         step = self.step
+        if self.committed_only:
+            done = self.done(params)
+            if done is None:
+                raise StageError(f"step '{step.name}' is not committed in '{self.work}' for this config.")
+            return done
 
         def recorded(tmp: Path) -> dict[str, Any]:
             self.executor.take_usage()

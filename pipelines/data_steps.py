@@ -8,7 +8,7 @@ library calls and the benchmarks run the same code.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -16,10 +16,12 @@ import pyarrow as pa
 
 from curate.config import SourceConfig
 from curate.dedup.passes import TextDedup, add_semantic, text_duplicates
-from curate.dedup.table import SkipMarked
+from curate.dedup.table import SkipMarked, combine_duplicates
+from curate.dedup.target import MIN_OVERLAP, TargetCopies, TargetIndex
+from curate.embeddings import read_embeddings
 from curate.errors import ConfigError, InputError, StageError
-from curate.hashing import JSONValue
-from curate.io import write_table
+from curate.hashing import JSONValue, target_split
+from curate.io import parquet_files, write_table
 from curate.schema import DEDUP
 from curate.stages import StageOutput, load_committed
 from pipelines.context import RunContext
@@ -45,6 +47,7 @@ def _ingest(ctx: RunContext, sources: dict[str, SourceConfig], where: Path) -> S
         max_chars=ctx.cfg.ingest.max_chars,
         executor=ctx.executor,
         on_progress=ctx.report("files", n_files),
+        committed_only=ctx.committed_only,
     )
     for row in report.sources.iter_rows(named=True):
         if row["documents"] == 0:
@@ -70,6 +73,17 @@ def ingest_target(ctx: RunContext) -> StageOutput:
     if ctx.cfg.target is None:
         raise ConfigError("config key 'target' is required for this step (a sample of the data you want).")
     return _ingest(ctx, {"target": ctx.cfg.target}, ctx.work / "target")
+
+
+def target_rows(ctx: RunContext, part: Literal["fit", "holdout"]) -> pl.DataFrame:
+    """The target's rows of one side of its split (doc_id, text, label, content_hash), in content-hash order:
+    "fit" rows fit the target scores and are the calibration eval set, "holdout" rows score the prediction."""
+    if ctx.cfg.target is None:
+        raise ConfigError("config key 'target' is required for this step (a sample of the data you want).")
+    rows = ctx.output("ingest.target").scan().select("doc_id", "text", "label", "content_hash")
+    frame = rows.sort("content_hash", "doc_id").collect()
+    fit, held = target_split(frame["content_hash"], ctx.cfg.target.holdout, seed=ctx.cfg.seed)
+    return frame.filter(pl.Series(fit if part == "fit" else held))
 
 
 def text_dedup_params(ctx: RunContext) -> TextDedup:
@@ -169,7 +183,8 @@ def _embed(ctx: RunContext, docs: StageOutput, *, keep: SkipMarked | None, total
 
 
 def center(ctx: RunContext) -> StageOutput:
-    """The mean embedding of the deduplicated pool (never the target), from running sums over the parts:
+    """The mean embedding of the deduplicated pool (the documents the dedup step keeps; never the target),
+    from running sums over the parts:
     the centring of the space every score, prototype and OT distance uses (`curate.centering`)."""
     import pyarrow.parquet as pq
 
@@ -178,9 +193,10 @@ def center(ctx: RunContext) -> StageOutput:
 
     def build(tmp: Path) -> dict[str, Any]:
         acc = CenteringAccumulator()
+        keep = SkipMarked(tuple(str(f) for f in ctx.output("dedup").files))
         for path in ctx.output("embed").files:
-            for batch in pq.ParquetFile(path).iter_batches(columns=["embedding"]):
-                acc.add(matrix(batch.column("embedding")))
+            for batch in pq.ParquetFile(path).iter_batches(columns=["doc_id", "embedding"]):
+                acc.add(matrix(keep(pa.Table.from_batches([batch])).column("embedding")))
         centering = acc.result()
         write_record(centering, tmp)
         return {"rows": centering.n, "digest": centering.digest}
@@ -215,20 +231,34 @@ def centred_embeddings(
 
 
 def dedup(ctx: RunContext) -> StageOutput:
-    """The final DEDUP table: the text passes' marks plus SemDeDup among the embedded documents."""
+    """The final DEDUP table: the text passes' marks, then the pool's copies of target documents, then
+    SemDeDup among the embedded documents left."""
     text = ctx.output("dedup.text")
-    d = ctx.cfg.dedup
-    if not d.semantic:
+    d, target = ctx.cfg.dedup, ctx.cfg.target is not None
+    if not d.semantic and not target:
         return text
-    params: dict[str, JSONValue] = {"eps": d.semantic_eps, "seed": ctx.cfg.seed}
+    params: dict[str, JSONValue] = {
+        "semantic_eps": d.semantic_eps if d.semantic else None,
+        "target_overlap": MIN_OVERLAP if target else None,
+        "seed": ctx.cfg.seed,
+    }
 
     def build(tmp: Path) -> dict[str, Any]:
-        from curate.embeddings import read_embeddings
-
-        ids, vectors, _ = read_embeddings(ctx.output("embed"))
-        table = add_semantic(
-            text.scan().collect(), pl.Series("doc_id", ids), vectors, eps=d.semantic_eps, seed=ctx.cfg.seed
-        )
+        table = text.scan().collect()
+        if target:
+            rows = ctx.output("ingest.target").scan().select("doc_id", "text", "content_hash").collect()
+            stage = TargetCopies(index=TargetIndex.build(rows))
+            keep = SkipMarked(tuple(str(f) for f in text.files))
+            ctx.executor.map_batches(stage, ctx.output("ingest").files, tmp / "target", keep=keep)
+            table = combine_duplicates(table, pl.read_parquet(parquet_files(tmp / "target")))
+        if d.semantic:
+            ids, vectors, _ = read_embeddings(ctx.output("embed"))
+            marked = table.filter(pl.col("dup_of").is_not_null())["doc_id"]
+            left = ~pl.Series(ids).is_in(marked.implode()).to_numpy()
+            table = add_semantic(
+                table, pl.Series("doc_id", ids).filter(left), vectors[left], eps=d.semantic_eps,
+                seed=ctx.cfg.seed,
+            )  # fmt: skip
         write_table(table.sort("doc_id").to_arrow().cast(DEDUP), tmp / "part-00000.parquet")
         return _marked_counts(StageOutput("dedup", "", tmp))
 

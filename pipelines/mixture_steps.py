@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from scipy.stats import t as student_t
 
 from curate.errors import FitWarning, InputError
 from curate.hashing import JSONValue
@@ -33,7 +34,7 @@ from pipelines.score_step import read_scores
 from scaling.mixture import LawMethod, n_params
 from scaling.simplex import simplex_grid
 
-Z90 = 1.6448536269514722
+BOOTSTRAP_RUNS = 5  # the prediction interval's bootstrap runs, at least
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def calibrate_mixture(ctx: RunContext) -> StageOutput:
     }
 
     def build(tmp: Path) -> dict[str, Any]:
-        data = proxy_data(ctx, calibration_pool(ctx))
+        data = proxy_data(ctx, calibration_pool(ctx), eval_on="fit")
         pools = data.source_rows()
         missing = sorted(set(sources) - set(pools))
         if missing:
@@ -222,7 +223,8 @@ def fit_mixture(ctx: RunContext) -> StageOutput:
 
 def selection_sample(selection: pl.DataFrame, n: int, seed: int, *, bootstrap: bool = False) -> np.ndarray:
     """Indices into `selection` of `n` draws from its multiset (a document `repeats` times), in order; with
-    `bootstrap`, each source's draws are resampled with replacement from its own documents."""
+    `bootstrap`, each source's draws are resampled with replacement from that source's multiset (so a
+    document repeated r times is r times as likely)."""
     units = np.repeat(np.arange(selection.height), selection["repeats"].to_numpy())
     rng = np.random.default_rng(seed)
     draws = units[rng.permutation(len(units))] if n >= len(units) else units[rng.choice(len(units), n, False)]
@@ -232,8 +234,7 @@ def selection_sample(selection: pl.DataFrame, n: int, seed: int, *, bootstrap: b
     out = draws.copy()
     for s in np.unique(source[draws]):
         mine = source[draws] == s
-        docs = np.flatnonzero(source == s)
-        out[mine] = rng.choice(docs, size=int(mine.sum()), replace=True)
+        out[mine] = rng.choice(units[source[units] == s], size=int(mine.sum()), replace=True)
     return out
 
 
@@ -249,12 +250,12 @@ def predict_selection(ctx: RunContext) -> StageOutput:
         selection = pl.read_parquet(ctx.output("select").path / "selection.parquet").sort("doc_id")
         labels = ctx.output("ingest").scan().select("doc_id", "label")
         frame = selection.lazy().join(labels, on="doc_id", how="left", maintain_order="left").collect()
-        data = proxy_data(ctx, frame.select("doc_id", "source", "label"))
+        data = proxy_data(ctx, frame.select("doc_id", "source", "label"), eval_on="holdout")
         row_of = dict(zip(data.pool["doc_id"].to_list(), data.pool["row"].to_list(), strict=True))
         rows = np.array([row_of.get(d, -1) for d in frame["doc_id"].to_list()], dtype=np.int64)
         sizes = sorted({*(s for s in p.pilot_sizes if s < n_budget), n_budget})
         runs = []
-        for s in range(max(p.seeds, 3)):  # run 0: the selection; runs 1..: bootstrap resamples of it
+        for s in range(1 + max(p.seeds, BOOTSTRAP_RUNS)):  # run 0: the selection; 1..: bootstrap resamples
             pick = selection_sample(frame, n_budget, run_seed(ctx.cfg.seed, 7, s), bootstrap=s > 0)
             draws = rows[pick]
             draws = draws[draws >= 0]
@@ -273,14 +274,17 @@ def predict_selection(ctx: RunContext) -> StageOutput:
         value = float(last.filter(pl.col("run") == "selection")["eval_loss"][0])
         boot = last.filter(pl.col("run") != "selection")["eval_loss"].to_numpy()
         spread = float(np.std(boot, ddof=1))
+        half = float(student_t.ppf(0.95, df=len(boot) - 1)) * spread
         prediction = Prediction(
-            metric=f"proxy ({p.kind}) eval loss on the target",
+            metric=f"proxy ({p.kind}) eval loss on the target's held-out rows",
             value=value,
-            interval=(value - Z90 * spread, value + Z90 * spread),
+            interval=(value - half, value + half),
             method=(
                 f"a proxy run trained on {n_budget} draws of the final selection (its weights, buckets, "
-                f"pruning and repeats); interval: 90% normal band of {len(boot)} bootstrap runs (each "
-                "source's selected documents resampled with replacement)"
+                "pruning and repeats), evaluated on target rows that fitted no score and calibrated nothing; "
+                f"interval: 90% t interval (df {len(boot) - 1}) of {len(boot)} bootstrap runs, each source's "
+                "selected documents resampled with replacement, repeats kept. It covers which documents the "
+                "selection happened to hold; not the proxy-to-model gap, nor the target sample's own noise"
             ),
         )
         write_record(prediction, tmp)

@@ -2,14 +2,16 @@
 
 The pool is, per source, a seeded sample of at most `[proxy] pool_rows` scored (kept) documents; the eval set
 is a seeded sample of at most `[proxy] eval_size` target documents, never trained on and never used to pick a
-checkpoint. The default proxy is the n-gram LM on token ids (unlabelled text); `kind = "probe"` trains an
-MLP on embeddings and needs a labelled target. OT distances use the same pool rows and target rows, in the
+checkpoint: calibration evaluates on the target's fit rows, the final prediction on its held-out rows. The
+default proxy is the n-gram LM on token ids (unlabelled text); `kind = "probe"` trains an MLP on embeddings
+and needs a labelled target. OT distances use the same pool rows and target rows, in the
 centred space (the center step).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -17,7 +19,7 @@ import polars as pl
 from curate.errors import ConfigError, InputError
 from pipelines.calibrate import NgramTask, ProbeTask, ProxyTask
 from pipelines.context import RunContext
-from pipelines.data_steps import centred_embeddings
+from pipelines.data_steps import centred_embeddings, target_rows
 from pipelines.score_step import read_scores
 from scaling.ngram import tokenize
 from scaling.ot import MixtureDistance
@@ -68,10 +70,11 @@ def calibration_pool(ctx: RunContext) -> pl.DataFrame:
     )
 
 
-def proxy_data(ctx: RunContext, pool: pl.DataFrame) -> ProxyData:
-    """The proxy task over `pool` (doc_id, source, label; a row per task row, in order) and the eval set."""
+def proxy_data(ctx: RunContext, pool: pl.DataFrame, *, eval_on: Literal["fit", "holdout"]) -> ProxyData:
+    """The proxy task over `pool` (doc_id, source, label; a row per task row, in order) and its eval set: a
+    sample of the target's `eval_on` rows ("fit" for calibration, "holdout" for the final prediction)."""
     p, seed = ctx.cfg.proxy, ctx.cfg.seed
-    target = ctx.output("ingest.target").scan().select("doc_id", "text", "label").sort("doc_id").collect()
+    target = target_rows(ctx, eval_on).select("doc_id", "text", "label").sort("doc_id")
     evals = _sample(target, p.eval_size, seed)
     task: ProxyTask
     classes: list[str] = []

@@ -79,16 +79,20 @@ def select(ctx: RunContext) -> StageOutput:
             .join(read_scores(ctx.output("score")).select("doc_id", metric).collect(), on="doc_id")
             .join(sizes(ctx), on="doc_id")
         )
-        pools, summary = {}, {}
+        pools = {}
         for source in sorted(ctx.cfg.sources):
             chosen = list(quality.sources[source].buckets)
             pool = table.filter((pl.col("source") == source) & pl.col("bucket").is_in(chosen))
             pools[source] = pool.sort(metric, "doc_id").select("doc_id", "size")
-            units = int(pools[source]["size"].sum())
-            summary[source] = SourceSelection(
-                n_selected=pool.height, units=units, repeats=targets[source] / units if units else 0.0
-            )
         sel = selection_table(pools, targets, budget=b.value)
+        written = sel.join(table.select("doc_id", "size"), on="doc_id").group_by("source")
+        rows = {s: (int(n), int(u)) for s, n, u in written.agg(pl.len(), pl.col("size").sum()).iter_rows()}
+        summary = {}
+        for source in sorted(ctx.cfg.sources):  # what is written: rows, their units, passes over them
+            n, units = rows.get(source, (0, 0))
+            summary[source] = SourceSelection(
+                n_selected=n, units=units, repeats=targets[source] / units if units else 0.0
+            )
         got = realised_share(sel, table.select("doc_id", "size"))
         for source, want in targets.items():
             slack = 0 if b.unit == "samples" else int(pools[source]["size"].max() or 0)  # type: ignore[arg-type]

@@ -176,7 +176,7 @@ def calibrate_quality(ctx: RunContext) -> StageOutput:
 
     def build(tmp: Path) -> dict[str, Any]:
         table = bucket_table(ctx)
-        data = proxy_data(ctx, calibration_pool(ctx))
+        data = proxy_data(ctx, calibration_pool(ctx), eval_on="fit")
         pools = _pool_table(table)
         members = {}
         for row in pools.iter_rows(named=True):

@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.table import Table
 
 from curate.config import CurateConfig, load_config, save_work_config
+from curate.errors import StageError
 from curate.io import PathLike
 from curate.manifest import MixtureManifest
 from curate.stages import Executor, LocalExecutor, StageOutput
@@ -87,6 +88,16 @@ def execute(
     save_work_config(cfg, where)
     with executor_for(cfg, address=address, local=local) as executor:
         ctx = run_steps(cfg, where, until=until, executor=executor, report=report, on_step=on_step)
+    return PipelineRun(outputs=dict(ctx.outputs))
+
+
+def committed(config: CurateConfig, work: PathLike, until: Sequence[str]) -> PipelineRun | None:
+    """The outputs `config` selects in `work` for the steps `until` needs, when all are committed (runs
+    nothing; None otherwise): how faces read a work dir holding runs of several configs."""
+    try:
+        ctx = run_steps(config, Path(work), until=until, committed_only=True)
+    except StageError:
+        return None
     return PipelineRun(outputs=dict(ctx.outputs))
 
 

@@ -14,41 +14,31 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 
-from curate.centering import Centering, fit_centering
+from curate.centering import Centering
 from curate.dedup.table import SkipMarked
-from curate.embeddings import EmbedderKind
-from curate.errors import InputError
 from curate.hashing import JSONValue
 from curate.io import parquet_files, write_table
 from curate.records import read_record, write_record
 from curate.stages import StageOutput
 from pipelines.context import RunContext
-from pipelines.data_steps import centred_embeddings, check_sources_kept, matrix
+from pipelines.data_steps import centred_embeddings, check_sources_kept, matrix, target_rows
 from pruning.scores import (
     LABELLED_SCORES,
     SCORE_COLUMNS,
     EmbeddingScoreStage,
     TextScoreStage,
+    assemble_scores,
     fit_scores,
     labelled_scores,
-    target_z,
+    sample_filter,
 )
 
 PARTS = ("embedding", "text")
 
 
-def sample_filter(n_rows: int, fit_rows: int, seed: int) -> pl.Expr:
-    """A seeded, order-free sample of about `fit_rows` of `n_rows` documents, chosen by hash of doc_id."""
-    if n_rows <= fit_rows:
-        return pl.lit(True)
-    cut = int(fit_rows / n_rows * 2**32)
-    return (pl.col("doc_id").hash(seed=seed) % (2**32)) < cut
-
-
 def score(ctx: RunContext) -> StageOutput:
-    """Scores of every kept document (embedding part, text part, labelled part)."""
+    """Scores of every kept document (embedding part, text part, labelled part), all in the centred space."""
     s = ctx.cfg.score
     params: dict[str, JSONValue] = {"n_clusters": s.n_clusters, "fit_rows": s.fit_rows, "seed": ctx.cfg.seed}
 
@@ -82,9 +72,8 @@ def score(ctx: RunContext) -> StageOutput:
             seed=ctx.cfg.seed,
         )
         progress = ctx.report("docs", 2 * n_kept)
-        ctx.executor.map_batches(
-            EmbeddingScoreStage(model=model), emb.files, tmp / "embedding", keep=keep, on_progress=progress
-        )
+        stage = EmbeddingScoreStage(model=model, transform=centering.apply)
+        ctx.executor.map_batches(stage, emb.files, tmp / "embedding", keep=keep, on_progress=progress)
         ctx.executor.map_batches(
             TextScoreStage(model=model), docs.files, tmp / "text", keep=keep, on_progress=progress
         )
@@ -97,13 +86,12 @@ def score(ctx: RunContext) -> StageOutput:
 
 
 def _target(ctx: RunContext) -> tuple[np.ndarray | None, list[str] | None]:
-    """The target's embeddings and texts (same order), or (None, None) without a target."""
+    """The embeddings and texts of the target's fit rows (content-hash order), or (None, None) without one."""
     if ctx.cfg.target is None:
         return None, None
-    ids, vectors = centred_embeddings(ctx, "embed.target")
-    texts = ctx.output("ingest.target").scan().select("doc_id", "text").collect()
-    texts = pl.DataFrame({"doc_id": ids}).join(texts, on="doc_id", how="left", maintain_order="left")
-    return vectors, texts["text"].fill_null("").to_list()
+    rows = target_rows(ctx, "fit")
+    _, vectors = centred_embeddings(ctx, "embed.target", rows["doc_id"])
+    return vectors, rows["text"].to_list()
 
 
 def _labelled(ctx: RunContext, keep: SkipMarked) -> pl.DataFrame:
@@ -128,75 +116,12 @@ class ScoreStats:
 def read_scores(out: StageOutput) -> pl.LazyFrame:
     """One row per scored document: doc_id, source, label, cluster_id, proto_dist, class_proto_dist,
     target_dist, target_ngram, el2n, lm_loss and difficulty (EL2N when every document is labelled)."""
-    parts = [pl.scan_parquet([str(f) for f in parquet_files(out.path / p)]) for p in PARTS]
+    text, embedding = (pl.scan_parquet([str(f) for f in parquet_files(out.path / p)]) for p in PARTS[::-1])
     labelled = pl.scan_parquet(str(out.path / "labelled" / "part-00000.parquet"))
     n_rows, n_labelled = int(out.info["rows"]), int(out.info["labelled_rows"])
-    frame = parts[1].join(parts[0], on="doc_id").join(labelled, on="doc_id", how="left")
-    hardness = pl.col("el2n") if n_labelled == n_rows and n_rows else pl.col("lm_loss")
     stats = read_record(ScoreStats, out.path).z_stats
-    return frame.with_columns(target_z(stats), difficulty=hardness).sort("doc_id")
-
-
-def score_frame(
-    data: pl.DataFrame,
-    *,
-    target: list[str] | None,
-    label_field: str | None = None,
-    n_clusters: int | None = None,
-    seed: int = 0,
-    embedder: EmbedderKind = "auto",
-) -> pl.DataFrame:
-    """The score step's scores for an in-memory frame (doc_id, text[, label_field]), in its row order."""
-    from curate._validation import check_columns
-    from curate.embeddings import load_embedder
-
-    required = {"doc_id": pl.String, "text": pl.String, **({label_field: None} if label_field else {})}
-    check_columns(data, required, what="score_dataset() data")
-    if data.is_empty():
-        raise InputError("score_dataset() data holds no rows; give at least one document.")
-    if data["doc_id"].n_unique() != data.height:
-        raise InputError(f"score_dataset() data must hold each doc_id once; got {data.height} rows.")
-    model = load_embedder(embedder)
-    texts = data["text"].fill_null("").to_list()
-    raw = model.encode(texts)
-    centering = fit_centering(raw)  # the pool's own mean, as the center step fits it
-    x = centering.apply(raw)
-    t_vectors = None
-    if target is not None:
-        if not any(t.strip() for t in target):
-            raise InputError("score target holds no non-empty text; give target documents with text.")
-        t_vectors = centering.apply(model.encode(target))
-    ids = data["doc_id"].to_list()
-    fitted = fit_scores(ids, x, texts, target_vectors=t_vectors, target_texts=target, k=n_clusters, seed=seed)
-    labels = (
-        data[label_field].cast(pl.String) if label_field else pl.Series([None] * data.height, dtype=pl.String)
-    )
-    batch = pa.table({"doc_id": ids, "source": [""] * data.height, "label": labels.to_arrow(), "text": texts})
-    text = pl.from_arrow(fitted.text_scores(batch))
-    emb = pl.from_arrow(fitted.embedding_scores(pa.array(ids, pa.string()), x))
-    assert isinstance(text, pl.DataFrame) and isinstance(emb, pl.DataFrame)
-    labelled = labelled_scores(ids, x, labels.to_list(), seed=seed)
-    frame = text.drop("source", "label").join(emb, on="doc_id", maintain_order="left")
-    frame = frame.join(labelled, on="doc_id", how="left", maintain_order="left")
-    every = labelled.height == data.height
-    hardness = pl.col("el2n") if every else pl.col("lm_loss")
-    return frame.with_columns(target_z(fitted.z_stats), difficulty=hardness).select(
-        "doc_id", *SCORE_COLUMNS_OUT
-    )
-
-
-SCORE_COLUMNS_OUT = (
-    "cluster_id",
-    "proto_dist",
-    "class_proto_dist",
-    "target_z",
-    "target_dist",
-    "target_ngram",
-    "target_lm",
-    "el2n",
-    "lm_loss",
-    "difficulty",
-)
+    every = n_labelled == n_rows and n_rows > 0
+    return assemble_scores(text, embedding, labelled, stats, every_labelled=every).sort("doc_id")
 
 
 def summarize_scores(scores: pl.LazyFrame) -> pl.DataFrame:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from curate.config import CurateConfig
 from curate.errors import ConfigError
+from curate.ingest import VERSION as INGEST_VERSION
 from curate.stages import Executor, LocalExecutor, StageOutput
 from pipelines import data_steps, mixture_steps, publish, quality_steps, score_step
 from pipelines.context import Reporter, RunContext
@@ -39,7 +40,8 @@ class Step:
 
 
 def _dedup_inputs(cfg: CurateConfig) -> tuple[str, ...]:
-    return ("dedup.text", "embed") if cfg.dedup.semantic else ("dedup.text",)
+    target = ("ingest", "ingest.target") if cfg.target is not None else ()
+    return ("dedup.text", *target, *(("embed",) if cfg.dedup.semantic else ()))
 
 
 def _score_inputs(cfg: CurateConfig) -> tuple[str, ...]:
@@ -48,13 +50,19 @@ def _score_inputs(cfg: CurateConfig) -> tuple[str, ...]:
 
 
 STEPS: tuple[Step, ...] = (
-    Step("ingest", 1, (), "documents + rejects tables", data_steps.ingest),
-    Step("ingest.target", 1, (), "documents table", data_steps.ingest_target),
+    Step("ingest", INGEST_VERSION, (), "documents + rejects tables", data_steps.ingest),
+    Step("ingest.target", INGEST_VERSION, (), "documents table", data_steps.ingest_target),
     Step("dedup.text", 2, ("ingest",), "DEDUP table (exact, fuzzy)", data_steps.dedup_text),
     Step("embed", 2, ("ingest", "dedup.text"), "embeddings table", data_steps.embed),
     Step("embed.target", 2, ("ingest.target",), "embeddings table", data_steps.embed_target),
-    Step("center", 1, ("embed",), "Centering record (the pool's mean embedding)", data_steps.center),
-    Step("dedup", 2, _dedup_inputs, "DEDUP table (+ semantic)", data_steps.dedup),
+    Step("dedup", 3, _dedup_inputs, "DEDUP table (+ target copies, semantic)", data_steps.dedup),
+    Step(
+        "center",
+        2,
+        ("embed", "dedup"),
+        "Centering record (the kept pool's mean embedding)",
+        data_steps.center,
+    ),
     Step("score", 3, _score_inputs, "scores tables (embedding, text, labelled parts)", score_step.score),
     Step(
         "calibrate.mixture",
@@ -143,9 +151,13 @@ def run_steps(
     executor: Executor | None = None,
     report: Reporter | None = None,
     on_step: Callable[[Step], None] | None = None,
+    committed_only: bool = False,
 ) -> RunContext:
-    """Run (or reuse) every step that the `until` steps need; returns the context with their outputs."""
-    ctx = RunContext(cfg=cfg, work=Path(work), executor=executor or LocalExecutor())
+    """Run (or reuse) every step that the `until` steps need; returns the context with their outputs.
+    `committed_only` runs nothing: StageError names the first step not committed for `cfg`."""
+    ctx = RunContext(
+        cfg=cfg, work=Path(work), executor=executor or LocalExecutor(), committed_only=committed_only
+    )
     if report is not None:
         ctx.report = report
     for s in closure(cfg, until):

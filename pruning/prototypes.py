@@ -107,25 +107,26 @@ class PrototypeScorer:
         if not hasattr(self, "centroids_"):
             raise InputError("PrototypeScorer.score() needs a fitted scorer; call fit() first.")
         x = check_embeddings(x, what="PrototypeScorer.score x", dim=self.centroids_.shape[1], min_rows=0)
-        norms = np.linalg.norm(x, axis=1)
-        inv = np.divide(
-            1.0, norms, out=np.zeros_like(norms), where=norms > 0
-        )  # cos = x.mu / |x|, no copy of x
-        index = faiss.IndexFlatIP(x.shape[1])
-        index.add(self.centroids_)
-        sims, ids = index.search(np.ascontiguousarray(x), 1)
+        # float64 arithmetic: the float32 results do not depend on the batch's shape or the BLAS threads, so
+        # every executor writes the same bytes
+        x64 = x.astype(np.float64)
+        norms = np.sqrt(np.einsum("ij,ij->i", x64, x64))
+        inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)  # cos = x.mu / |x|
+        products = x64 @ self.centroids_.astype(np.float64).T
+        best = np.argmax(products, axis=1)
+        sims = products[np.arange(len(best)), best]
         class_dist = np.full(x.shape[0], np.nan, dtype=np.float32)
         if labels is not None and self.classes_ is not None and self.class_centroids_ is not None:
             known, ys = _known_labels(labels, x.shape[0], what="PrototypeScorer.score labels")
             pos = np.searchsorted(self.classes_, ys).clip(0, max(len(self.classes_) - 1, 0))
             seen = self.classes_[pos] == ys if len(self.classes_) else np.zeros(len(ys), dtype=bool)
             rows = np.flatnonzero(known)[seen]
-            cos = np.einsum("ij,ij->i", x[rows], self.class_centroids_[pos[seen]]) * inv[rows]
-            class_dist[rows] = 1.0 - cos
+            cos = np.einsum("ij,ij->i", x64[rows], self.class_centroids_[pos[seen]].astype(np.float64))
+            class_dist[rows] = 1.0 - cos * inv[rows]
         return pl.DataFrame(
             {
-                "cluster_id": ids[:, 0].astype(np.int32),
-                "proto_dist": (1.0 - sims[:, 0] * inv).astype(np.float32),
+                "cluster_id": best.astype(np.int32),
+                "proto_dist": (1.0 - sims * inv).astype(np.float32),
                 "class_proto_dist": pl.Series(class_dist).fill_nan(None),
             }
         )

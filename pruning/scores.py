@@ -22,9 +22,11 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from curate._validation import check_embeddings
+from curate._validation import check_columns, check_embeddings
+from curate.centering import fit_centering
+from curate.embeddings import EmbedderKind, load_embedder
 from curate.errors import InputError
-from curate.hashing import JSONValue
+from curate.hashing import JSONValue, content_hashes, target_split
 from pruning.difficulty import EL2NScorer
 from pruning.prototypes import PrototypeScorer, normalize_rows
 from pruning.target import TargetClassifier, TargetLM, target_self_distance, z_reference
@@ -70,7 +72,8 @@ class ScoreModel:
         proto = self.prototypes.score(x)
         target = None
         if self.target_mean is not None:
-            target = (1.0 - normalize_rows(x) @ self.target_mean).astype(np.float32)
+            cos = normalize_rows(x).astype(np.float64) @ self.target_mean.astype(np.float64)
+            target = (1.0 - cos).astype(np.float32)  # float64 products: the same bytes on every executor
         return pa.table(
             {
                 "doc_id": doc_ids,
@@ -137,14 +140,15 @@ def fit_scores(
         if float(np.linalg.norm(centre)) == 0.0:
             raise InputError("the target has a zero mean embedding (all-zero or cancelling rows).")
         mean = (centre / np.linalg.norm(centre)).astype(np.float32)
-        classifier = TargetClassifier(sample_size=len(x), seed=seed).fit(
+        folds = max(2, min(5, len(target_texts)))  # cross-fitting folds a small target can fill
+        classifier = TargetClassifier(n_folds=folds, sample_size=len(x), seed=seed).fit(
             list(sample_texts), list(target_texts)
         )
         held = {
             str(sample_ids[int(r)]): float(s)
             for r, s in zip(classifier.pool_rows_, classifier.pool_scores_, strict=True)
         }
-        target_lm = TargetLM(seed=seed).fit(list(target_texts))
+        target_lm = TargetLM(n_folds=folds, seed=seed).fit(list(target_texts))
         references = {
             "target_dist": target_self_distance(t),
             "target_ngram": classifier.target_scores_,
@@ -153,6 +157,29 @@ def fit_scores(
         stats = {name: z_reference(ref, what=name) for name, ref in references.items()}
     lm = NgramLM().fit(tokenize(list(sample_texts))) if difficulty else None
     return ScoreModel(protos, mean, classifier, held, target_lm, stats, lm)
+
+
+def sample_filter(n_rows: int, fit_rows: int, seed: int) -> pl.Expr:
+    """A seeded, order-free sample of about `fit_rows` of `n_rows` documents, chosen by hash of doc_id."""
+    if n_rows <= fit_rows:
+        return pl.lit(True)
+    cut = int(fit_rows / n_rows * 2**32)
+    return (pl.col("doc_id").hash(seed=seed) % (2**32)) < cut
+
+
+def assemble_scores(
+    text: pl.LazyFrame,
+    embedding: pl.LazyFrame,
+    labelled: pl.LazyFrame,
+    z_stats: dict[str, tuple[float, float]],
+    *,
+    every_labelled: bool,
+) -> pl.LazyFrame:
+    """One row per scored document from the text, embedding and labelled parts, with target_z and
+    difficulty (EL2N when every document is labelled, else the pool LM's loss)."""
+    frame = text.join(embedding, on="doc_id").join(labelled, on="doc_id", how="left")
+    hardness = pl.col("el2n") if every_labelled else pl.col("lm_loss")
+    return frame.with_columns(target_z(z_stats), difficulty=hardness)
 
 
 def target_z(stats: dict[str, tuple[float, float]]) -> pl.Expr:
@@ -236,3 +263,79 @@ class TextScoreStage:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         return self.model.text_scores(batch)
+
+
+SCORE_COLUMNS_OUT = (
+    "cluster_id",
+    "proto_dist",
+    "class_proto_dist",
+    "target_z",
+    "target_dist",
+    "target_ngram",
+    "target_lm",
+    "el2n",
+    "lm_loss",
+    "difficulty",
+)
+
+
+def score_frame(
+    data: pl.DataFrame,
+    *,
+    target: Sequence[str] | None,
+    label_field: str | None = None,
+    n_clusters: int | None = None,
+    fit_rows: int = 100_000,
+    holdout: float = 0.5,
+    seed: int = 0,
+    embedder: EmbedderKind = "auto",
+) -> pl.DataFrame:
+    """The score step's scores for an in-memory frame (doc_id, text[, label_field]), in its row order: the
+    same centring (the frame's mean), fit sample, target split and scorers as the step."""
+    required = {"doc_id": pl.String, "text": pl.String, **({label_field: None} if label_field else {})}
+    check_columns(data, required, what="score_dataset() data")
+    if data.is_empty():
+        raise InputError("score_dataset() data holds no rows; give at least one document.")
+    if data["doc_id"].n_unique() != data.height:
+        raise InputError(f"score_dataset() data must hold each doc_id once; got {data.height} rows.")
+    model = load_embedder(embedder)
+    labels = (
+        data[label_field].cast(pl.String) if label_field else pl.Series([None] * data.height, dtype=pl.String)
+    )
+    frame = data.select("doc_id", pl.col("text").fill_null("")).with_columns(label=labels).sort("doc_id")
+    raw = model.encode(frame["text"].to_list())
+    centering = fit_centering(raw)  # the pool's own mean, as the center step fits it
+    x = centering.apply(raw)
+    t_vectors = t_texts = None
+    if target is not None:
+        if not any(t.strip() for t in target):
+            raise InputError("score target holds no non-empty text; give target documents with text.")
+        t_frame = pl.DataFrame({"text": list(target)}).with_columns(
+            content_hash=pl.Series(content_hashes(pl.Series(list(target), dtype=pl.String)), dtype=pl.Binary)
+        )
+        t_frame = t_frame.sort("content_hash", maintain_order=True)
+        fit, _ = target_split(t_frame["content_hash"], holdout, seed=seed)
+        t_texts = t_frame.filter(pl.Series(fit))["text"].to_list()
+        t_vectors = centering.apply(model.encode(t_texts))
+    rows = np.flatnonzero(
+        frame.with_columns(pick=sample_filter(frame.height, fit_rows, seed))["pick"].to_numpy()
+    )
+    ids = frame["doc_id"].to_list()
+    fitted = fit_scores(
+        [ids[i] for i in rows], x[rows], [frame["text"][int(i)] for i in rows], target_vectors=t_vectors,
+        target_texts=t_texts, k=n_clusters, seed=seed,
+    )  # fmt: skip
+    batch = frame.with_columns(source=pl.lit("")).select("doc_id", "source", "label", "text").to_arrow()
+    text = pl.from_arrow(fitted.text_scores(batch))
+    emb = pl.from_arrow(fitted.embedding_scores(pa.array(ids, pa.string()), x))
+    assert isinstance(text, pl.DataFrame) and isinstance(emb, pl.DataFrame)
+    labelled = labelled_scores(ids, x, frame["label"].to_list(), seed=seed)
+    scores = assemble_scores(
+        text.lazy(),
+        emb.lazy(),
+        labelled.lazy(),
+        fitted.z_stats,
+        every_labelled=labelled.height == data.height,
+    )
+    out = data.select("doc_id").lazy().join(scores, on="doc_id", how="left", maintain_order="left")
+    return out.select("doc_id", *SCORE_COLUMNS_OUT).collect()

@@ -92,12 +92,13 @@ def add_semantic(
 
 
 def dedup_summary(table: pl.LazyFrame, docs: pl.LazyFrame) -> pl.DataFrame:
-    """Per source: n_docs, n_exact, n_fuzzy, n_semantic, n_clusters, bytes_removed."""
+    """Per source: n_docs, n_exact, n_fuzzy, n_semantic, n_target (copies of target documents, exact or
+    near), n_clusters, bytes_removed."""
     joined = docs.select("doc_id", "source", n_bytes=pl.col("text").str.len_bytes()).join(
         table, on="doc_id", how="left"
     )
     kind = pl.col("dup_kind")
-    counts = ("n_docs", "n_exact", "n_fuzzy", "n_semantic", "n_clusters", "bytes_removed")
+    counts = ("n_docs", "n_exact", "n_fuzzy", "n_semantic", "n_target", "n_clusters", "bytes_removed")
     return (
         joined.group_by("source")
         .agg(
@@ -105,6 +106,7 @@ def dedup_summary(table: pl.LazyFrame, docs: pl.LazyFrame) -> pl.DataFrame:
             n_exact=(kind == "exact").sum(),
             n_fuzzy=(kind == "fuzzy").sum(),
             n_semantic=(kind == "semantic").sum(),
+            n_target=kind.is_in(["target_exact", "target_near"]).sum(),
             n_clusters=pl.col("cluster_id").drop_nulls().n_unique(),
             bytes_removed=pl.col("n_bytes").filter(kind.is_not_null()).sum(),
         )

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-DupKind = Literal["exact", "fuzzy", "semantic"]
+DupKind = Literal["exact", "fuzzy", "semantic", "target_exact", "target_near"]
 DEDUP_COLUMNS = pl.Schema({c: pl.String() for c in ("doc_id", "dup_of", "dup_kind", "cluster_id")})
 
 

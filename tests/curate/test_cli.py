@@ -59,7 +59,7 @@ def test_ingest_on_ray_joins_the_running_runtime(
         ),
         (["ingest", "{work}", "--source", "a={src}/missing/*.jsonl", "--local"], "matches no supported file"),
         (["ingest", "{work}", "--source", "a={src}", "--max-chars", "0", "--local"], "'max_chars' parameter"),
-        (["report", "{work}"], "holds no committed ingest"),
+        (["report", "{work}"], "holds no run yet"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(

@@ -18,6 +18,7 @@ import pytest
 from safetensors.numpy import load_file
 from tokenizers import Tokenizer
 
+from curate.api import read_step
 from curate.cli import main
 from curate.embeddings import (
     Embed,
@@ -36,7 +37,7 @@ from curate.embeddings import (
     static_key,
 )
 from curate.errors import ConfigError, EmbeddingSpaceError, InputError, SchemaError
-from curate.stages import Executor, StageOutput, commit_step, latest_committed, run_stage
+from curate.stages import Executor, StageOutput, commit_step, run_stage
 
 
 class NetworkDisabled(OSError):
@@ -306,8 +307,7 @@ def test_cli_embed_writes_the_side_table(
     work = tmp_path / "work"
     assert main(["ingest", str(work), "--source", f"wiki={src}", "--local"]) == 0
     assert main(["embed", str(work), "--embedder", "static", "--local"]) == 0
-    out = latest_committed(work, "embed")
-    assert out is not None
+    out = read_step(work, "embed")
     ids, matrix, space = read_embeddings(out)
     docs = pl.read_parquet(work / "ingest" / "*" / "part-*.parquet")
     assert sorted(ids) == sorted(docs["doc_id"].to_list()) and matrix.shape == (150, 256)

@@ -26,7 +26,9 @@ import curate.ingest as ingest_mod
 from curate.errors import ConfigError, InputError
 from curate.hashing import content_hash, make_doc_id
 from curate.ingest import ingest_sources, resolve_source
+from curate.report import IngestReport
 from curate.schema import DOCUMENTS, validate_table
+from curate.stages import StageOutput
 
 
 def _jsonl(rows: list[dict]) -> bytes:
@@ -56,11 +58,16 @@ def shards(tmp_path_factory: pytest.TempPathFactory, wiki_docs: pl.DataFrame) ->
     return root, docs
 
 
+def documents(report: IngestReport) -> pl.LazyFrame:
+    """The documents table that `ingest_sources` committed for `report`."""
+    return StageOutput("ingest", report.key, report.path).scan()
+
+
 def test_every_format_round_trips_the_text(shards: tuple[Path, pl.DataFrame], tmp_path: Path) -> None:
     """Texts come back exactly as written, with labels, meta, content hashes and stable ids."""
     root, docs = shards
     report = ingest_sources({"wiki": str(root / "src")}, tmp_path, label_field="label")
-    out = curate.read_documents(tmp_path).collect()
+    out = documents(report).collect()
     validate_table(out.to_arrow().cast(DOCUMENTS), DOCUMENTS, where="documents")
     assert report.sources.row(0, named=True)["documents"] == out.height == docs.height
     assert sorted(out["text"]) == sorted(docs["text"])
@@ -84,7 +91,7 @@ def test_text_is_stored_as_read_and_hashed_normalised(tmp_path: Path) -> None:
     decomposed, composed = "Cafe\u0301  au\tlait\n", "Café au lait"
     (tmp_path / "a.jsonl").write_bytes(_jsonl([{"text": decomposed}, {"text": composed}]))
     report = ingest_sources({"s": str(tmp_path / "a.jsonl")}, tmp_path / "work")
-    out = curate.read_documents(tmp_path / "work").collect().sort("origin")
+    out = documents(report).collect().sort("origin")
     assert out["text"].to_list() == [decomposed, composed]
     assert out["content_hash"][0] == out["content_hash"][1]
     assert report.sources["documents"].to_list() == [2]  # exact copies are the dedup step's to mark
@@ -97,8 +104,8 @@ def test_doc_ids_are_stable_across_work_dirs(shards: tuple[Path, pl.DataFrame], 
     b = ingest_sources({"wiki": str(root / "src" / "*.jsonl*")}, tmp_path / "b")
     assert a.key == b.key
     assert_frame_equal(
-        curate.read_documents(tmp_path / "a").collect().sort("doc_id"),
-        curate.read_documents(tmp_path / "b").collect().sort("doc_id"),
+        documents(a).collect().sort("doc_id"),
+        documents(b).collect().sort("doc_id"),
     )
 
 
@@ -211,8 +218,8 @@ def test_killed_ingest_resumes_with_exactly_the_rows_of_a_clean_run(
     resumed = ingest_sources({"s": str(src)}, work)
     clean = ingest_sources({"s": str(src)}, tmp_path / "clean")
     assert resumed.key == clean.key
-    got = curate.read_documents(work).collect().sort("doc_id")
-    assert_frame_equal(got, curate.read_documents(tmp_path / "clean").collect().sort("doc_id"))
+    got = documents(resumed).collect().sort("doc_id")
+    assert_frame_equal(got, documents(clean).collect().sort("doc_id"))
     assert got.height == 300
     assert got["doc_id"].n_unique() == 300
     assert_frame_equal(resumed.sources, clean.sources)
@@ -230,14 +237,14 @@ def test_source_with_only_rejects_still_commits(tmp_path: Path) -> None:
         "documents": 0,
         "rejected": 2,
     }
-    assert curate.read_documents(tmp_path / "w").collect().height == 0
+    assert documents(report).collect().height == 0
 
 
 def test_parquet_label_and_meta_columns(tmp_path: Path) -> None:
     """Parquet labels are cast to strings and other columns land in meta as JSON."""
     table = pa.table({"body": ["one doc", "two doc"], "y": [0, 1], "score": [0.5, 1.5]})
     pq.write_table(table, tmp_path / "a.parquet")
-    ingest_sources({"s": str(tmp_path)}, tmp_path / "w", text_field="body", label_field="y")
-    out = curate.read_documents(tmp_path / "w").collect().sort("origin")
+    report = ingest_sources({"s": str(tmp_path)}, tmp_path / "w", text_field="body", label_field="y")
+    out = documents(report).collect().sort("origin")
     assert out["label"].to_list() == ["0", "1"]
     assert [json.loads(m) for m in out["meta"]] == [{"score": 0.5}, {"score": 1.5}]

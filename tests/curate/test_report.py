@@ -9,9 +9,9 @@ import polars as pl
 import pytest
 from rich.console import Console
 
+from curate.api import ingest, read_step
 from curate.errors import InputError
-from curate.ingest import ingest_sources
-from curate.report import IngestReport, load_report, report_table
+from curate.report import IngestReport, report_table
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def report(tmp_path: Path, wiki_docs: pl.DataFrame) -> IngestReport:
     b = [json.dumps({"text": t}) for t in texts[25:35]]
     (tmp_path / "a.jsonl").write_text("\n".join(a) + "\n")
     (tmp_path / "b.jsonl").write_text("\n".join(b) + "\n")
-    return ingest_sources({"a": str(tmp_path / "a.jsonl"), "b": str(tmp_path / "b.jsonl")}, tmp_path / "w")
+    return ingest({"a": str(tmp_path / "a.jsonl"), "b": str(tmp_path / "b.jsonl")}, tmp_path / "w")
 
 
 def test_counts_and_reasons(report: IngestReport, tmp_path: Path) -> None:
@@ -35,9 +35,10 @@ def test_counts_and_reasons(report: IngestReport, tmp_path: Path) -> None:
     assert report.totals["rows_read"] == 42
 
 
-def test_load_report_round_trips_through_json(report: IngestReport, tmp_path: Path) -> None:
-    """load_report reads back the same report; to_json carries totals and rejects by reason."""
-    loaded = load_report(tmp_path / "w")
+def test_report_round_trips_through_json(report: IngestReport, tmp_path: Path) -> None:
+    """The ingest the work dir's config selects reads back the same report; to_json carries totals and
+    rejects by reason."""
+    loaded = IngestReport.from_stage(read_step(tmp_path / "w", "ingest"))
     assert loaded.key == report.key
     assert loaded.sources.equals(report.sources)
     data = json.loads(loaded.to_json())
@@ -54,7 +55,7 @@ def test_table_renders_every_source(report: IngestReport) -> None:
         assert word in text
 
 
-def test_load_report_without_ingest(tmp_path: Path) -> None:
-    """A work dir without a committed ingest raises InputError naming the expected folder."""
-    with pytest.raises(InputError, match=r"holds no committed ingest .*ingest/<key>/_stage\.json"):
-        load_report(tmp_path)
+def test_report_without_ingest(tmp_path: Path) -> None:
+    """A work dir without a run raises InputError naming the command to run first."""
+    with pytest.raises(InputError, match=r"holds no run yet .*curate ingest"):
+        read_step(tmp_path, "ingest")

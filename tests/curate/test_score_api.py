@@ -8,10 +8,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from curate.api import embed_texts, ingest, score_dataset, score_documents, score_summary
+from curate.api import embed_texts, ingest, read_step, score_dataset, score_documents, score_summary
 from curate.cli import main
 from curate.errors import InputError, SchemaError
-from curate.stages import latest_committed
 
 SCORES_DTYPES = {
     "doc_id": pl.String,
@@ -54,7 +53,7 @@ def test_score_dataset_on_a_frame_matches_an_independent_target_distance(docs: p
     the space centred on the frame's own mean (NumPy recomputation)."""
     target = docs["text"].slice(50, 10).to_list()
     pool = docs.head(50)
-    got = score_dataset(pool, target=target, label_field="label", seed=0, embedder="static")
+    got = score_dataset(pool, target=target, label_field="label", holdout=0.0, seed=0, embedder="static")
     assert got.schema == pl.Schema(SCORES_DTYPES)
     assert got["doc_id"].to_list() == pool["doc_id"].to_list()
     z = embed_texts(pool["text"].to_list(), embedder="static").astype(np.float64)
@@ -82,8 +81,7 @@ def test_score_cli_commits_once_and_prints_deciles(
     assert main(["score", str(work / "work"), "--target", target, "--local"]) == 0
     printed = capsys.readouterr().out
     assert "proto_dist" in printed and "target_z" in printed
-    committed = latest_committed(work / "work", "score")
-    assert committed is not None
+    committed = read_step(work / "work", "score")
     summary = score_summary(work / "work")
     by_source = summary.filter(pl.col("score") == "proto_dist").select("source", "n").rows()
     kept = pl.read_parquet(work / "work" / "embed" / "*" / "part-*.parquet").height

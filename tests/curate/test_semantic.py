@@ -117,9 +117,8 @@ def test_work_dir_runs_semantic_after_exact_and_fuzzy(
     only those; the summary adds up."""
     import json
 
-    from curate.api import dedup_documents, embed_documents, ingest
+    from curate.api import dedup_documents, embed_documents, ingest, read_step
     from curate.dedup.passes import dedup_summary
-    from curate.stages import latest_committed
 
     docs, _ = edited_paragraphs
     texts = (
@@ -131,8 +130,7 @@ def test_work_dir_runs_semantic_after_exact_and_fuzzy(
     ingest({"sotu": str(tmp_path / "src")}, work)
     embed_documents(work, embedder="minilm")  # exact and fuzzy (the defaults) skip 4 copies here
     out = dedup_documents(work, methods=["semantic", "exact"])
-    embedded = latest_committed(work, "embed")
-    assert embedded is not None
+    embedded = read_step(work, "embed")
     assert (embedded.info["rows_out"], embedded.info["rows_skipped"]) == (
         24,
         1,

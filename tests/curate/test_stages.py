@@ -11,7 +11,7 @@ import pytest
 
 from curate.errors import StageError
 from curate.io import write_table
-from curate.stages import LocalExecutor, commit_step, latest_committed, load_committed
+from curate.stages import LocalExecutor, commit_step, load_committed
 
 
 def _build(calls: list[int], rows: int = 3) -> Callable[[Path], dict[str, int]]:
@@ -50,16 +50,6 @@ def test_failed_build_commits_nothing_and_rerun_commits_once(tmp_path: Path) -> 
     commit_step(tmp_path, "s", "k1", _build(calls), params={}, inputs=[])
     commit_step(tmp_path, "s", "k1", _build(calls), params={}, inputs=[])
     assert calls == [1]
-
-
-def test_latest_committed_ignores_temp_folders(tmp_path: Path) -> None:
-    """latest_committed returns the newest complete output and never a dot-temp folder."""
-    assert latest_committed(tmp_path, "s") is None
-    commit_step(tmp_path, "s", "old", _build([]), params={}, inputs=[])
-    commit_step(tmp_path, "s", "new", _build([], rows=5), params={}, inputs=[])
-    (tmp_path / "s" / ".new2.abcd.tmp").mkdir()
-    latest = latest_committed(tmp_path, "s")
-    assert latest is not None and latest.key == "new"
 
 
 def test_local_map_tasks_keeps_order_and_reports_progress() -> None:
