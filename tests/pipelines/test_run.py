@@ -47,17 +47,33 @@ ot_max_points = 200
 """
 
 
+PLANTED = 12  # target rows copied into alpha: exact, then with one or two words changed
+
+
+def edit_words(text: str, n: int, seed: int) -> str:
+    """`text` with `n` of its words replaced by "lorem"."""
+    words = text.split()
+    for i in np.random.default_rng(seed).choice(len(words), size=n, replace=False):
+        words[i] = "lorem"
+    return " ".join(words)
+
+
 def write_corpus(root: Path, *, unit: str = "samples", value: int = 300) -> Path:
-    """alpha: one Wikipedia topic; beta: other topics; junk: more such texts with their words shuffled; the
-    target: held-out documents of alpha's topic. Returns the config path."""
+    """alpha: one Wikipedia topic, plus copies of target rows (exact and edited); beta: other topics; junk:
+    more such texts with their words shuffled; the target: held-out documents of alpha's topic. Returns the
+    config path."""
     docs = corpora.wiki(labelled_only=True, seed=0)
     topic = docs.filter(pl.col("label") == "Geography").head(200)
     other = docs.filter(pl.col("label") != "Geography").head(270)
     rng = np.random.default_rng(0)
     shuffled = [" ".join(rng.permutation(t.split())) for t in other["text"].to_list()[150:]]
+    target = topic["text"].to_list()[140:]
+    copies = target[:PLANTED] + [
+        edit_words(t, 1 + i % 2, i) for i, t in enumerate(target[PLANTED : 2 * PLANTED])
+    ]
     parts = {
-        "alpha": topic["text"].to_list()[:140],
-        "target": topic["text"].to_list()[140:],
+        "alpha": topic["text"].to_list()[:140] + copies,
+        "target": target,
         "beta": other["text"].to_list()[:150],
         "junk": shuffled,
     }
@@ -96,17 +112,48 @@ def test_manifest_weights_selection_and_exports(finished: PipelineRun) -> None:
 
 
 def test_prediction_is_for_the_selection_written(finished: PipelineRun) -> None:
-    """manifest.prediction is the proxy run trained on the selection, its interval the bootstrap runs' 90%
-    normal band (non-zero width even for the deterministic n-gram proxy), and it says so."""
+    """manifest.prediction is the proxy run trained on the selection, its interval the 90% t interval of
+    >= 5 bootstrap runs (non-zero width even for the n-gram proxy), and it says what it covers."""
     p = finished.manifest.prediction
     assert p is not None and "final selection" in p.method and "bootstrap" in p.method
+    assert "It covers" in p.method and "held-out rows" in p.metric
     curves = pl.read_parquet(finished.outputs["predict"].path / "curves.parquet")
     end = curves.sort("samples_seen").group_by("run", maintain_order=True).last()
     assert p.value == pytest.approx(float(end.filter(pl.col("run") == "selection")["eval_loss"][0]), rel=1e-9)
     boot = end.filter(pl.col("run").str.starts_with("bootstrap"))["eval_loss"].to_numpy()
-    half = 1.6448536269514722 * float(np.std(boot, ddof=1))
+    assert len(boot) >= 5
+    t95 = {4: 2.131846786, 5: 2.015048373}[len(boot) - 1]  # Student t 0.95 quantiles (tables)
+    half = t95 * float(np.std(boot, ddof=1))
     assert half > 0
-    assert p.interval == pytest.approx((p.value - half, p.value + half), rel=1e-9)
+    assert p.interval == pytest.approx((p.value - half, p.value + half), rel=1e-6)
+
+
+def test_n_kept_is_the_rows_exported(finished: PipelineRun) -> None:
+    """Each source's n_kept in the manifest is its rows in the exported selection (and in the stream list)."""
+    m = finished.manifest
+    sel = pl.read_parquet(finished.out_dir / m.selection.path)
+    rows = dict(sel.group_by("source").len().iter_rows())
+    assert {s.name: s.n_kept for s in m.sources} == {s.name: rows.get(s.name, 0) for s in m.sources}
+
+
+def test_target_copies_are_marked_never_selected_and_counted(finished: PipelineRun) -> None:
+    """Every planted copy of a target row in alpha (exact, or one or two words changed) is marked in the
+    DEDUP table with its own reason, none is selected, and the report's accounting counts them."""
+    work = _work(finished)
+    docs = finished.outputs["ingest"].scan().select("doc_id", "source", "text").collect()
+    target = (work.parent / "target" / "part.jsonl").read_text().splitlines()
+    texts = [json.loads(t)["text"] for t in target]
+    planted = docs.filter(pl.col("source") == "alpha").tail(2 * PLANTED)
+    assert planted["text"].to_list()[:PLANTED] == texts[:PLANTED]  # the corpus holds what was planted
+    marks = finished.outputs["dedup"].scan().collect().join(planted.select("doc_id"), on="doc_id")
+    kinds = marks.sort("doc_id")["dup_kind"].value_counts().sort("dup_kind")
+    assert dict(kinds.iter_rows()) == {"target_exact": PLANTED, "target_near": PLANTED}
+    sel = pl.read_parquet(finished.out_dir / "selection.parquet")
+    assert sel.join(planted, on="doc_id").is_empty()
+    others = finished.outputs["dedup"].scan().filter(pl.col("dup_kind").str.starts_with("target")).collect()
+    assert others.height == 2 * PLANTED  # nothing else in the pool is taken for a copy
+    html = finished.report_path.read_text()
+    assert "dup_target_exact" in html and "dup_target_near" in html
 
 
 def test_provenance_pins_inputs_and_config(finished: PipelineRun) -> None:
