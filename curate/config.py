@@ -49,8 +49,8 @@ class IngestConfig(_Section):
 class BudgetConfig(_Section):
     """The training budget: `value` samples or tokens (tokens estimated as ceil(n_chars / 4))."""
 
-    unit: Literal["samples", "tokens"] = "samples"
-    value: int = Field(default=10_000, ge=1)
+    unit: Literal["samples", "tokens"] = "tokens"
+    value: int = Field(default=2_000_000, ge=1)
 
 
 class DedupConfig(_Section):
@@ -89,7 +89,7 @@ class ScoreConfig(_Section):
     prune_metric: ScoreName = "proto_dist"
     n_clusters: int = Field(default=0, ge=0, le=100_000)  # 0 = chosen from the data
     fit_rows: int = Field(default=100_000, ge=100, le=10_000_000)  # sample the score statistics are fitted on
-    policy: Literal["auto", "keep_hard", "keep_easy", "random", "all"] = "auto"
+    policy: Literal["auto", "keep_hard", "keep_easy", "random", "all"] = "all"
     balance: Literal["cluster", "class", "none"] = "cluster"
     keep_fraction: float = Field(default=0.8, gt=0, le=1)
     n_buckets: int = Field(default=4, ge=1, le=20)
@@ -113,7 +113,8 @@ class ProxyConfig(_Section):
 
     kind: Literal["ngram", "probe"] = "ngram"
     order: int = Field(default=3, ge=1, le=4)  # n-gram order of the ngram proxy
-    # mixture pilot sizes (documents): >= 3, spanning >= 10x, for the stage-2 size law
+    # mixture pilot sizes (documents; in budget units at the pools' mean document size): >= 3, spanning
+    # >= 10x, for the stage-2 size law
     pilot_sizes: list[int] = Field(default_factory=lambda: [250, 500, 1000, 2000, 4000], min_length=1)
     repeats: int = Field(default=2, ge=1, le=100)  # proxy runs per (mixture, pilot size)
     seeds: int = Field(default=3, ge=1, le=100)  # proxy runs per quality bucket (and for the prediction)
@@ -122,7 +123,7 @@ class ProxyConfig(_Section):
             default_factory=lambda: [0.125, 0.25, 0.5, 1.0, 2.0, 4.0], min_length=3
         )
     )
-    grid_divisions: int = Field(default=4, ge=1, le=20)  # simplex lattice of mixtures (1/d steps)
+    mixtures_per_source: int = Field(default=6, ge=1, le=1_000)  # random design mixtures per source
     pool_rows: int = Field(default=5_000, ge=10, le=1_000_000)  # proxy pool per source (seeded sample)
     bucket_rows: int = Field(default=1_000, ge=3, le=1_000_000)  # rows a bucket's proxy trains on
     hidden: int = Field(default=128, ge=4, le=8_192)  # probe hidden width

@@ -128,14 +128,14 @@ web = {{ path = "corpus/web", label_field = "label" }}
 path = "corpus/target/*.jsonl"
 
 [budget]
-unit = "samples"
-value = 2250  # 5x the largest pilot: no extrapolation warning
+unit = "tokens"
+value = 450000  # about half the corpus's tokens; ~5x the largest pilot (at ~200 tokens a document)
 
 [score]
 n_buckets = 3
 
 [proxy]
-pilot_sizes = [45, 150, 450]  # the degraded source keeps ~500 documents: pilots never repeat data
+pilot_sizes = [45, 150, 450]  # documents; run in tokens at the pools' mean document size
 eval_size = 256
 bootstrap = 5
 

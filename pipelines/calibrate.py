@@ -18,12 +18,12 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from curate.errors import InputError
 from curate.stages import Executor
 from scaling.mixture import mixture_counts
 from scaling.ngram import NgramLM, TokenizedTexts
 from scaling.ot import sinkhorn_divergence
 from scaling.proxy import train_probe
+from scaling.simplex import cap_design
 
 CURVE = {
     "run": pl.String,
@@ -154,43 +154,48 @@ def epochs_of(pool: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([*passes, rng.choice(pool, size=rest, replace=False)]).astype(np.int64)
 
 
-def fit_pilot_sizes(pool_sizes: Sequence[int], grid: np.ndarray, sizes: Sequence[int]) -> list[int]:
-    """`sizes` scaled down by one factor (ratios kept) until every grid mixture's per-source counts at the
-    largest fit in the pools (no repeats); unchanged when they already fit."""
-    pools = np.asarray(pool_sizes, dtype=np.float64)
-    top = max(sizes)
-    need = np.max(grid * top / pools, axis=None)
-    scale = min(1.0, 1.0 / float(need)) if need > 0 else 1.0
-    while scale > 0:
-        scaled = [max(1, int(n * scale)) for n in sorted(sizes)]
-        if all((mixture_counts(p, scaled[-1]) <= pools).all() for p in grid):
-            return scaled
-        scale *= 1 - 1e-3
-    raise InputError(f"no pilot size fits pools of sizes {pool_sizes}.")
+def pilot_scale(pool_units: Sequence[int], sizes: Sequence[int]) -> list[int]:
+    """`sizes` (budget units) scaled down by one factor (ratios kept) when all pools together hold fewer
+    units than the largest pilot (no mixture could fill it without repeats); unchanged otherwise."""
+    total, top = float(sum(pool_units)), max(sizes)
+    if total >= top:
+        return sorted(int(n) for n in sizes)
+    return [max(1, int(n * total / top)) for n in sorted(sizes)]
+
+
+def pilot_design(design: np.ndarray, pool_units: Sequence[int], top: int) -> np.ndarray:
+    """The design with each source's share capped at what its pool can fill at the largest pilot (`top`
+    units), the excess moved to the others (`scaling.simplex.cap_design`)."""
+    return cap_design(design, np.asarray(pool_units, dtype=np.float64) / float(top))
 
 
 def mixture_sequence(
-    pools: Mapping[str, np.ndarray], p: np.ndarray, sizes: Sequence[int], rng: np.random.Generator
-) -> np.ndarray:
-    """Distinct pool rows in training order whose first n_k rows hold `mixture_counts(p, n_k)` rows of each
-    source for every size n_k (nested samples; InputError when a pool is too small: never a repeat)."""
+    pools: Mapping[str, np.ndarray],
+    p: np.ndarray,
+    sizes: Sequence[int],
+    rng: np.random.Generator,
+    units: np.ndarray | None = None,
+) -> tuple[np.ndarray, list[int]]:
+    """Distinct pool rows in training order, and after how many rows each size n_k (budget units: a row's
+    `units[row]`, 1 without them) is reached: the first rows hold `mixture_counts(p, n_k)` units of each
+    source (nested samples; a source whose pool runs out gives all it has: never a repeat)."""
     names = list(pools)
-    top = mixture_counts(p, int(max(sizes)))
-    for s, c in zip(names, top, strict=True):
-        if c > len(pools[s]):
-            raise InputError(
-                f"mixture {np.round(p, 4).tolist()} needs {c} rows of source '{s}' at pilot size "
-                f"{max(sizes)} but its pool holds {len(pools[s])}; pilots never repeat a source's data "
-                "(lower the sizes)."
-            )
-    drawn = [rng.permutation(pools[s])[:c] for s, c in zip(names, top, strict=True)]
-    blocks, have = [], np.zeros(len(names), dtype=np.int64)
+    drawn = [rng.permutation(pools[s]) for s in names]
+    cum = [np.cumsum(units[d]) if units is not None else np.arange(1, len(d) + 1) for d in drawn]
+    blocks, have, marks = [], np.zeros(len(names), dtype=np.int64), []
     for n in sorted(sizes):
-        want = mixture_counts(p, int(n))
+        want = np.array(
+            [
+                0 if u <= 0 else min(len(c), int(np.searchsorted(c, u, side="left")) + 1)
+                for c, u in zip(cum, mixture_counts(p, int(n)), strict=True)
+            ]
+        )
+        want = np.maximum(want, have)
         block = np.concatenate([d[h:w] for d, h, w in zip(drawn, have, want, strict=True)])
         blocks.append(rng.permutation(block))
         have = want
-    return np.concatenate(blocks).astype(np.int64)
+        marks.append(int(have.sum()))
+    return np.concatenate(blocks).astype(np.int64), marks
 
 
 def mixture_runs(
@@ -200,12 +205,13 @@ def mixture_runs(
     *,
     repeats: int,
     passes: Sequence[int] | None = None,
+    units: np.ndarray | None = None,
     seed: int = 0,
 ) -> tuple[list[dict[str, object]], pl.DataFrame]:
-    """Per (mixture, repeat) one nested sample (`mixture_sequence`). Without `passes` (a count proxy) one run
-    with a checkpoint at every size; with `passes` (one per size) one run per size training `passes[k]`
-    shuffled passes over the first n_k rows (a fixed step budget). Returns the task rows and the points
-    (run, samples_seen, mixture, n, repeat, one weight per source, rows: the distinct training rows)."""
+    """Per (mixture, repeat) one nested sample (`mixture_sequence`, sizes in budget units). Without `passes`
+    (a count proxy) one run with a checkpoint at every size; with `passes` (one per size) one run per size
+    training `passes[k]` shuffled passes over its rows (a fixed step budget). Returns the task rows and the
+    points (run, samples_seen, mixture, n, repeat, one weight per source, rows: distinct training rows)."""
     names = list(pools)
     sizes = sorted(int(n) for n in sizes)
     runs: list[dict[str, object]] = []
@@ -214,20 +220,20 @@ def mixture_runs(
         for r in range(repeats):
             sd = run_seed(seed, i, r)
             rng = np.random.default_rng(sd)
-            seq = mixture_sequence(pools, p, sizes, rng)
+            seq, marks = mixture_sequence(pools, p, sizes, rng, units)
             weights = dict(zip(names, map(float, p), strict=True))
             if passes is None:
                 name = f"mix{i:03d}/r{r}"
-                runs.append({"run": name, "rows": seq.tolist(), "checkpoints": sizes, "n_unique": sizes[-1],
+                runs.append({"run": name, "rows": seq.tolist(), "checkpoints": marks, "n_unique": marks[-1],
                              "seed": sd})  # fmt: skip
-                points += [(name, n, i, n, r, weights, seq[:n]) for n in sizes]
+                points += [(name, k, i, n, r, weights, seq[:k]) for n, k in zip(sizes, marks, strict=True)]
                 continue
-            for n, k in zip(sizes, passes, strict=True):
+            for n, k, times in zip(sizes, marks, passes, strict=True):
                 name = f"mix{i:03d}/n{n}/r{r}"
-                rows = np.concatenate([rng.permutation(seq[:n]) for _ in range(k)])
-                runs.append({"run": name, "rows": rows.tolist(), "checkpoints": [n * k], "n_unique": n,
+                rows = np.concatenate([rng.permutation(seq[:k]) for _ in range(times)])
+                runs.append({"run": name, "rows": rows.tolist(), "checkpoints": [k * times], "n_unique": k,
                              "seed": run_seed(seed, i, r, n)})  # fmt: skip
-                points.append((name, n * k, i, n, r, weights, seq[:n]))
+                points.append((name, k * times, i, n, r, weights, seq[:k]))
     frame = pl.DataFrame(
         [
             {"run": a, "samples_seen": b, "mixture": c, "n": d, "repeat": e, **w, "rows": rows.tolist()}
@@ -281,13 +287,14 @@ def calibrate_mixtures(
     executor: Executor,
     repeats: int = 2,
     passes: Sequence[int] | None = None,
+    units: np.ndarray | None = None,
     ot: OTTask | None = None,
     seed: int = 0,
 ) -> pl.DataFrame:
     """The mixture runs frame: run, mixture, n, repeat, one weight column per source, metric (the target eval
-    loss at n distinct documents) and, with `ot`, the OT distance of each largest pilot's own training sample
-    (null at the smaller sizes)."""
-    runs, points = mixture_runs(pools, grid, sizes, repeats=repeats, passes=passes, seed=seed)
+    loss after n budget units of distinct documents: `units` per task row, 1 without) and, with `ot`, the OT
+    distance of each largest pilot's own training sample (null at the smaller sizes)."""
+    runs, points = mixture_runs(pools, grid, sizes, repeats=repeats, passes=passes, units=units, seed=seed)
     curves = run_tasks(task, runs, executor=executor).select("run", "samples_seen", metric="eval_loss")
     frame = points.join(curves, on=["run", "samples_seen"], how="left")
     if ot is not None:  # the mixture law at the budget reads the OT of the largest pilots only

@@ -27,12 +27,13 @@ from curate.io import write_table
 from curate.manifest import Law, Prediction
 from curate.records import write_record
 from curate.stages import StageOutput
-from pipelines.calibrate import OTTask, calibrate_mixtures, fit_pilot_sizes, run_seed, run_tasks
+from pipelines.calibrate import OTTask, calibrate_mixtures, pilot_design, pilot_scale, run_seed, run_tasks
 from pipelines.context import RunContext
 from pipelines.proxy_data import calibration_pool, proxy_data
 from pipelines.score_step import read_scores
+from pipelines.selection import doc_size, split_budget
 from scaling.mixture import LawMethod, n_params
-from scaling.simplex import simplex_grid
+from scaling.simplex import mixture_design
 
 BOOTSTRAP_RUNS = 5  # the prediction interval's bootstrap runs, at least
 
@@ -49,7 +50,7 @@ class MixtureFit:
     weights: dict[str, float]
     method: str
     fallback: str | None
-    n: int  # the budget in documents
+    n: int  # the budget in budget units (samples or tokens)
     law: Law
     holdout_mae: float
     mean_mae: float
@@ -61,24 +62,41 @@ class MixtureFit:
     projection: float
 
 
-def budget_docs(ctx: RunContext) -> int:
-    """The budget in documents: samples as given, tokens over the mean kept document's token size."""
-    from pipelines.selection import doc_size
+def doc_units(ctx: RunContext, doc_ids: pl.Series) -> np.ndarray:
+    """Budget units (1 sample, or estimated tokens) of each document of `doc_ids`, in order."""
+    sizes = (
+        ctx.output("ingest")
+        .scan()
+        .select("doc_id", size=doc_size(pl.col("n_chars"), unit=ctx.cfg.budget.unit))
+    )
+    frame = doc_ids.to_frame("doc_id").lazy().join(sizes, on="doc_id", how="left", maintain_order="left")
+    return frame.collect()["size"].fill_null(1).to_numpy().astype(np.int64)
 
-    b = ctx.cfg.budget
-    if b.unit == "samples":
-        return b.value
-    docs = ctx.output("ingest").scan().select("doc_id", size=doc_size(pl.col("n_chars"), unit=b.unit))
-    sizes = read_scores(ctx.output("score")).select("doc_id").join(docs, on="doc_id").collect()["size"]
-    return max(1, round(b.value / float(sizes.mean())))  # type: ignore[arg-type]
+
+def docs_per_source(ctx: RunContext, weights: dict[str, float], budget: int) -> dict[str, int]:
+    """Each source's share of the budget (`budget` units split by `weights`) in documents, at the mean
+    size of its scored documents: what pruning and the quality plan size a source's selection by."""
+    units = split_budget(weights, budget)
+    if ctx.cfg.budget.unit == "samples":
+        return units
+    scored = read_scores(ctx.output("score")).select("doc_id", "source").collect()
+    mean = (
+        scored.with_columns(size=pl.Series(doc_units(ctx, scored["doc_id"])))
+        .group_by("source")
+        .agg(pl.col("size").mean())
+    )
+    size = dict(mean.iter_rows())
+    return {s: round(u / size[s]) if u and size.get(s) else 0 for s, u in units.items()}
 
 
 def calibrate_mixture(ctx: RunContext) -> StageOutput:
-    """Proxy runs of every grid mixture at every pilot size (repeats), each with its own sample's OT."""
+    """Proxy runs of every design mixture at every pilot size (budget units; repeats), each with its own
+    sample's OT: a design that grows linearly with the sources, a small source's share capped by its pool."""
     p, m = ctx.cfg.proxy, ctx.cfg.mixture
     sources = sorted(ctx.cfg.sources)
     params: dict[str, JSONValue] = {
         **p.model_dump(mode="json"),
+        "unit": ctx.cfg.budget.unit,
         "ot": m.ot,
         "ot_max_points": m.ot_max_points,
         "probe_steps": m.probe_steps,
@@ -92,18 +110,28 @@ def calibrate_mixture(ctx: RunContext) -> StageOutput:
         if missing:
             raise InputError(f"source(s) {missing} have no documents the '{p.kind}' proxy can train on.")
         pools = {s: pools[s] for s in sources}
-        grid = simplex_grid(len(sources), divisions=p.grid_divisions)
-        sizes = fit_pilot_sizes([len(r) for r in pools.values()], grid, p.pilot_sizes)
-        if sizes != sorted(p.pilot_sizes):
-            small = min(pools, key=lambda s: len(pools[s]))
+        units = doc_units(ctx, data.pool["doc_id"])
+        held = [int(units[r].sum()) for r in pools.values()]
+        per_doc = float(units.mean())
+        wanted = [max(1, round(n * per_doc)) for n in p.pilot_sizes]
+        sizes = pilot_scale(held, wanted)
+        if sizes != wanted:
             warnings.warn(
-                f"calibrate.mixture: pilot sizes {p.pilot_sizes} scaled to {sizes} so that no pilot repeats "
-                f"a source's data (smallest pool: '{small}', {len(pools[small])} documents).",
+                f"calibrate.mixture: pilot sizes {wanted} {ctx.cfg.budget.unit} scaled to {sizes}: the pools "
+                f"hold {sum(held)} {ctx.cfg.budget.unit} in all (pilots never repeat a source's data).",
                 FitWarning,
                 stacklevel=2,
             )
-        passes = None if p.kind == "ngram" else [math.ceil(m.probe_steps * p.batch_size / n) for n in sizes]
-        # OT only feeds the 'projektor' law: skip it when 'auto' could not pick that law on this grid
+        proportional = np.asarray(held, dtype=np.float64)
+        design = mixture_design(len(sources), per_source=p.mixtures_per_source, proportional=proportional,
+                                seed=ctx.cfg.seed)  # fmt: skip
+        grid = pilot_design(design, held, sizes[-1])
+        passes = (
+            None
+            if p.kind == "ngram"
+            else [math.ceil(m.probe_steps * p.batch_size / n) for n in p.pilot_sizes]
+        )
+        # OT only feeds the 'projektor' law: skip it when 'auto' could not pick that law on this design
         usable = m.law == "projektor" or (
             m.law == "auto" and len(grid) >= n_params("projektor", len(sources)) + 2
         )
@@ -113,12 +141,13 @@ def calibrate_mixture(ctx: RunContext) -> StageOutput:
             else None
         )
         runs = calibrate_mixtures(
-            data.task, pools, grid, sizes, executor=ctx.executor, repeats=p.repeats, passes=passes, ot=ot,
-            seed=ctx.cfg.seed,
+            data.task, pools, grid, sizes, executor=ctx.executor, repeats=p.repeats, passes=passes,
+            units=units, ot=ot, seed=ctx.cfg.seed,
         )  # fmt: skip
         write_table(runs.to_arrow(), tmp / "runs.parquet")
-        return {"runs": runs.height, "mixtures": len(grid), "pilot_sizes": sizes, "configured": p.pilot_sizes,
-                "ot": ot is not None}  # fmt: skip
+        capped = int((np.abs(grid - design) > 1e-9).any(axis=1).sum())
+        return {"runs": runs.height, "mixtures": len(grid), "capped": capped, "pilot_sizes": sizes,
+                "unit": ctx.cfg.budget.unit, "ot": ot is not None}  # fmt: skip
 
     return ctx.commit(params, build)
 
@@ -158,13 +187,15 @@ def fit_mixture(ctx: RunContext) -> StageOutput:
     from scaling.projektor import fit_projektor, plan_weights
 
     m = ctx.cfg.mixture
-    n_budget = budget_docs(ctx)
+    n_budget = ctx.cfg.budget.value
     params: dict[str, JSONValue] = {**m.model_dump(mode="json"), "n": n_budget, "seed": ctx.cfg.seed}
 
     def build(tmp: Path) -> dict[str, Any]:
         runs = pl.read_parquet(ctx.output("calibrate.mixture").path / "runs.parquet")
         sources = sorted(ctx.cfg.sources)
-        sizes = dict(read_scores(ctx.output("score")).group_by("source").len().collect().iter_rows())
+        scored = read_scores(ctx.output("score")).select("doc_id", "source").collect()
+        units = scored.with_columns(size=pl.Series(doc_units(ctx, scored["doc_id"])))
+        sizes = dict(units.group_by("source").agg(pl.col("size").sum()).iter_rows())  # for 'proportional'
         holdout, mean_mae = _holdout(runs, sources, law=m.law, seed=ctx.cfg.seed)
         mae = float((holdout["predicted"] - holdout["observed"]).abs().mean() or 0.0)  # type: ignore[arg-type]
         model = fit_projektor(
@@ -253,17 +284,17 @@ def predict_selection(ctx: RunContext) -> StageOutput:
         data = proxy_data(ctx, frame.select("doc_id", "source", "label"), eval_on="holdout")
         row_of = dict(zip(data.pool["doc_id"].to_list(), data.pool["row"].to_list(), strict=True))
         rows = np.array([row_of.get(d, -1) for d in frame["doc_id"].to_list()], dtype=np.int64)
-        sizes = sorted({*(s for s in p.pilot_sizes if s < n_budget), n_budget})
+        n_draws = int(frame["repeats"].sum())  # the selection as written: every document `repeats` times
         runs = []
         for s in range(1 + max(p.seeds, BOOTSTRAP_RUNS)):  # run 0: the selection; 1..: bootstrap resamples
-            pick = selection_sample(frame, n_budget, run_seed(ctx.cfg.seed, 7, s), bootstrap=s > 0)
+            pick = selection_sample(frame, n_draws, run_seed(ctx.cfg.seed, 7, s), bootstrap=s > 0)
             draws = rows[pick]
             draws = draws[draws >= 0]
             runs.append(
                 {
                     "run": "selection" if s == 0 else f"bootstrap/{s}",
                     "rows": draws.tolist(),
-                    "checkpoints": [min(n, len(draws)) for n in sizes],
+                    "checkpoints": [len(draws)],
                     "n_unique": int(frame.height),
                     "seed": run_seed(ctx.cfg.seed, 8, s),
                 }
@@ -280,8 +311,9 @@ def predict_selection(ctx: RunContext) -> StageOutput:
             value=value,
             interval=(value - half, value + half),
             method=(
-                f"a proxy run trained on {n_budget} draws of the final selection (its weights, buckets, "
-                "pruning and repeats), evaluated on target rows that fitted no score and calibrated nothing; "
+                f"a proxy run trained on the final selection ({n_budget} {ctx.cfg.budget.unit}: its weights, "
+                "buckets, pruning and repeats), evaluated on target rows that fitted no score and calibrated "
+                "nothing; "
                 f"interval: 90% t interval (df {len(boot) - 1}) of {len(boot)} bootstrap runs, each source's "
                 "selected documents resampled with replacement, repeats kept. It covers which documents the "
                 "selection happened to hold; not the proxy-to-model gap, nor the target sample's own noise"

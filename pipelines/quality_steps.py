@@ -25,10 +25,9 @@ from curate.records import write_record
 from curate.stages import StageOutput
 from pipelines.calibrate import calibrate_buckets
 from pipelines.context import RunContext
-from pipelines.mixture_steps import MixtureFit
+from pipelines.mixture_steps import MixtureFit, docs_per_source
 from pipelines.proxy_data import calibration_pool, proxy_data
 from pipelines.score_step import read_scores
-from pipelines.selection import split_budget
 from scaling.qqt import PRIOR_TAU, QQTFit, choose_union_rule
 
 
@@ -86,7 +85,7 @@ def prune(ctx: RunContext) -> StageOutput:
     def build(tmp: Path) -> dict[str, Any]:
         table = read_scores(ctx.output("score")).collect()
         fit = ctx.record("fit.mixture", MixtureFit)
-        n_docs = split_budget(fit.weights, fit.n)
+        n_docs = docs_per_source(ctx, fit.weights, fit.n)
         parts, plans = [], {}
         for source in sorted(ctx.cfg.sources):
             pool = table.filter(pl.col("source") == source)
@@ -246,7 +245,7 @@ def fit_quality(ctx: RunContext) -> StageOutput:
         pools = pl.read_parquet(cal / "pools.parquet")
         sizes = pl.read_parquet(cal / "sizes.parquet")
         fit_mix = ctx.record("fit.mixture", MixtureFit)
-        n_docs = split_budget(fit_mix.weights, fit_mix.n)
+        n_docs = docs_per_source(ctx, fit_mix.weights, fit_mix.n)
         choice: dict[str, SourceQuality] = {}
         laws: dict[str, Law] = {}
         reports, unions = [], []

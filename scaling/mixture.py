@@ -11,8 +11,9 @@ One API, `fit_mixture_law(p, metric) -> MixtureLaw`, for the pipeline and for us
               L = c + Σ_{i<m} c1_i p_i + Σ_i c2_i p_i² + Σ_i (b1_i p_i + b2_i p_i²)·OT (ridge); OT of an
               unseen mixture from a quadratic model of the runs' OT values unless given.
   auto        every law above (projektor when OT is given; the trees from REGRESSION_MIN mixtures) with at
-              least 2 mixtures more than parameters; the least cross-validated MAE wins. A law with fewer
-              than 3 mixtures per parameter warns.
+              least 2 mixtures more than parameters, scored by cross-validated MAE; the simplest law within
+              one standard error of the best wins (a complex law must beat noise). A law with fewer than 3
+              mixtures per parameter warns.
 Ridge penalties come from leave-one-out error on the training mixtures only (scaling.ridge). Rows with the
 same p are repeats: they are averaged, and their spread is the law's `noise`. Cross-validation leaves out
 whole mixtures (10 seeded folds; one at a time below 10 mixtures).
@@ -169,13 +170,15 @@ def _fit(
 
 @dataclass(frozen=True, slots=True)
 class CVScore:
-    """Out-of-fold MAE and Spearman rank correlation of a law, its parameter count, and the MAE relative to
-    the mean predictor's averaged over the tables it was scored on (what "auto" ranks)."""
+    """Out-of-fold MAE and Spearman rank correlation of a law, its parameter count, the MAE relative to the
+    mean predictor's averaged over the tables it was scored on (what "auto" ranks), and that relative MAE's
+    standard error (the spread of the per-mixture errors over the root of their number)."""
 
     mae: float
     spearman: float
     n_params: int
     relative: float
+    relative_se: float = float("nan")
 
 
 def minimize_on_simplex(
@@ -306,9 +309,9 @@ def _collapse(
 
 def _cross_validate(
     name: str, p: np.ndarray, y: np.ndarray, ot: np.ndarray | None, seed: int, full: _Model
-) -> tuple[float, float, float]:
-    """(MAE, Spearman, the mean predictor's MAE) of out-of-fold predictions of the row sums, leaving whole
-    mixtures out (10 seeded folds). A DML fold starts from the fit on every mixture (`full`), which keeps
+) -> tuple[float, float, float, float]:
+    """(MAE, Spearman, the mean predictor's MAE, the MAE's standard error) of out-of-fold predictions of the
+    row sums, leaving whole mixtures out (10 seeded folds). A DML fold starts from the fit on every mixture (`full`), which keeps
     the nonconvex fits cheap and comparable."""
     j = len(p)
     folds = np.array_split(np.random.default_rng(seed).permutation(j), min(j, FOLDS))
@@ -320,10 +323,25 @@ def _cross_validate(
         pred[test] = model.predict(p[test], None if ot is None else ot[test])
         base[test] = total[train].mean()
     rho = float(spearmanr(pred, total).statistic) if np.ptp(pred) > 0 and np.ptp(total) > 0 else 0.0
-    return float(np.mean(np.abs(pred - total))), rho, float(np.mean(np.abs(base - total)))
+    errors = np.abs(pred - total)
+    se = float(np.std(errors, ddof=1) / np.sqrt(j)) if j > 1 else float("nan")
+    return float(np.mean(errors)), rho, float(np.mean(np.abs(base - total))), se
 
 
 Table = tuple[np.ndarray, np.ndarray, np.ndarray | None]
+
+
+def _simplest_within_noise(tried: Sequence[str], cv: dict[str, CVScore]) -> str:
+    """The law with the fewest parameters (the trees count as the most) whose relative CV error is within
+    one standard error of the best one's: a complex law must win by more than noise, so rankings hold across
+    model scale (the one-standard-error rule of Breiman et al. 1984)."""
+    scored = [t for t in tried if np.isfinite(cv[t].relative)]
+    if not scored:
+        return tried[0]
+    best = min(scored, key=lambda t: (cv[t].relative, tried.index(t)))
+    bar = cv[best].relative + np.nan_to_num(cv[best].relative_se)
+    size = {t: cv[t].n_params if t != "regression" else np.inf for t in scored}
+    return min((t for t in scored if cv[t].relative <= bar), key=lambda t: (size[t], tried.index(t)))
 
 
 def _table(p: np.ndarray, metric: np.ndarray, ot: np.ndarray | None, *, m: int | None, what: str) -> Table:
@@ -389,15 +407,15 @@ def fit_mixture_law(
         if j < 4:
             cv[t] = CVScore(np.nan, np.nan, k, np.nan)
             continue
-        mae, rho, base = _cross_validate(t, uniq, mean, ot_mean, seed, fits[t])
+        mae, rho, base, se = _cross_validate(t, uniq, mean, ot_mean, seed, fits[t])
         rel = [mae / base]
         if len(tried) > 1:
             for (tp, ty, tot, _), tmemo in zip(tables[1:], memos[1:], strict=True):
                 if usable(t, (tp, ty, tot, 0.0)) and len(tp) >= 4:
                     other = _cross_validate(t, tp, ty, tot, seed, _fit(t, tp, ty, tot, seed, memo=tmemo))
                     rel.append(other[0] / other[2])
-        cv[t] = CVScore(mae, rho, k, float(np.mean(rel)))
-    chosen = min(tried, key=lambda t: (np.nan_to_num(cv[t].relative, nan=np.inf), tried.index(t)))
+        cv[t] = CVScore(mae, rho, k, float(np.mean(rel)), se / base)
+    chosen = _simplest_within_noise(tried, cv)
     k = n_params(chosen, m, columns=y.shape[1])
     if j < PER_PARAM * k:
         warnings.warn(

@@ -18,3 +18,48 @@ def simplex_grid(n_sources: int, *, divisions: int) -> np.ndarray:
         edges = (-1, *bars, divisions + n_sources - 1)
         rows.append([edges[i + 1] - edges[i] - 1 for i in range(n_sources)])
     return np.asarray(rows, dtype=np.float64) / divisions
+
+
+def mixture_design(
+    n_sources: int, *, per_source: int, proportional: np.ndarray | None = None, seed: int = 0
+) -> np.ndarray:
+    """A space-filling design that grows linearly with the sources: the vertices, uniform, `proportional`
+    (when given) and `per_source` x n_sources sparse Dirichlet draws (RegMix-style: each on a random 2 to 4
+    sources, flat Dirichlet weights); distinct rows, in that order."""
+    check_interval("n_sources", n_sources, 1, None, caller="mixture_design")
+    check_interval("per_source", per_source, 0, None, caller="mixture_design")
+    rng = np.random.default_rng(seed)
+    rows = [*np.eye(n_sources), np.full(n_sources, 1.0 / n_sources)]
+    if proportional is not None:
+        rows.append(np.asarray(proportional, dtype=np.float64) / float(np.sum(proportional)))
+    for _ in range(per_source * n_sources if n_sources > 1 else 0):
+        support = rng.choice(n_sources, size=int(rng.integers(2, min(n_sources, 4) + 1)), replace=False)
+        row = np.zeros(n_sources)
+        row[support] = rng.dirichlet(np.ones(len(support)))
+        rows.append(row)
+    design = np.asarray(rows, dtype=np.float64)
+    _, first = np.unique(np.round(design, 9), axis=0, return_index=True)
+    return design[np.sort(first)]
+
+
+def cap_design(design: np.ndarray, capacity: np.ndarray) -> np.ndarray:
+    """Each row with every weight at most its source's `capacity` (the share of a pilot its pool can fill),
+    the excess moved to the sources with room in proportion to their weights (evenly where none has weight):
+    a small source caps its share instead of shrinking every pilot. Rows sum to 1; needs sum(capacity) >= 1.
+    """
+    cap = np.asarray(capacity, dtype=np.float64)
+    if cap.sum() < 1.0 - 1e-12:
+        raise ValueError(f"capacities sum to {cap.sum():.4g} < 1: no mixture fits them.")
+    out = np.asarray(design, dtype=np.float64).copy()
+    for row in out:
+        for _ in range(len(row) + 1):
+            excess = float(np.clip(row - cap, 0.0, None).sum())
+            if excess <= 1e-15:
+                break
+            np.minimum(row, cap, out=row)
+            room = cap - row
+            open_ = room > 1e-15
+            base = np.where(open_, row, 0.0)
+            share = base / base.sum() if base.sum() > 0 else open_ / open_.sum()
+            row += excess * share
+    return out / out.sum(axis=1, keepdims=True)
