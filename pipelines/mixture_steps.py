@@ -30,7 +30,9 @@ from pipelines.calibrate import OTTask, calibrate_mixtures, fit_pilot_sizes, run
 from pipelines.context import RunContext
 from pipelines.proxy_data import calibration_pool, proxy_data
 from pipelines.score_step import read_scores
-from scaling.mixture import LawMethod, n_params
+from pipelines.selection import doc_size
+from scaling.mixture import LawMethod, fit_mixture_law, n_params
+from scaling.projektor import fit_projektor, plan_weights
 from scaling.simplex import simplex_grid
 
 Z90 = 1.6448536269514722
@@ -62,8 +64,6 @@ class MixtureFit:
 
 def budget_docs(ctx: RunContext) -> int:
     """The budget in documents: samples as given, tokens over the mean kept document's token size."""
-    from pipelines.selection import doc_size
-
     b = ctx.cfg.budget
     if b.unit == "samples":
         return b.value
@@ -127,8 +127,6 @@ def _holdout(
 ) -> tuple[pl.DataFrame, float]:
     """Stage 1 at the largest pilot on every 4th grid mixture, fitted without them: (mixture, observed,
     predicted) and the mean predictor's MAE on them."""
-    from scaling.mixture import fit_mixture_law
-
     held = (pl.col("mixture") % 4) == 3
     top = runs.filter(pl.col("n") == pl.col("n").max())
     train = top.filter(~held)
@@ -154,8 +152,6 @@ def _holdout(
 def fit_mixture(ctx: RunContext) -> StageOutput:
     """Source weights at the budget (Projektor's optimum, or a named baseline), with stage 1's held-out error
     against the mean predictor's (worse: fall back to the best grid run) and stage 2's backtest."""
-    from scaling.projektor import fit_projektor, plan_weights
-
     m = ctx.cfg.mixture
     n_budget = budget_docs(ctx)
     params: dict[str, JSONValue] = {**m.model_dump(mode="json"), "n": n_budget, "seed": ctx.cfg.seed}
