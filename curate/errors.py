@@ -23,6 +23,10 @@ class EmbeddingSpaceError(InputError):
     """Two embedding tables (or a table and a model) come from different embedders."""
 
 
+class DependencyError(CurateError, ImportError):
+    """An optional part of Curate is not installed; the message names the `pip install` that brings it."""
+
+
 class StageError(CurateError, RuntimeError):
     """A stage broke its contract (row count, schema) or could not commit its output."""
 
