@@ -40,7 +40,7 @@ class FitError(CurateError, ValueError):
 
 
 class FitWarning(UserWarning):
-    """A fit did not converge or is poorly identified; the result is still returned."""
+    """A fit did not converge, is poorly identified or had its input repaired; it still returns a result."""
 
 
 class UnreadableFileWarning(UserWarning):
