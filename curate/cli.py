@@ -89,7 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CurateError as exc:
         if args.verbose:
             raise
-        err_console.print(f"curate {args.command}: error: {exc}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"curate {args.command}: error: {exc}", highlight=False, markup=False, soft_wrap=True
+        )
         return 2
     except KeyboardInterrupt:
         err_console.print("curate: interrupted; rerun the same command to resume.")

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from curate.errors import ConfigError
-from curate.io import PathLike
+from curate.io import PathLike, write_text
 
 SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -306,8 +306,6 @@ WORK_CONFIG = "config.json"
 
 def save_work_config(cfg: CurateConfig, work: PathLike) -> Path:
     """Record `cfg` (globs made absolute) as the work dir's config, which stage commands start from."""
-    from curate.io import write_text
-
     path = Path(work) / WORK_CONFIG
     write_text(path, json.dumps(cfg.resolved().dump(), indent=2, sort_keys=True) + "\n")
     return path

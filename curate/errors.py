@@ -23,6 +23,10 @@ class EmbeddingSpaceError(InputError):
     """Two embedding tables (or a table and a model) come from different embedders."""
 
 
+class DependencyError(CurateError, ImportError):
+    """An optional part of Curate is not installed; the message names the `pip install` that brings it."""
+
+
 class StageError(CurateError, RuntimeError):
     """A stage broke its contract (row count, schema) or could not commit its output."""
 
@@ -36,7 +40,7 @@ class FitError(CurateError, ValueError):
 
 
 class FitWarning(UserWarning):
-    """A fit did not converge or is poorly identified; the result is still returned."""
+    """A fit did not converge, is poorly identified or had its input repaired; it still returns a result."""
 
 
 class UnreadableFileWarning(UserWarning):

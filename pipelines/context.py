@@ -1,4 +1,5 @@
-"""What a step runs with: the config, the work dir, the executor, the outputs of the steps before it.
+"""A declared step, and what it runs with: the config, the work dir, the executor, the outputs of the steps
+before it.
 
 `RunContext.commit` is the one way a step commits: its key is (step name, step version, params, the keys of
 its declared inputs), `_stage.json` records the executor and the tasks or actors it used, and a committed key
@@ -11,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from curate.config import CurateConfig
 from curate.errors import StageError
@@ -19,11 +20,24 @@ from curate.hashing import JSONValue, stage_key
 from curate.records import read_record
 from curate.stages import Executor, Progress, StageOutput, commit_step, load_committed
 
-if TYPE_CHECKING:
-    from pipelines.steps import Step
-
 T = TypeVar("T")
 Reporter = Callable[[str, int | None], Progress]  # (what, total units or None) -> advance callback
+Inputs = tuple[str, ...] | Callable[[CurateConfig], tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One declared step: name, version, inputs, what it commits, and the function that runs it."""
+
+    name: str
+    version: int
+    inputs: Inputs
+    artifact: str
+    run: Callable[[RunContext], StageOutput]
+
+    def needs(self, cfg: CurateConfig) -> tuple[str, ...]:
+        """The steps this one reads under `cfg`."""
+        return self.inputs(cfg) if callable(self.inputs) else self.inputs
 
 
 def _silent(what: str, total: int | None) -> Progress:

@@ -13,23 +13,33 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 
+from curate.centering import Centering, CenteringAccumulator
 from curate.config import SourceConfig
 from curate.dedup.passes import TextDedup, add_semantic, text_duplicates
 from curate.dedup.table import SkipMarked, combine_duplicates
 from curate.dedup.target import MIN_OVERLAP, TargetCopies, TargetIndex
-from curate.embeddings import read_embeddings
+from curate.embeddings import (
+    Embed,
+    check_same_space,
+    default_cache_dir,
+    distill_static,
+    read_embeddings,
+    read_space,
+    resolve_kind,
+)
 from curate.errors import ConfigError, InputError, StageError
 from curate.hashing import JSONValue, target_split
+from curate.ingest import ingest_sources, resolve_source
 from curate.io import parquet_files, write_table
+from curate.records import write_record
 from curate.schema import DEDUP
-from curate.stages import StageOutput, load_committed
+from curate.stages import StageOutput, key_params, load_committed
 from pipelines.context import RunContext
 
 
 def _ingest(ctx: RunContext, sources: dict[str, SourceConfig], where: Path) -> StageOutput:
-    from curate.ingest import ingest_sources, resolve_source
-
     fields = {(s.text_field, s.label_field) for s in sources.values()}
     if len(fields) > 1:
         raise ConfigError(
@@ -163,9 +173,6 @@ def embed_target(ctx: RunContext) -> StageOutput:
 
 
 def _embed(ctx: RunContext, docs: StageOutput, *, keep: SkipMarked | None, total: int) -> StageOutput:
-    from curate.embeddings import Embed, default_cache_dir, distill_static, resolve_kind
-    from curate.stages import key_params
-
     cfg = ctx.cfg.embed
     tier = resolve_kind(cfg.kind)
     cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
@@ -186,10 +193,6 @@ def center(ctx: RunContext) -> StageOutput:
     """The mean embedding of the deduplicated pool (the documents the dedup step keeps; never the target),
     from running sums over the parts:
     the centring of the space every score, prototype and OT distance uses (`curate.centering`)."""
-    import pyarrow.parquet as pq
-
-    from curate.centering import CenteringAccumulator
-    from curate.records import write_record
 
     def build(tmp: Path) -> dict[str, Any]:
         acc = CenteringAccumulator()
@@ -214,9 +217,6 @@ def centred_embeddings(
     ctx: RunContext, step: str, ids: pl.Series | None = None
 ) -> tuple[list[str], np.ndarray]:
     """doc_ids and centred vectors of embedding step `step` (all rows, or the rows of `ids` in that order)."""
-    from curate.centering import Centering
-    from curate.embeddings import check_same_space, read_embeddings, read_space
-
     all_ids, x, space = read_embeddings(ctx.output(step))
     check_same_space(space, read_space(ctx.output("embed")), what=f"step '{step}' and the pool's embeddings")
     if ids is not None:

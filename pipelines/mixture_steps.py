@@ -32,7 +32,8 @@ from pipelines.context import RunContext
 from pipelines.proxy_data import calibration_pool, proxy_data
 from pipelines.score_step import read_scores
 from pipelines.selection import doc_size, split_budget
-from scaling.mixture import LawMethod, n_params
+from scaling.mixture import LawMethod, fit_mixture_law, n_params
+from scaling.projektor import fit_projektor, plan_weights
 from scaling.simplex import mixture_design
 
 BOOTSTRAP_RUNS = 5  # the prediction interval's bootstrap runs, at least
@@ -157,8 +158,6 @@ def _holdout(
 ) -> tuple[pl.DataFrame, float]:
     """Stage 1 at the largest pilot on every 4th grid mixture, fitted without them: (mixture, observed,
     predicted) and the mean predictor's MAE on them."""
-    from scaling.mixture import fit_mixture_law
-
     held = (pl.col("mixture") % 4) == 3
     top = runs.filter(pl.col("n") == pl.col("n").max())
     train = top.filter(~held)
@@ -184,8 +183,6 @@ def _holdout(
 def fit_mixture(ctx: RunContext) -> StageOutput:
     """Source weights at the budget (Projektor's optimum, or a named baseline), with stage 1's held-out error
     against the mean predictor's (worse: fall back to the best grid run) and stage 2's backtest."""
-    from scaling.projektor import fit_projektor, plan_weights
-
     m = ctx.cfg.mixture
     n_budget = ctx.cfg.budget.value
     params: dict[str, JSONValue] = {**m.model_dump(mode="json"), "n": n_budget, "seed": ctx.cfg.seed}

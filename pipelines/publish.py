@@ -16,7 +16,9 @@ import polars as pl
 
 from curate.config import CurateConfig
 from curate.errors import StageError
+from curate.exports import file_sha256, write_exports, write_selection
 from curate.hashing import JSONValue
+from curate.html_report import ReportData, write_report
 from curate.manifest import (
     Budget,
     Filter,
@@ -28,6 +30,7 @@ from curate.manifest import (
     write_manifest,
 )
 from curate.records import write_record
+from curate.report import IngestReport
 from curate.stages import CODE_VERSION, StageOutput
 from pipelines.context import RunContext
 from pipelines.mixture_steps import MixtureFit
@@ -63,8 +66,6 @@ def sizes(ctx: RunContext) -> pl.DataFrame:
 def select(ctx: RunContext) -> StageOutput:
     """The selection table: per source, its chosen buckets' pruned documents in score order, repeated to
     exactly its share of the budget."""
-    from curate.exports import write_selection
-
     b, metric = ctx.cfg.budget, ctx.cfg.score.bucket_metric
     params: dict[str, JSONValue] = {"unit": b.unit, "value": b.value}
 
@@ -110,8 +111,6 @@ def select(ctx: RunContext) -> StageOutput:
 def accounting(ctx: RunContext, selection: pl.DataFrame) -> pl.DataFrame:
     """source, reason, n: every row read ends in one reason (ingest rejects, duplicates, pruned, bucket not
     chosen, kept), so per source the counts sum to the rows read."""
-    from curate.report import IngestReport
-
     rejects = IngestReport.from_stage(ctx.output("ingest")).reasons.select("source", "reason", n="rows")
     docs = ctx.output("ingest").scan().select("doc_id", "source")
     dups = (
@@ -213,9 +212,6 @@ def publish(ctx: RunContext) -> StageOutput:
     params: dict[str, JSONValue] = {"config": manifest_config(cfg), "code_version": CODE_VERSION}
 
     def build(tmp: Path) -> dict[str, Any]:
-        from curate.exports import file_sha256, write_exports
-        from curate.html_report import ReportData, write_report
-
         selection = pl.read_parquet(ctx.output("select").path / "selection.parquet")
         manifest = build_manifest(ctx)
         write_manifest(manifest, tmp / "manifest.json")

@@ -28,7 +28,9 @@ from pipelines.context import RunContext
 from pipelines.mixture_steps import MixtureFit, docs_per_source
 from pipelines.proxy_data import calibration_pool, proxy_data
 from pipelines.score_step import read_scores
-from scaling.qqt import PRIOR_TAU, QQTFit, choose_union_rule
+from pruning.policies import recommend_policy, select
+from scaling.buckets import quality_buckets
+from scaling.qqt import PRIOR_TAU, QQTFit, choose_union_rule, fit_qqt
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,6 @@ class QualityPlan:
 def prune(ctx: RunContext) -> StageOutput:
     """Per source, the policy (auto: Sorscher's abundant/scarce rule at the source's share of the budget)
     keeps `keep_fraction` of the deduplicated documents, balanced per cluster or class."""
-    from pruning.policies import recommend_policy, select
-
     s = ctx.cfg.score
     params: dict[str, JSONValue] = {
         "policy": s.policy,
@@ -121,8 +121,6 @@ def prune(ctx: RunContext) -> StageOutput:
 
 def bucket_table(ctx: RunContext) -> pl.DataFrame:
     """doc_id, source, bucket of every pruned-in document (bucket_metric quantiles per source, 0 = best)."""
-    from scaling.buckets import quality_buckets
-
     metric = ctx.cfg.score.bucket_metric
     kept = pl.read_parquet(ctx.output("prune").path / "prune.parquet").filter("kept").select("doc_id")
     table = (
@@ -231,8 +229,6 @@ def _union_rule(
 def fit_quality(ctx: RunContext) -> StageOutput:
     """Per source: QQT on its bucket curves (proxy-sized pools, seeds), the union rule, then the fit moved to
     full bucket sizes and the union of usable buckets of lowest predicted loss at the source's share."""
-    from scaling.qqt import fit_qqt
-
     params: dict[str, JSONValue] = {
         "bootstrap": ctx.cfg.proxy.bootstrap,
         "union_rule": ctx.cfg.quality.union_rule,

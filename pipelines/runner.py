@@ -19,8 +19,8 @@ from curate.errors import StageError
 from curate.io import PathLike
 from curate.manifest import MixtureManifest
 from curate.stages import Executor, LocalExecutor, StageOutput
-from pipelines.context import Reporter
-from pipelines.steps import Step, run_steps
+from pipelines.context import Reporter, Step
+from pipelines.steps import run_steps
 
 
 @dataclass(frozen=True)

@@ -5,38 +5,21 @@ A step has a name (its folder under the work dir), its own version (part of its 
 library function of its concept and commits a typed artifact: a Parquet side table or a frozen-dataclass
 record (`curate.records`). `run_steps` runs the steps a target step needs, in list order; a committed key is
 reused, so every face (`curate run`, `curate <stage> WORK`, the library calls, the benchmarks) reads and
-writes the same outputs.
+writes the same outputs. `Step` itself lives in `pipelines.context`, beside the `RunContext` it runs
+with, so that the step modules never import this list.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from curate.config import CurateConfig
 from curate.errors import ConfigError
 from curate.ingest import VERSION as INGEST_VERSION
-from curate.stages import Executor, LocalExecutor, StageOutput
+from curate.stages import Executor, LocalExecutor
 from pipelines import data_steps, mixture_steps, publish, quality_steps, score_step
-from pipelines.context import Reporter, RunContext
-
-Inputs = tuple[str, ...] | Callable[[CurateConfig], tuple[str, ...]]
-
-
-@dataclass(frozen=True)
-class Step:
-    """One declared step: name, version, inputs, what it commits, and the function that runs it."""
-
-    name: str
-    version: int
-    inputs: Inputs
-    artifact: str
-    run: Callable[[RunContext], StageOutput]
-
-    def needs(self, cfg: CurateConfig) -> tuple[str, ...]:
-        """The steps this one reads under `cfg`."""
-        return self.inputs(cfg) if callable(self.inputs) else self.inputs
+from pipelines.context import Reporter, RunContext, Step
 
 
 def _dedup_inputs(cfg: CurateConfig) -> tuple[str, ...]:

@@ -28,6 +28,7 @@ import polars as pl
 import xxhash
 
 from curate._validation import check_interval, check_option
+from curate.embeddings import source_model_path
 from curate.errors import ConfigError, InputError
 
 TokenizerKind = Literal["wordpiece", "words"]
@@ -89,8 +90,6 @@ def word_hashes(texts: Sequence[str], *, pattern: str = r"\w+") -> tuple[np.ndar
 @cache
 def _wordpiece() -> object:
     from tokenizers import Tokenizer
-
-    from curate.embeddings import source_model_path
 
     return Tokenizer.from_file(str(source_model_path() / "tokenizer.json"))
 

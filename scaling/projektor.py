@@ -166,20 +166,24 @@ class Projektor:
 
 
 def check_runs(runs: pl.DataFrame, *, sources: Sequence[str]) -> pl.DataFrame:
-    """Validate a runs frame (columns n, sources, metric, optional ot); returns it sorted by n."""
+    """Validate a runs frame (columns n, sources, metric, optional ot); returns it sorted by n (rounded
+    weights renormalised)."""
     if not sources:
         raise InputError("sources must name at least one source column of the runs frame; got none.")
     check_columns(runs, {"n": int, **dict.fromkeys(sources, float), "metric": float}, what="runs")
     if runs.height == 0:
         raise InputError("runs frame is empty; run the calibration grid first.")
-    check_mixtures(runs.select(sources).to_numpy(), m=len(sources), what="runs (mixture weights)")
+    given = runs.select(sources).to_numpy()
+    weights = check_mixtures(given, m=len(sources), what="runs (mixture weights)")
+    if not np.array_equal(weights, given):  # rounded weights renormalised (with a FitWarning)
+        runs = runs.with_columns(pl.Series(s, weights[:, j]) for j, s in enumerate(sources))
     unused = [s for s in sources if runs[s].max() == 0]
     if unused:
         raise InputError(
             f"source(s) {', '.join(unused)} have no pilot data: weight 0 in every run; add grid mixtures "
             "that use them or drop them from `sources`."
         )
-    return runs.sort("n")
+    return runs.sort("n", maintain_order=True)
 
 
 def _at_size(runs: pl.DataFrame, sources: Sequence[str], n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -216,6 +220,7 @@ def fit_projektor(
     """Stage 2 on every pilot curve, projected to `n` documents; stage 1 (the mixture law) on the projections.
     Warns (FitWarning) when n is more than `max_projection` times the largest pilot."""
     check_interval("n", n, 1, None, caller="fit_projektor")
+    runs = check_runs(runs, sources=sources)  # once: rounded weights renormalised for every use below
     curves = pilot_curves(runs, sources=sources)
     sizes = sorted(int(c) for c in curves.columns if c.isdigit())
     values = curves.select(str(s) for s in sizes).to_numpy()

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from curate.errors import ConfigError, FitError, FitWarning, InputError
-from scaling.mixture import fit_mixture_law, minimize_on_simplex, mixture_counts
+from scaling.mixture import check_mixtures, fit_mixture_law, minimize_on_simplex, mixture_counts
 from scaling.simplex import simplex_grid
 
 
@@ -179,3 +179,61 @@ def test_fit_mixture_law_rejects_bad_input(kwargs: dict, exc: type[Exception], m
     args = {"p": [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]], "metric": [1.0, 2.0, 3.0]} | kwargs
     with pytest.raises(exc, match=match):
         fit_mixture_law(**args)
+
+
+def test_weights_rounded_to_three_decimals_are_renormalised_with_a_warning() -> None:
+    """A published table of 4-source weights rounded to 3 decimals (row sums 0.998 to 1.002) fits as its
+    rows normalised by hand do; one FitWarning gives how many rows were off and the largest deviation."""
+    rng = np.random.default_rng(7)
+    exact = np.vstack([rng.dirichlet(np.ones(4), 40), [[1 / 3, 1 / 3, 1 / 6, 1 / 6]]])
+    y = 1.2 + 0.4 * np.exp(exact @ np.array([0.5, -1.0, 0.3, 0.0]))
+    table = np.round(exact, 3)
+    table[-1] = [0.333, 0.333, 0.166, 0.166]  # sums to 0.998
+    sums = table.sum(axis=1)
+    off = np.abs(sums - 1.0)
+    n_off = int((off > 1e-6).sum())
+    assert 0 < n_off < len(table) and off.max() == pytest.approx(0.002)
+    with pytest.warns(
+        FitWarning, match=rf"^runs p: {n_off} of 41 rows do not sum to 1 \(largest deviation 0\.002,"
+    ):
+        law = fit_mixture_law(table, y, method="dml", sources=["a", "b", "c", "d"])
+    by_hand = fit_mixture_law(table / sums[:, None], y, method="dml", sources=["a", "b", "c", "d"])
+    assert law.params() == pytest.approx(by_hand.params(), rel=1e-6)
+    q = rng.dirichlet(np.ones(4), 5)
+    np.testing.assert_allclose(law.predict(q), by_hand.predict(q), rtol=1e-9)
+    with pytest.warns(FitWarning, match=r"^p: 1 of 1 rows do not sum to 1 \(largest deviation 0\.002,"):
+        np.testing.assert_allclose(law.predict(table[-1:]), law.predict(table[-1:] / 0.998), rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("p", "match"),
+    [
+        # 2 sources round by at most 1e-3: a row summing to 0.998 is not rounding
+        (
+            [[1.0, 0.0], [0.499, 0.499], [0.0, 1.0]],
+            r"runs p row 1 is not on the simplex \(its weights sum to 0\.998\)",
+        ),
+        # 4 sources round by at most 2e-3
+        ([[1, 0, 0, 0], [0.25, 0.25, 0.25, 0.247], [0, 0, 0, 1]], r"row 1 .*\(its weights sum to 0\.997\)"),
+        ([[1.0, 0.0], [0.5, 0.5], [1.01, -0.01]], r"row 2 is not on the simplex \(a weight is negative"),
+        ([[1.0, 0.0], [0.5, 0.6], [0.0, 0.9]], r"row 1 .*: \[0\.5, 0\.6\]; 2 of 3 rows are off"),
+    ],
+)
+def test_weights_off_by_more_than_rounding_name_the_row_and_the_fix(p: list[list[float]], match: str) -> None:
+    """Beyond rounding (or with a negative weight) the error names the first bad row, its sum and the fix."""
+    with pytest.raises(InputError, match=match) as info:
+        fit_mixture_law(np.asarray(p), np.array([1.0, 2.0, 3.0]))
+    assert "normalise each row first, p / p.sum(axis=1, keepdims=True)" in str(info.value)
+
+
+def test_the_rounding_bound_grows_with_the_sources() -> None:
+    """m weights rounded to 3 decimals move a row sum by up to m·5e-4 (at least 1e-3 is allowed): with 2
+    sources 0.999 is renormalised, with 4 sources 0.998 is."""
+    with pytest.warns(FitWarning, match=r"^p: 1 of 1 rows .*deviation 0\.001, within 0\.001:"):
+        np.testing.assert_allclose(
+            check_mixtures([[0.4995, 0.4995]], m=2, what="p"), [[0.5, 0.5]], rtol=1e-15
+        )
+    table = np.array([[0.25, 0.25, 0.25, 0.25], [0.25, 0.25, 0.25, 0.248]])
+    with pytest.warns(FitWarning, match=r"^p: 1 of 2 rows .*deviation 0\.002, within 0\.002:"):
+        got = check_mixtures(table, m=4, what="p")
+    np.testing.assert_allclose(got, [table[0], table[1] / 0.998], rtol=1e-15)

@@ -161,6 +161,21 @@ def test_fit_projektor_rejects_bad_runs(change, exc: type[Exception], match: str
         fit_projektor(change(_runs(repeats=1)), sources=SOURCES, n=5000, method="quadratic")
 
 
+def test_runs_with_rounded_weights_fit_as_normalised_runs() -> None:
+    """Runs whose weights were rounded to 3 decimals (sixths: row sums up to 1.001) warn once and give the
+    model of the same runs normalised by hand."""
+    runs = _runs(repeats=1).with_columns(pl.col(s).round(3) for s in SOURCES)
+    total = pl.sum_horizontal(*SOURCES)
+    by_hand = runs.with_columns(pl.col(s) / total for s in SOURCES)
+    n_off = runs.filter((total - 1).abs() > 1e-6).height
+    assert n_off > 0
+    with pytest.warns(FitWarning, match=rf"^runs \(mixture weights\): {n_off} of {runs.height} rows do not"):
+        model = fit_projektor(runs, sources=SOURCES, n=5000, method="quadratic")
+    want = fit_projektor(by_hand, sources=SOURCES, n=5000, method="quadratic")
+    p = np.array([[0.2, 0.5, 0.3], [0.6, 0.2, 0.2]])
+    np.testing.assert_allclose(model.predict(p), want.predict(p), rtol=1e-9)
+
+
 def test_predict_and_plans_reject_bad_input() -> None:
     """A mixture off the simplex, an unknown source name, an unknown plan method: errors naming them."""
     model = fit_projektor(_runs(repeats=1), sources=SOURCES, n=5000, method="quadratic")
