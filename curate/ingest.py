@@ -24,10 +24,11 @@ from curate.errors import ConfigError, InputError, StageError, UnreadableFileWar
 from curate.hashing import JSONValue, file_digest, stage_key
 from curate.io import PathLike, atomic_file, parquet_files, write_table
 from curate.readers import STAGE, SUFFIXES, Rows, Shard, format_of, read_shard
-from curate.report import IngestReport
+from curate.records import write_record
+from curate.report import IngestCounts, IngestReport, SourceCounts
 from curate.stages import Executor, LocalExecutor, Progress, commit_step, load_committed
 
-VERSION = 2  # 2: per-source counts from the footers; exact duplicates are the dedup step's
+VERSION = 3  # 3: the counts as an IngestCounts record; 2: per-source counts from the footers
 DEFAULT_MAX_CHARS = 1_000_000
 TXT_FILES_PER_TASK = 256  # .txt files are one document each; group them so part files stay few
 
@@ -216,7 +217,10 @@ def ingest_sources(
         fn = ReadShards(str(tmp), text_field, label_field, int(max_chars))
         tasks = _tasks(shards)
         stats = pl.DataFrame(runner.map_tasks(fn, tasks, on_progress=on_progress))
-        return {"sources": _account(tmp, stats, tasks, sorted(sources))}
+        counts = _account(tmp, stats, tasks, sorted(sources))
+        per_source = {s: SourceCounts(**c) for s, c in counts.items()}
+        write_record(IngestCounts(sources=per_source, inputs=inputs), tmp)
+        return {"sources": counts}
 
     output = commit_step(work, STAGE, key, build, params=params, inputs=inputs)
     return IngestReport.from_stage(output)

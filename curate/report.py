@@ -14,6 +14,7 @@ import polars as pl
 from rich.console import Group
 from rich.table import Table
 
+from curate.records import read_record
 from curate.stages import StageOutput
 
 SOURCE_COLUMNS = {
@@ -27,6 +28,26 @@ SOURCE_COLUMNS = {
 
 
 @dataclass(frozen=True)
+class SourceCounts:
+    """One source of an ingest: files and bytes read, rows read, documents kept, rows rejected by reason."""
+
+    files: int
+    bytes: int
+    rows_read: int
+    documents: int
+    rejected: int
+    reasons: dict[str, int]
+
+
+@dataclass(frozen=True)
+class IngestCounts:
+    """The ingest step's record: per source what it read, kept and rejected."""
+
+    sources: dict[str, SourceCounts]
+    inputs: list[str]  # every shard read, as `<source>/<relpath>@<blake2b digest>`
+
+
+@dataclass(frozen=True)
 class IngestReport:
     """What one ingest produced: per-source counts (`sources`), rejects per reason, where it lives."""
 
@@ -37,15 +58,16 @@ class IngestReport:
 
     @classmethod
     def from_stage(cls, output: StageOutput) -> IngestReport:
-        """Build the report from a committed ingest stage's `_stage.json`."""
-        per_source: dict[str, dict[str, Any]] = output.info["sources"]
+        """Build the report from a committed ingest's IngestCounts record."""
+        per_source = read_record(IngestCounts, output.path).sources
         rows = [
-            {"source": s, **{c: v[c] for c in SOURCE_COLUMNS if c != "source"}} for s, v in per_source.items()
+            {"source": s, **{c: getattr(v, c) for c in SOURCE_COLUMNS if c != "source"}}
+            for s, v in per_source.items()
         ]
         reasons = [
             {"source": s, "reason": r, "rows": n}
             for s, v in per_source.items()
-            for r, n in sorted(v["reasons"].items())
+            for r, n in sorted(v.reasons.items())
         ]
         return cls(
             key=output.key,

@@ -34,6 +34,7 @@ from curate.hashing import JSONValue, target_split
 from curate.ingest import ingest_sources, resolve_source
 from curate.io import parquet_files, write_table
 from curate.records import write_record
+from curate.report import IngestCounts
 from curate.schema import DEDUP
 from curate.stages import StageOutput, key_params, load_committed
 from pipelines.context import RunContext
@@ -166,9 +167,9 @@ def embed(ctx: RunContext) -> StageOutput:
 
 def embed_target(ctx: RunContext) -> StageOutput:
     """Embeddings of the target sample, in the same space as the sources'."""
-    target = ctx.output("ingest.target")
+    counts = ctx.record("ingest.target", IngestCounts).sources
     return _embed(
-        ctx, target, keep=None, total=sum(int(v["documents"]) for v in target.info["sources"].values())
+        ctx, ctx.output("ingest.target"), keep=None, total=sum(c.documents for c in counts.values())
     )
 
 

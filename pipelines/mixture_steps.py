@@ -188,7 +188,7 @@ def fit_mixture(ctx: RunContext) -> StageOutput:
     params: dict[str, JSONValue] = {**m.model_dump(mode="json"), "n": n_budget, "seed": ctx.cfg.seed}
 
     def build(tmp: Path) -> dict[str, Any]:
-        runs = pl.read_parquet(ctx.output("calibrate.mixture").path / "runs.parquet")
+        runs = ctx.table("calibrate.mixture", "runs").collect()
         sources = sorted(ctx.cfg.sources)
         scored = read_scores(ctx.output("score")).select("doc_id", "source").collect()
         units = scored.with_columns(size=pl.Series(doc_units(ctx, scored["doc_id"])))
@@ -275,7 +275,7 @@ def predict_selection(ctx: RunContext) -> StageOutput:
     params: dict[str, JSONValue] = {**p.model_dump(mode="json"), "n": n_budget, "seed": ctx.cfg.seed}
 
     def build(tmp: Path) -> dict[str, Any]:
-        selection = pl.read_parquet(ctx.output("select").path / "selection.parquet").sort("doc_id")
+        selection = ctx.table("select", "selection").collect().sort("doc_id")
         labels = ctx.output("ingest").scan().select("doc_id", "label")
         frame = selection.lazy().join(labels, on="doc_id", how="left", maintain_order="left").collect()
         data = proxy_data(ctx, frame.select("doc_id", "source", "label"), eval_on="holdout")

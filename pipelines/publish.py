@@ -30,7 +30,7 @@ from curate.manifest import (
     write_manifest,
 )
 from curate.records import write_record
-from curate.report import IngestReport
+from curate.report import IngestCounts, IngestReport
 from curate.stages import CODE_VERSION, StageOutput
 from pipelines.context import RunContext
 from pipelines.mixture_steps import MixtureFit
@@ -73,9 +73,10 @@ def select(ctx: RunContext) -> StageOutput:
         fit = ctx.record("fit.mixture", MixtureFit)
         targets = split_budget(fit.weights, b.value)
         quality = ctx.record("fit.quality", QualityPlan)
-        kept = pl.read_parquet(ctx.output("prune").path / "prune.parquet").filter("kept").select("doc_id")
+        kept = ctx.table("prune", "prune").filter("kept").select("doc_id").collect()
         table = (
-            pl.read_parquet(ctx.output("calibrate.quality").path / "buckets.parquet")
+            ctx.table("calibrate.quality", "buckets")
+            .collect()
             .join(kept, on="doc_id")
             .join(read_scores(ctx.output("score")).select("doc_id", metric).collect(), on="doc_id")
             .join(sizes(ctx), on="doc_id")
@@ -122,7 +123,7 @@ def accounting(ctx: RunContext, selection: pl.DataFrame) -> pl.DataFrame:
         .len("n")
         .collect()
     )
-    pruned = pl.read_parquet(ctx.output("prune").path / "prune.parquet")
+    pruned = ctx.table("prune", "prune").collect()
     dropped = pruned.filter(~pl.col("kept")).group_by("source", "drop_reason").len("n")
     kept = pruned.filter("kept").select("doc_id", "source")
     in_union = kept.join(selection.select("doc_id"), on="doc_id")
@@ -147,9 +148,9 @@ def manifest_config(cfg: CurateConfig) -> dict[str, JSONValue]:
     return data
 
 
-def _provenance_inputs(*outs: StageOutput) -> dict[str, str]:
+def _provenance_inputs(*records: IngestCounts) -> dict[str, str]:
     """Input shard -> blake2b digest, from the ingest steps' records (`<source>/<relpath>@<digest>`)."""
-    pairs = (item.rsplit("@", 1) for out in outs for item in out.info.get("inputs", []))
+    pairs = (item.rsplit("@", 1) for record in records for item in record.inputs)
     return dict(sorted((path, digest) for path, digest in pairs))
 
 
@@ -198,7 +199,9 @@ def build_manifest(ctx: RunContext) -> MixtureManifest:
         laws={"projektor": fit.law, **quality.laws},
         selection=Selection(path="selection.parquet", sha256=summary.sha256),
         provenance=Provenance(
-            inputs=_provenance_inputs(docs, ctx.output("ingest.target")),
+            inputs=_provenance_inputs(
+                ctx.record("ingest", IngestCounts), ctx.record("ingest.target", IngestCounts)
+            ),
             config=manifest_config(cfg),
             code_version=CODE_VERSION,
             seed=cfg.seed,
@@ -212,7 +215,7 @@ def publish(ctx: RunContext) -> StageOutput:
     params: dict[str, JSONValue] = {"config": manifest_config(cfg), "code_version": CODE_VERSION}
 
     def build(tmp: Path) -> dict[str, Any]:
-        selection = pl.read_parquet(ctx.output("select").path / "selection.parquet")
+        selection = ctx.table("select", "selection").collect()
         manifest = build_manifest(ctx)
         write_manifest(manifest, tmp / "manifest.json")
         paths = write_exports(manifest, selection, tmp)
@@ -224,9 +227,9 @@ def publish(ctx: RunContext) -> StageOutput:
                 manifest=manifest,
                 accounting=accounting(ctx, selection),
                 scores=read_scores(ctx.output("score")).select("source", *sorted(metrics)).collect(),
-                qqt_curves=_maybe(ctx.output("fit.quality").path / "fitted.parquet"),
-                qqt_choice=_maybe(ctx.output("fit.quality").path / "unions.parquet"),
-                projektor_holdout=_maybe(ctx.output("fit.mixture").path / "holdout.parquet"),
+                qqt_curves=ctx.table("fit.quality", "fitted").collect(),
+                qqt_choice=ctx.table("fit.quality", "unions").collect(),
+                projektor_holdout=ctx.table("fit.mixture", "holdout").collect(),
                 title=f"Curate run: {len(cfg.sources)} sources, budget {cfg.budget.value} {cfg.budget.unit}",
             ),
             tmp / "report.html",
@@ -234,7 +237,3 @@ def publish(ctx: RunContext) -> StageOutput:
         return {"files": sorted(p.name for p in tmp.iterdir())}
 
     return ctx.commit(params, build)
-
-
-def _maybe(path: Path) -> pl.DataFrame | None:
-    return pl.read_parquet(path) if path.is_file() else None

@@ -122,7 +122,7 @@ def prune(ctx: RunContext) -> StageOutput:
 def bucket_table(ctx: RunContext) -> pl.DataFrame:
     """doc_id, source, bucket of every pruned-in document (bucket_metric quantiles per source, 0 = best)."""
     metric = ctx.cfg.score.bucket_metric
-    kept = pl.read_parquet(ctx.output("prune").path / "prune.parquet").filter("kept").select("doc_id")
+    kept = ctx.table("prune", "prune").filter("kept").select("doc_id").collect()
     table = (
         read_scores(ctx.output("score")).select("doc_id", "source", metric).collect().join(kept, on="doc_id")
     )
@@ -201,13 +201,19 @@ def calibrate_quality(ctx: RunContext) -> StageOutput:
 
 
 def _union_rule(
-    ctx: RunContext, fit: QQTFit, curves: pl.DataFrame, pools: pl.DataFrame
+    ctx: RunContext,
+    fit: QQTFit,
+    curves: pl.DataFrame,
+    pools: pl.DataFrame,
+    pool_of: dict[tuple[str, int], str],
 ) -> tuple[QQTFit, str]:
     """The fit under its union rule, its intervals widened by the error it makes on the held-out union runs,
     and why: the config's rule, or (auto) the one that best predicts those runs; shared when the curves hold
     no repetition (no rule changes a prediction they can check)."""
     unions = pools.filter("union")
-    members = {r["pool"]: [f"{r['source']}/q{b}" for b in r["buckets"]] for r in unions.iter_rows(named=True)}
+    members = {
+        r["pool"]: [pool_of[(r["source"], b)] for b in r["buckets"]] for r in unions.iter_rows(named=True)
+    }
     observed = curves.filter(pl.col("pool").is_in(list(members))).select("pool", "samples_seen", "error")
     if observed.is_empty():
         return fit, "union rule shared (no held-out union runs)"
@@ -236,10 +242,14 @@ def fit_quality(ctx: RunContext) -> StageOutput:
     }
 
     def build(tmp: Path) -> dict[str, Any]:
-        cal = ctx.output("calibrate.quality").path
-        curves = pl.read_parquet(cal / "curves.parquet")
-        pools = pl.read_parquet(cal / "pools.parquet")
-        sizes = pl.read_parquet(cal / "sizes.parquet")
+        curves = ctx.table("calibrate.quality", "curves").collect()
+        pools = ctx.table("calibrate.quality", "pools").collect()
+        sizes = ctx.table("calibrate.quality", "sizes").collect()
+        singles = pools.filter(~pl.col("union")).select(
+            "pool", "source", bucket=pl.col("buckets").list.first()
+        )
+        bucket_of = dict(singles.select("pool", "bucket").iter_rows())
+        pool_of = {(s, b): p for p, s, b in singles.iter_rows()}
         fit_mix = ctx.record("fit.mixture", MixtureFit)
         n_docs = docs_per_source(ctx, fit_mix.weights, fit_mix.n)
         choice: dict[str, SourceQuality] = {}
@@ -248,7 +258,7 @@ def fit_quality(ctx: RunContext) -> StageOutput:
         for source in sorted(ctx.cfg.sources):
             mine = pools.filter((pl.col("source") == source) & ~pl.col("union"))
             full = {
-                f"{source}/q{b}": n
+                pool_of[(source, b)]: n
                 for b, n in sizes.filter(pl.col("source") == source).select("bucket", "n_docs").iter_rows()
             }
             if n_docs[source] == 0 or mine.is_empty():
@@ -270,14 +280,14 @@ def fit_quality(ctx: RunContext) -> StageOutput:
                 note = f"QQT fit failed ({exc}); all buckets kept"
                 warnings.warn(f"fit.quality: source '{source}': {note}.", FitWarning, stacklevel=2)
                 choice[source] = SourceQuality(
-                    buckets=tuple(sorted(int(n.rsplit("q", 1)[1]) for n in names)),
+                    buckets=tuple(sorted(bucket_of[n] for n in names)),
                     error=None,
                     interval=None,
                     note=note,
                     excluded={},
                 )
                 continue
-            fit, why = _union_rule(ctx, fit, curves, pools.filter(pl.col("source") == source))
+            fit, why = _union_rule(ctx, fit, curves, pools.filter(pl.col("source") == source), pool_of)
             reports.append(_fitted(fit, c))
             planned = fit.with_pool_sizes(full)
             excluded = {
@@ -306,7 +316,7 @@ def fit_quality(ctx: RunContext) -> StageOutput:
                 + ("fitted" if all(fit.tau_identified) else f"prior {PRIOR_TAU:.3g} where unobserved")
             )
             choice[source] = SourceQuality(
-                buckets=tuple(sorted(int(p.rsplit("q", 1)[1]) for p in chosen)),
+                buckets=tuple(sorted(bucket_of[p] for p in chosen)),
                 error=float(value[0]),
                 interval=None if math.isnan(value[1]) else (float(value[1]), float(value[2])),
                 note=f"{why}; {flags}; fit rmse(log) {fit.rmse_log:.3g} vs seed spread {fit.seed_spread:.3g}",
@@ -321,14 +331,18 @@ def fit_quality(ctx: RunContext) -> StageOutput:
                 },
                 fit_error=fit.rmse_log,
             )
-        if reports:
-            write_table(pl.concat(reports).to_arrow(), tmp / "fitted.parquet")
-        if unions:
-            write_table(pl.concat(unions).to_arrow(), tmp / "unions.parquet")
+        fitted = pl.concat(reports) if reports else pl.DataFrame(schema=FITTED)
+        write_table(fitted.to_arrow(), tmp / "fitted.parquet")
+        chosen_unions = pl.concat(unions) if unions else pl.DataFrame(schema=UNIONS)
+        write_table(chosen_unions.to_arrow(), tmp / "unions.parquet")
         write_record(QualityPlan(sources=choice, laws=laws), tmp)
         return {"sources": len(choice)}
 
     return ctx.commit(params, build)
+
+
+FITTED = {"bucket": pl.String, "samples_seen": pl.Int64, "observed": pl.Float64, "predicted": pl.Float64}
+UNIONS = {"budget": pl.Int64, "union": pl.String, "predicted": pl.Float64}
 
 
 def _fitted(fit: QQTFit, curves: pl.DataFrame) -> pl.DataFrame:

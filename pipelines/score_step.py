@@ -18,10 +18,10 @@ import polars as pl
 from curate.centering import Centering
 from curate.dedup.table import SkipMarked
 from curate.hashing import JSONValue
-from curate.io import parquet_files, write_table
+from curate.io import scan_parquet, write_table
 from curate.records import read_record, write_record
 from curate.stages import StageOutput
-from pipelines.context import RunContext
+from pipelines.context import RunContext, table_files
 from pipelines.data_steps import centred_embeddings, check_sources_kept, matrix, target_rows
 from pruning.scores import (
     LABELLED_SCORES,
@@ -33,8 +33,6 @@ from pruning.scores import (
     labelled_scores,
     sample_filter,
 )
-
-PARTS = ("embedding", "text")
 
 
 def score(ctx: RunContext) -> StageOutput:
@@ -79,7 +77,7 @@ def score(ctx: RunContext) -> StageOutput:
         )
         labelled = _labelled(ctx, keep)
         write_table(labelled.to_arrow(), tmp / "labelled" / "part-00000.parquet")
-        write_record(ScoreStats(z_stats=model.z_stats), tmp)
+        write_record(ScoreStats(z_stats=model.z_stats, rows=n_kept, labelled_rows=labelled.height), tmp)
         return {"rows": n_kept, "fit_rows": sample.height, "labelled_rows": labelled.height}
 
     return ctx.commit(params, build)
@@ -108,20 +106,24 @@ def _labelled(ctx: RunContext, keep: SkipMarked) -> pl.DataFrame:
 
 @dataclass(frozen=True)
 class ScoreStats:
-    """The score step's record: per target signal the (median, IQR) of the target's own scores."""
+    """The score step's record: per target signal the (median, IQR) of the target's own scores; the
+    documents scored and how many of them are labelled."""
 
     z_stats: dict[str, tuple[float, float]]
+    rows: int
+    labelled_rows: int
 
 
 def read_scores(out: StageOutput) -> pl.LazyFrame:
     """One row per scored document: doc_id, source, label, cluster_id, proto_dist, class_proto_dist,
     target_dist, target_ngram, el2n, lm_loss and difficulty (EL2N when every document is labelled)."""
-    text, embedding = (pl.scan_parquet([str(f) for f in parquet_files(out.path / p)]) for p in PARTS[::-1])
-    labelled = pl.scan_parquet(str(out.path / "labelled" / "part-00000.parquet"))
-    n_rows, n_labelled = int(out.info["rows"]), int(out.info["labelled_rows"])
-    stats = read_record(ScoreStats, out.path).z_stats
-    every = n_labelled == n_rows and n_rows > 0
-    return assemble_scores(text, embedding, labelled, stats, every_labelled=every).sort("doc_id")
+    text, embedding, labelled = (
+        scan_parquet(table_files(out.path, name), what=f"score table '{name}'")
+        for name in ("text", "embedding", "labelled")
+    )
+    stats = read_record(ScoreStats, out.path)
+    every = stats.labelled_rows == stats.rows and stats.rows > 0
+    return assemble_scores(text, embedding, labelled, stats.z_stats, every_labelled=every).sort("doc_id")
 
 
 def summarize_scores(scores: pl.LazyFrame) -> pl.DataFrame:

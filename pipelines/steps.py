@@ -14,12 +14,20 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from curate.centering import Centering
 from curate.config import CurateConfig
 from curate.errors import ConfigError
+from curate.exports import EXPORT_FILES
 from curate.ingest import VERSION as INGEST_VERSION
+from curate.manifest import Prediction
+from curate.report import IngestCounts
 from curate.stages import Executor, LocalExecutor
 from pipelines import data_steps, mixture_steps, publish, quality_steps, score_step
-from pipelines.context import Reporter, RunContext, Step
+from pipelines.context import PARTS, Artifact, Reporter, RunContext, Step
+from pipelines.mixture_steps import MixtureFit
+from pipelines.publish import SelectionSummary
+from pipelines.quality_steps import PrunePlan, QualityPlan
+from pipelines.score_step import ScoreStats
 
 
 def _dedup_inputs(cfg: CurateConfig) -> tuple[str, ...]:
@@ -32,61 +40,78 @@ def _score_inputs(cfg: CurateConfig) -> tuple[str, ...]:
     return ("ingest", "dedup", "embed", "center", *target)
 
 
+PROXY_INPUTS = ("ingest", "embed", "center", "ingest.target", "embed.target")  # what `proxy_data` reads
+DOCUMENTS = Artifact(tables=(PARTS, "rejects"), record=IngestCounts)
+EMBEDDINGS = Artifact(tables=(PARTS,))
+DEDUP_TABLE = Artifact(tables=(PARTS,))
+
 STEPS: tuple[Step, ...] = (
-    Step("ingest", INGEST_VERSION, (), "documents + rejects tables", data_steps.ingest),
-    Step("ingest.target", INGEST_VERSION, (), "documents table", data_steps.ingest_target),
-    Step("dedup.text", 2, ("ingest",), "DEDUP table (exact, fuzzy)", data_steps.dedup_text),
-    Step("embed", 2, ("ingest", "dedup.text"), "embeddings table", data_steps.embed),
-    Step("embed.target", 2, ("ingest.target",), "embeddings table", data_steps.embed_target),
-    Step("dedup", 3, _dedup_inputs, "DEDUP table (+ target copies, semantic)", data_steps.dedup),
+    Step("ingest", INGEST_VERSION, (), DOCUMENTS, data_steps.ingest),
+    Step("ingest.target", INGEST_VERSION, (), DOCUMENTS, data_steps.ingest_target),
+    Step("dedup.text", 2, ("ingest",), DEDUP_TABLE, data_steps.dedup_text),
+    Step("embed", 2, ("ingest", "dedup.text"), EMBEDDINGS, data_steps.embed),
+    Step("embed.target", 2, ("ingest.target",), EMBEDDINGS, data_steps.embed_target),
+    Step("dedup", 3, _dedup_inputs, DEDUP_TABLE, data_steps.dedup),
+    Step("center", 2, ("embed", "dedup"), Artifact(record=Centering), data_steps.center),
     Step(
-        "center",
-        2,
-        ("embed", "dedup"),
-        "Centering record (the kept pool's mean embedding)",
-        data_steps.center,
+        "score",
+        4,
+        _score_inputs,
+        Artifact(tables=("embedding", "text", "labelled"), record=ScoreStats),
+        score_step.score,
     ),
-    Step("score", 3, _score_inputs, "scores tables (embedding, text, labelled parts)", score_step.score),
     Step(
         "calibrate.mixture",
-        3,
-        ("score", "ingest", "embed", "center", "ingest.target", "embed.target"),
-        "proxy runs table",
+        4,
+        ("score", *PROXY_INPUTS),
+        Artifact(tables=("runs",)),
         mixture_steps.calibrate_mixture,
     ),
-    Step("fit.mixture", 3, ("calibrate.mixture", "score"), "MixtureFit record", mixture_steps.fit_mixture),
-    Step("prune", 2, ("score", "fit.mixture"), "prune table + PrunePlan record", quality_steps.prune),
+    Step(
+        "fit.mixture",
+        4,
+        ("calibrate.mixture", "score", "ingest"),
+        Artifact(tables=("holdout",), record=MixtureFit),
+        mixture_steps.fit_mixture,
+    ),
+    Step(
+        "prune",
+        3,
+        ("score", "fit.mixture", "ingest"),
+        Artifact(tables=("prune",), record=PrunePlan),
+        quality_steps.prune,
+    ),
     Step(
         "calibrate.quality",
-        2,
-        ("score", "prune", "ingest", "embed", "center", "ingest.target", "embed.target"),
-        "bucket table + curves",
+        3,
+        ("score", "prune", *PROXY_INPUTS),
+        Artifact(tables=("buckets", "pools", "sizes", "curves")),
         quality_steps.calibrate_quality,
     ),
     Step(
         "fit.quality",
-        2,
-        ("calibrate.quality", "fit.mixture"),
-        "QualityPlan record",
+        3,
+        ("calibrate.quality", "fit.mixture", "score", "ingest"),
+        Artifact(tables=("fitted", "unions"), record=QualityPlan),
         quality_steps.fit_quality,
     ),
     Step(
         "select",
-        2,
+        3,
         ("ingest", "score", "prune", "calibrate.quality", "fit.quality", "fit.mixture"),
-        "selection table + SelectionSummary record",
+        Artifact(tables=("selection",), record=SelectionSummary),
         publish.select,
     ),
     Step(
         "predict",
-        2,
-        ("select", "ingest", "embed", "center", "ingest.target", "embed.target", "fit.mixture"),
-        "Prediction record",
+        3,
+        ("select", "fit.mixture", *PROXY_INPUTS),
+        Artifact(tables=("curves",), record=Prediction),
         mixture_steps.predict_selection,
     ),
     Step(
         "publish",
-        3,
+        4,
         (
             "ingest",
             "ingest.target",
@@ -99,7 +124,7 @@ STEPS: tuple[Step, ...] = (
             "select",
             "predict",
         ),
-        "manifest.json, exports, report.html",
+        Artifact(files=("manifest.json", "report.html", *EXPORT_FILES.values())),
         publish.publish,
     ),
 )
@@ -139,7 +164,11 @@ def run_steps(
     """Run (or reuse) every step that the `until` steps need; returns the context with their outputs.
     `committed_only` runs nothing: StageError names the first step not committed for `cfg`."""
     ctx = RunContext(
-        cfg=cfg, work=Path(work), executor=executor or LocalExecutor(), committed_only=committed_only
+        cfg=cfg,
+        work=Path(work),
+        executor=executor or LocalExecutor(),
+        committed_only=committed_only,
+        artifacts={s.name: s.artifact for s in STEPS},
     )
     if report is not None:
         ctx.report = report

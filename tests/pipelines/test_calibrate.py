@@ -11,7 +11,6 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from curate import corpora
-from curate.errors import InputError
 from curate.stages import Executor
 from pipelines.calibrate import (
     NgramTask,
@@ -21,8 +20,9 @@ from pipelines.calibrate import (
     calibrate_buckets,
     calibrate_mixtures,
     epochs_of,
-    fit_pilot_sizes,
     mixture_runs,
+    pilot_design,
+    pilot_scale,
     run_seed,
     run_tasks,
 )
@@ -79,21 +79,45 @@ def test_mixture_runs_with_passes_train_each_size_apart() -> None:
     assert points["samples_seen"].to_list() == [20, 40]
 
 
-def test_mixture_runs_never_repeat_a_pool() -> None:
-    """A mixture needing more rows of a source than its pool holds is an InputError naming both."""
+def test_a_short_pool_gives_all_it_has_and_never_repeats() -> None:
+    """A mixture asking more rows of a source than its pool holds takes that whole pool once: no repeat."""
     pools = {"a": np.arange(0, 10), "b": np.arange(10, 100)}
-    with pytest.raises(
-        InputError, match=r"needs 20 rows of source 'a' at pilot size 20 but its pool holds 10"
-    ):
-        mixture_runs(pools, np.array([[1.0, 0.0]]), [2, 20], repeats=1)
+    runs, _ = mixture_runs(pools, np.array([[1.0, 0.0]]), [2, 20], repeats=1)
+    rows = runs[0]["rows"]
+    assert sorted(rows) == list(range(10)) and runs[0]["checkpoints"] == [2, 10]
 
 
-def test_fit_pilot_sizes_scale_to_the_smallest_pool() -> None:
-    """Sizes 50, 200, 500 with a vertex on a 100-row pool scale by 1/5 to 10, 40, 100; fitting ones stay."""
-    grid = simplex_grid(2, divisions=2)
-    assert fit_pilot_sizes([100, 300], grid, [50, 200, 500]) == [10, 40, 100]
-    assert fit_pilot_sizes([1000, 1000], grid, [50, 200, 500]) == [50, 200, 500]
-    assert fit_pilot_sizes([300, 100], np.array([[0.5, 0.5]]), [60, 600]) == [20, 200]
+def test_mixture_runs_in_tokens_reach_each_sources_units() -> None:
+    """With per-row units (tokens), the first rows up to each checkpoint hold at least mixture_counts(p, n)
+    units of each source, and without its largest row that source would hold less (no row to spare)."""
+    rng = np.random.default_rng(3)
+    units = rng.integers(1, 40, size=200)
+    pools = {"a": np.arange(0, 100), "b": np.arange(100, 200)}
+    runs, points = mixture_runs(pools, np.array([[0.3, 0.7]]), [100, 400, 1000], repeats=1, units=units)
+    rows = np.asarray(runs[0]["rows"])
+    for n, k in zip([100, 400, 1000], runs[0]["checkpoints"], strict=True):
+        prefix = rows[:k]
+        for s, want in zip(("a", "b"), mixture_counts([0.3, 0.7], n), strict=True):
+            mine = prefix[np.isin(prefix, pools[s])]
+            assert units[mine].sum() >= want  # the share is reached...
+            assert units[mine].sum() - units[mine].max() < want  # ...and not passed by a whole row
+    assert points["n"].to_list() == [100, 400, 1000] and len(set(rows.tolist())) == len(rows)
+
+
+def test_pilot_scale_only_when_all_pools_are_short() -> None:
+    """Sizes shrink by one factor only when the pools hold fewer units in all than the largest pilot."""
+    assert pilot_scale([100, 400], [50, 200, 500]) == [50, 200, 500]
+    assert pilot_scale([100, 150], [50, 200, 500]) == [25, 100, 250]
+
+
+def test_pilot_design_caps_a_small_source() -> None:
+    """A 40-row pool at a 400-row largest pilot can fill 10%: its share is capped there, the rest moved."""
+    design = np.array([[1.0, 0.0, 0.0], [0.5, 0.25, 0.25], [0.0, 0.5, 0.5]])
+    capped = pilot_design(design, [40, 1000, 1000], 400)
+    np.testing.assert_allclose(capped[:, 0], [0.1, 0.1, 0.0])
+    np.testing.assert_allclose(capped.sum(axis=1), 1.0)
+    np.testing.assert_allclose(capped[1, 1:], [0.45, 0.45])  # 0.4 moved in proportion to 0.25 / 0.25
+    np.testing.assert_allclose(capped[2], design[2])
 
 
 def test_bucket_runs_checkpoint_at_whole_epochs() -> None:

@@ -237,3 +237,18 @@ def test_the_rounding_bound_grows_with_the_sources() -> None:
     with pytest.warns(FitWarning, match=r"^p: 1 of 2 rows .*deviation 0\.002, within 0\.002:"):
         got = check_mixtures(table, m=4, what="p")
     np.testing.assert_allclose(got, [table[0], table[1] / 0.998], rtol=1e-15)
+
+
+def test_auto_takes_the_simplest_law_within_one_standard_error() -> None:
+    """A more complex law must beat the best by more than its standard error: hand scores."""
+    from scaling.mixture import CVScore, _simplest_within_noise
+
+    cv = {
+        "dml": CVScore(0.11, 0.9, 4, 0.50, 0.03),
+        "quadratic": CVScore(0.10, 0.9, 6, 0.48, 0.02),
+        "projektor": CVScore(0.05, 0.9, 12, 0.30, 0.02),
+    }
+    assert _simplest_within_noise(["dml", "quadratic"], cv) == "dml"  # 0.50 <= 0.48 + 0.02
+    assert _simplest_within_noise(["dml", "quadratic", "projektor"], cv) == "projektor"  # wins by > noise
+    cv["dml"] = CVScore(0.11, 0.9, 4, 0.51, 0.03)
+    assert _simplest_within_noise(["dml", "quadratic"], cv) == "quadratic"
