@@ -98,40 +98,55 @@ def _histograms(df: pl.DataFrame) -> str:
     return _png(fig)
 
 
-def _qqt(curves: pl.DataFrame | None, choice: pl.DataFrame | None, budget: int) -> str:
+def _qqt(curves: pl.DataFrame | None, choice: pl.DataFrame | None) -> str:
+    """One panel per source: its buckets' observed and fitted curves, and its chosen union by budget."""
+    if curves is None or not curves.height:
+        return '<p class="note">No QQT fit in this run.</p>'
+    check_columns(
+        curves,
+        {
+            "source": pl.String,
+            "bucket": pl.String,
+            "samples_seen": None,
+            "observed": float,
+            "predicted": float,
+        },
+        what="report qqt_curves",
+    )
+    choice = choice if choice is not None else pl.DataFrame(schema={"source": pl.String})
+    check_columns(choice, {"source": pl.String}, what="report qqt_choice")
     parts = []
-    if curves is not None and curves.height:
-        check_columns(
-            curves,
-            {"bucket": pl.String, "samples_seen": None, "observed": float, "predicted": float},
-            what="report qqt_curves",
-        )
-        fig = Figure(figsize=(7, 4))
-        ax = fig.subplots()
-        for (bucket,), part in curves.sort("samples_seen").group_by("bucket", maintain_order=True):
+    for (source,), mine in curves.sort("source").group_by("source", maintain_order=True):
+        fig = Figure(figsize=(9, 3.6))
+        ax, bx = fig.subplots(1, 2)
+        for (bucket,), part in mine.sort("samples_seen").group_by("bucket", maintain_order=True):
             line = ax.plot(part["samples_seen"], part["predicted"], label=f"{bucket} fit")[0]
             ax.scatter(part["samples_seen"], part["observed"], s=12, color=line.get_color())
-        ax.set_xlabel("samples seen (with repeats)")
-        ax.set_ylabel("proxy eval loss")
-        ax.legend(fontsize=7)
-        parts.append(_png(fig))
-    if choice is not None and choice.height:
-        check_columns(
-            choice, {"budget": None, "union": pl.String, "predicted": float}, what="report qqt_choice"
-        )
-        fig = Figure(figsize=(7, 4))
-        ax = fig.subplots()
-        for (union,), part in choice.sort("budget").group_by("union", maintain_order=True):
-            ax.plot(part["budget"], part["predicted"], marker="o", ms=3, label=str(union))
-        best = choice.sort("predicted").group_by("budget", maintain_order=True).first().sort("budget")
-        ax.scatter(best["budget"], best["predicted"], marker="*", s=120, color="k", label="chosen", zorder=3)
-        ax.axvline(budget, ls="--", color="grey")
         ax.set_xscale("log")
-        ax.set_xlabel("budget (samples)")
-        ax.set_ylabel("predicted loss")
+        ax.set_xlabel("documents seen (with repeats)")
+        ax.set_ylabel("proxy eval loss")
+        ax.set_title(f"{source}: bucket curves", fontsize=9)
         ax.legend(fontsize=7)
-        parts.append(_png(fig) + _table(best.select("budget", "union", "predicted")))
-    return "".join(parts) or '<p class="note">No QQT fit in this run.</p>'
+        picked = choice.filter(pl.col("source") == source)
+        best = pl.DataFrame()
+        if picked.height:
+            check_columns(picked, {"budget": None, "union": pl.String, "predicted": float}, what="qqt_choice")
+            best = picked.sort("predicted").group_by("budget", maintain_order=True).first().sort("budget")
+            bx.plot(best["budget"], best["predicted"], marker="o", ms=4, color="k")
+            for b, u, y in best.select("budget", "union", "predicted").iter_rows():
+                bx.annotate(str(u).split(": ", 1)[-1], (b, y), fontsize=7, rotation=20)
+            bx.set_xscale("log")
+            bx.set_xlabel("documents of this source in the budget")
+            bx.set_ylabel("predicted loss of the best union")
+            bx.set_title(f"{source}: chosen union by budget", fontsize=9)
+        else:
+            bx.set_axis_off()
+        for axis in (ax, bx):
+            axis.tick_params(axis="x", labelrotation=30, labelsize=7)
+        fig.tight_layout()
+        table = _table(best.select("budget", "union", "predicted")) if picked.height else ""
+        parts.append(f"<h3>{html.escape(str(source))}</h3>" + _png(fig) + table)
+    return "".join(parts)
 
 
 def _projektor(df: pl.DataFrame | None) -> str:
@@ -152,10 +167,16 @@ def _projektor(df: pl.DataFrame | None) -> str:
 
 
 def _weights(m: MixtureManifest) -> str:
+    """Per source its share of the tokens and of the documents trained, and why it got that share."""
+    tokens = sum(s.tokens for s in m.sources) or 1
+    docs = sum(s.n_kept * s.repeats for s in m.sources) or 1.0
     df = pl.DataFrame(
         {
             "source": [s.name for s in m.sources],
             "weight": [s.weight for s in m.sources],
+            "tokens trained": [s.tokens for s in m.sources],
+            "token share": [s.tokens / tokens for s in m.sources],
+            "document share": [s.n_kept * s.repeats / docs for s in m.sources],
             "n_docs": [s.n_docs for s in m.sources],
             "n_kept": [s.n_kept for s in m.sources],
             "repeats": [s.repeats for s in m.sources],
@@ -164,13 +185,17 @@ def _weights(m: MixtureManifest) -> str:
                 "; ".join(f"{f.policy}({f.score}, keep {f.keep_fraction:.3g})" for f in s.filters) or "none"
                 for s in m.sources
             ],
+            "why": [s.note for s in m.sources],
         }
     )
     fig = Figure(figsize=(6, 0.6 + 0.45 * df.height))
     ax = fig.subplots()
-    ax.barh(df["source"].to_list(), df["weight"].to_numpy())
-    ax.set_xlabel("weight")
+    ax.barh(df["source"].to_list(), df["token share"].to_numpy(), label="tokens")
+    ax.barh(df["source"].to_list(), df["document share"].to_numpy(), height=0.35, label="documents")
+    ax.set_xlabel(f"share of the trained {m.budget.unit}")
     ax.set_xlim(0, 1)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
     return _table(df) + _png(fig)
 
 
@@ -199,7 +224,7 @@ def render_report(data: ReportData) -> str:
             if data.scores is not None and data.scores.height
             else '<p class="note">No scores in this run.</p>',
         ),
-        ("Quality–quantity trade-off (QQT)", _qqt(data.qqt_curves, data.qqt_choice, m.budget.value)),
+        ("Quality–quantity trade-off (QQT)", _qqt(data.qqt_curves, data.qqt_choice)),
         ("Projektor: predicted vs observed on held-out mixtures", _projektor(data.projektor_holdout)),
     ]
     body = "".join(f"<h2>{html.escape(t)}</h2>{s}" for t, s in sections)

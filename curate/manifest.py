@@ -49,7 +49,8 @@ class Filter:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SourcePlan:
-    """One source's share: documents in and kept, weight (sums to 1), epochs over the kept set, filters."""
+    """One source's share: documents in and written, weight (its share of the budget, summing to 1), epochs
+    over the written documents, estimated tokens trained (with repeats), filters, and why it got its share."""
 
     name: str
     n_docs: int
@@ -58,6 +59,8 @@ class SourcePlan:
     repeats: float
     filters: tuple[Filter, ...] = ()
     buckets: tuple[int, ...] = ()  # quality buckets (0 = best) in the QQT union; () = all
+    tokens: int = 0  # estimated tokens (ceil(n_chars / 4) a document) trained, repeats included
+    note: str = ""  # why the source got this share (e.g. why none)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weight", canonical_float(self.weight, name="weight"))
@@ -239,6 +242,8 @@ def _build(d: dict[str, Any]) -> MixtureManifest:
             repeats=s["repeats"],
             filters=tuple(Filter(**f) for f in s["filters"]),
             buckets=tuple(s["buckets"]),
+            tokens=s.get("tokens", 0),
+            note=s.get("note", ""),
         )
         for s in d["sources"]
     )

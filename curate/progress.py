@@ -29,7 +29,8 @@ _NOISY_LOGGERS = ("sentence_transformers", "model2vec", "transformers", "torch",
 
 
 def quiet_libraries(*, verbose: bool = False) -> None:
-    """Silence third-party progress bars and info logs (here and in worker processes) unless `verbose`."""
+    """Silence third-party progress bars and info logs (here and in worker processes) unless `verbose`.
+    RAY_BACKEND_LOG_LEVEL stays unset: Ray's core logs a line to the terminal whenever it reads it."""
     if verbose:
         return
     for var, value in (
@@ -37,7 +38,6 @@ def quiet_libraries(*, verbose: bool = False) -> None:
         ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
         ("TOKENIZERS_PARALLELISM", "false"),
         ("TRANSFORMERS_VERBOSITY", "error"),
-        ("RAY_BACKEND_LOG_LEVEL", "error"),
         ("RAY_DEDUP_LOGS", "1"),
     ):
         os.environ.setdefault(var, value)

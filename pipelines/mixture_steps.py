@@ -61,6 +61,8 @@ class MixtureFit:
     backtest_mae: float | None
     backtest_bias: float | None
     projection: float
+    alone: dict[str, float]  # the law's loss at the budget for each source alone
+    mixed: float  # the law's loss at the budget for the weights chosen
 
 
 def doc_units(ctx: RunContext, doc_ids: pl.Series) -> np.ndarray:
@@ -114,7 +116,12 @@ def calibrate_mixture(ctx: RunContext) -> StageOutput:
         units = doc_units(ctx, data.pool["doc_id"])
         held = [int(units[r].sum()) for r in pools.values()]
         per_doc = float(units.mean())
+        # in units at the pools' mean document size; the ends rounded outwards so the span stays >= 10x
         wanted = [max(1, round(n * per_doc)) for n in p.pilot_sizes]
+        wanted[0], wanted[-1] = (
+            max(1, math.floor(p.pilot_sizes[0] * per_doc)),
+            math.ceil(p.pilot_sizes[-1] * per_doc),
+        )
         sizes = pilot_scale(held, wanted)
         if sizes != wanted:
             warnings.warn(
@@ -241,6 +248,8 @@ def fit_mixture(ctx: RunContext) -> StageOutput:
             backtest_mae=None if back is None else float(np.mean(np.abs(back))),
             backtest_bias=None if back is None else float(np.mean(back)),
             projection=n_budget / model.sizes[-1],
+            alone={s: float(v) for s, v in zip(sources, model.predict(np.eye(len(sources))), strict=True)},
+            mixed=float(model.predict(np.array([[plan.weights[s] for s in sources]]))[0]),
         )
         write_record(record, tmp)
         return {"n": n_budget, "holdout_mae": mae, "mean_holdout_mae": mean_mae, "method": method,

@@ -46,6 +46,7 @@ class SourceSelection:
     n_selected: int
     units: int
     repeats: float
+    tokens: int  # estimated tokens trained, repeats included
 
 
 @dataclass(frozen=True)
@@ -87,13 +88,23 @@ def select(ctx: RunContext) -> StageOutput:
             pool = table.filter((pl.col("source") == source) & pl.col("bucket").is_in(chosen))
             pools[source] = pool.sort(metric, "doc_id").select("doc_id", "size")
         sel = selection_table(pools, targets, budget=b.value)
-        written = sel.join(table.select("doc_id", "size"), on="doc_id").group_by("source")
-        rows = {s: (int(n), int(u)) for s, n, u in written.agg(pl.len(), pl.col("size").sum()).iter_rows()}
+        tokens = (
+            ctx.output("ingest").scan().select("doc_id", tokens=doc_size(pl.col("n_chars"), unit="tokens"))
+        )
+        written = (
+            sel.lazy()
+            .join(table.lazy().select("doc_id", "size"), on="doc_id")
+            .join(tokens, on="doc_id")
+            .group_by("source")
+            .agg(pl.len(), pl.col("size").sum(), (pl.col("tokens") * pl.col("repeats")).sum())
+            .collect()
+        )
+        rows = {s: (int(n), int(u), int(t)) for s, n, u, t in written.iter_rows()}
         summary = {}
-        for source in sorted(ctx.cfg.sources):  # what is written: rows, their units, passes over them
-            n, units = rows.get(source, (0, 0))
+        for source in sorted(ctx.cfg.sources):  # what is written: rows, their units, passes, tokens
+            n, units, trained = rows.get(source, (0, 0, 0))
             summary[source] = SourceSelection(
-                n_selected=n, units=units, repeats=targets[source] / units if units else 0.0
+                n_selected=n, units=units, repeats=targets[source] / units if units else 0.0, tokens=trained
             )
         got = realised_share(sel, table.select("doc_id", "size"))
         for source, want in targets.items():
@@ -182,6 +193,8 @@ def build_manifest(ctx: RunContext) -> MixtureManifest:
                 ),
             ),
             buckets=quality.sources[name].buckets,
+            tokens=summary.sources[name].tokens,
+            note=_why(name, weights[name] / total, fit),
         )
         for name in sorted(cfg.sources)
     )
@@ -207,6 +220,17 @@ def build_manifest(ctx: RunContext) -> MixtureManifest:
             seed=cfg.seed,
         ),
     )
+
+
+def _why(name: str, weight: float, fit: MixtureFit) -> str:
+    """One sentence on a source's share: the law's loss for it alone against the mix's, or a baseline."""
+    how = fit.method if fit.fallback is None else f"{fit.method} (a fallback)"
+    alone = f"alone {fit.alone[name]:.4g} vs the mix's {fit.mixed:.4g} (predicted loss at the budget)"
+    if weight > 0:
+        return f"weight {weight:.3f} by {how}; {alone}"
+    if fit.weights.get(name, 0.0) > 0:
+        return f"no share: its weight {fit.weights[name]:.2g} rounds to no document of the budget; {alone}"
+    return f"no share: {how} gives it none; {alone}"
 
 
 def publish(ctx: RunContext) -> StageOutput:

@@ -288,7 +288,7 @@ def fit_quality(ctx: RunContext) -> StageOutput:
                 )
                 continue
             fit, why = _union_rule(ctx, fit, curves, pools.filter(pl.col("source") == source), pool_of)
-            reports.append(_fitted(fit, c))
+            reports.append(_fitted(fit, c).with_columns(source=pl.lit(source)))
             planned = fit.with_pool_sizes(full)
             excluded = {
                 p: r for p, r in planned.params.select("pool", "excluded").iter_rows() if r is not None
@@ -306,6 +306,7 @@ def fit_quality(ctx: RunContext) -> StageOutput:
                 unions.append(
                     planned.best_union(grid).select(
                         "budget",
+                        source=pl.lit(source),
                         union=pl.lit(f"{source}: ") + pl.col("pools").list.join("+"),
                         predicted="error",
                     )
@@ -341,8 +342,14 @@ def fit_quality(ctx: RunContext) -> StageOutput:
     return ctx.commit(params, build)
 
 
-FITTED = {"bucket": pl.String, "samples_seen": pl.Int64, "observed": pl.Float64, "predicted": pl.Float64}
-UNIONS = {"budget": pl.Int64, "union": pl.String, "predicted": pl.Float64}
+FITTED = {
+    "bucket": pl.String,
+    "samples_seen": pl.Int64,
+    "observed": pl.Float64,
+    "predicted": pl.Float64,
+    "source": pl.String,
+}
+UNIONS = {"budget": pl.Int64, "source": pl.String, "union": pl.String, "predicted": pl.Float64}
 
 
 def _fitted(fit: QQTFit, curves: pl.DataFrame) -> pl.DataFrame:

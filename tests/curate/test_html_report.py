@@ -39,6 +39,7 @@ def _data() -> ReportData:
         [
             pl.DataFrame(
                 {
+                    "source": "wiki",
                     "bucket": f"wiki/q{b}",
                     "samples_seen": n.astype(int),
                     "observed": 2.0 * n ** (-0.2 - 0.05 * b) + 0.5 + rng.normal(0, 0.01, n.size),
@@ -48,9 +49,16 @@ def _data() -> ReportData:
             for b in range(3)
         ]
     )
+    curves = pl.concat(
+        [
+            curves,
+            curves.with_columns(source=pl.lit("bbc"), bucket=pl.col("bucket").str.replace("wiki", "bbc")),
+        ]
+    )
     choice = pl.DataFrame(
         {
             "budget": [100, 100, 1000, 1000],
+            "source": ["wiki"] * 4,
             "union": ["top-1", "top-2", "top-1", "top-2"],
             "predicted": [1.0, 1.1, 0.9, 0.8],
         }
@@ -80,7 +88,8 @@ def _data() -> ReportData:
 
 
 def test_report_is_self_contained_with_every_section() -> None:
-    """The HTML has no external URL and no script, and one inline PNG per plot (6 with every section)."""
+    """The HTML has no external URL and no script, and one inline PNG per plot (6 with every section and a
+    QQT panel for each of the two sources)."""
     text = render_report(_data())
     assert not re.search(r"(src|href)=\"(?!data:)", text)
     assert "http://" not in text and "https://" not in text and "<script" not in text
@@ -89,6 +98,7 @@ def test_report_is_self_contained_with_every_section() -> None:
         assert heading in text
     assert "eval_loss = 1.25" in text and "[1.1, 1.4]" in text
     assert "<td>top-2</td>" in text  # the union chosen at budget 1000 (0.8 < 0.9)
+    assert "<h3>bbc</h3>" in text and "<h3>wiki</h3>" in text
 
 
 def test_missing_sections_get_a_note() -> None:
