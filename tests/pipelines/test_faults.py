@@ -142,7 +142,7 @@ def test_killed_driver_leaves_nothing_committed_and_the_rerun_matches_a_clean_ru
         proc.wait()
     assert list(work.glob("ingest/.*.tmp/part-*.parquet")), "the driver was not caught mid-run"
     assert not _committed(work, "ingest")  # nothing reads as complete
-    with pytest.raises(InputError, match="no committed ingest output"):
+    with pytest.raises(InputError, match="no committed 'ingest' step"):
         read_documents(work)
     resumed = ingest_sources({"s": str(src)}, work)
     clean = ingest_sources({"s": str(src)}, tmp_path / "clean")
