@@ -158,7 +158,7 @@ class MixtureConfig(_Section):
     """How source weights are chosen: Projektor (mixture laws projected to the budget) or a baseline."""
 
     method: Literal["projektor", "uniform", "proportional", "dml", "regression", "best_grid"] = "projektor"
-    law: Literal["auto", "dml", "dml2", "dml3", "quadratic", "regression", "projektor"] = "auto"
+    law: Literal["auto", "dml", "dml2", "dml3", "logsum", "quadratic", "regression", "projektor"] = "auto"
     ot: bool = True  # OT distance of every pilot's own training sample (the 'projektor' law's feature)
     ot_max_points: int = Field(default=2000, ge=2, le=1_000_000)  # OT subsamples each side above this
     max_projection: float = Field(default=5.0, gt=1, le=1_000)  # warn past this multiple of the largest pilot

@@ -20,10 +20,9 @@ import pyarrow as pa
 
 from curate.stages import Executor
 from scaling.mixture import mixture_counts
-from scaling.ngram import NgramLM, TokenizedTexts
+from scaling.ngram import TokenizedTexts, ngram_curve
 from scaling.ot import sinkhorn_divergence
 from scaling.proxy import train_probe
-from scaling.simplex import cap_design
 
 CURVE = {
     "run": pl.String,
@@ -56,7 +55,8 @@ class ProxyTask(Protocol):
 
 @dataclass(frozen=True)
 class NgramTask:
-    """The n-gram LM proxy: counts the task's rows in order, eval loss (nats/token) at each checkpoint."""
+    """The n-gram LM proxy: counts the task's rows in order; at each checkpoint the target loss (nats per
+    token, averaged over target documents: `NgramLM.target_loss`)."""
 
     corpus: TokenizedTexts
     eval_corpus: TokenizedTexts
@@ -69,14 +69,18 @@ class NgramTask:
 
     def __call__(self, task: pa.Table) -> pa.Table:
         row = task.to_pylist()[0]
-        rows = np.asarray(row["rows"], dtype=np.int64)
-        out = []
-        for n in row["checkpoints"]:
-            loss = NgramLM(order=self.order).fit(self.corpus, rows[:n]).loss(self.eval_corpus)
-            out.append(
-                {"run": row["run"], "samples_seen": n, "epoch": n / row["n_unique"], "eval_loss": loss}
-            )
-        return pl.DataFrame(out, schema=CURVE).to_arrow()
+        run = ngram_curve(
+            self.corpus,
+            np.asarray(row["rows"], dtype=np.int64),
+            eval_corpus=self.eval_corpus,
+            checkpoints=row["checkpoints"],
+            n_unique=row["n_unique"],
+            order=self.order,
+        )
+        curve = run.curve.select(
+            pl.lit(row["run"]).alias("run"), "samples_seen", "epoch", "eval_loss", "eval_accuracy"
+        )
+        return pl.DataFrame(curve, schema=CURVE).to_arrow()
 
 
 @dataclass(frozen=True)
@@ -163,12 +167,6 @@ def pilot_scale(pool_units: Sequence[int], sizes: Sequence[int]) -> list[int]:
     return [max(1, int(n * total / top)) for n in sorted(sizes)]
 
 
-def pilot_design(design: np.ndarray, pool_units: Sequence[int], top: int) -> np.ndarray:
-    """The design with each source's share capped at what its pool can fill at the largest pilot (`top`
-    units), the excess moved to the others (`scaling.simplex.cap_design`)."""
-    return cap_design(design, np.asarray(pool_units, dtype=np.float64) / float(top))
-
-
 def mixture_sequence(
     pools: Mapping[str, np.ndarray],
     p: np.ndarray,
@@ -176,11 +174,17 @@ def mixture_sequence(
     rng: np.random.Generator,
     units: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[int]]:
-    """Distinct pool rows in training order, and after how many rows each size n_k (budget units: a row's
+    """Pool rows in training order, and after how many rows each size n_k (budget units: a row's
     `units[row]`, 1 without them) is reached: the first rows hold `mixture_counts(p, n_k)` units of each
-    source (nested samples; a source whose pool runs out gives all it has: never a repeat)."""
+    source (nested samples). A source whose pool is smaller than its share repeats it in whole shuffled
+    passes, as the selection at the budget would."""
     names = list(pools)
-    drawn = [rng.permutation(pools[s]) for s in names]
+    top = mixture_counts(p, int(max(sizes)))
+    drawn = []
+    for s, need in zip(names, top, strict=True):
+        size = float(units[pools[s]].sum()) if units is not None else float(len(pools[s]))
+        passes = max(1, math.ceil(need / size)) if size > 0 else 1
+        drawn.append(np.concatenate([rng.permutation(pools[s]) for _ in range(passes)]))
     cum = [np.cumsum(units[d]) if units is not None else np.arange(1, len(d) + 1) for d in drawn]
     blocks, have, marks = [], np.zeros(len(names), dtype=np.int64), []
     for n in sorted(sizes):
@@ -224,15 +228,17 @@ def mixture_runs(
             weights = dict(zip(names, map(float, p), strict=True))
             if passes is None:
                 name = f"mix{i:03d}/r{r}"
-                runs.append({"run": name, "rows": seq.tolist(), "checkpoints": marks, "n_unique": marks[-1],
+                distinct = len(np.unique(seq))
+                runs.append({"run": name, "rows": seq.tolist(), "checkpoints": marks, "n_unique": distinct,
                              "seed": sd})  # fmt: skip
                 points += [(name, k, i, n, r, weights, seq[:k]) for n, k in zip(sizes, marks, strict=True)]
                 continue
             for n, k, times in zip(sizes, marks, passes, strict=True):
                 name = f"mix{i:03d}/n{n}/r{r}"
                 rows = np.concatenate([rng.permutation(seq[:k]) for _ in range(times)])
-                runs.append({"run": name, "rows": rows.tolist(), "checkpoints": [k * times], "n_unique": k,
-                             "seed": run_seed(seed, i, r, n)})  # fmt: skip
+                distinct = len(np.unique(seq[:k]))
+                runs.append({"run": name, "rows": rows.tolist(), "checkpoints": [k * times],
+                             "n_unique": distinct, "seed": run_seed(seed, i, r, n)})  # fmt: skip
                 points.append((name, k * times, i, n, r, weights, seq[:k]))
     frame = pl.DataFrame(
         [

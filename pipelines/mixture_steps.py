@@ -27,12 +27,12 @@ from curate.io import write_table
 from curate.manifest import Law, Prediction
 from curate.records import write_record
 from curate.stages import StageOutput
-from pipelines.calibrate import OTTask, calibrate_mixtures, pilot_design, pilot_scale, run_seed, run_tasks
+from pipelines.calibrate import OTTask, calibrate_mixtures, pilot_scale, run_seed, run_tasks
 from pipelines.context import RunContext
 from pipelines.proxy_data import calibration_pool, proxy_data
 from pipelines.score_step import read_scores
 from pipelines.selection import doc_size, split_budget
-from scaling.mixture import LawMethod, fit_mixture_law, n_params
+from scaling.mixture import PER_PARAM, LawMethod, fit_mixture_law, n_params
 from scaling.projektor import fit_projektor, plan_weights
 from scaling.simplex import mixture_design
 
@@ -94,7 +94,8 @@ def docs_per_source(ctx: RunContext, weights: dict[str, float], budget: int) -> 
 
 def calibrate_mixture(ctx: RunContext) -> StageOutput:
     """Proxy runs of every design mixture at every pilot size (budget units; repeats), each with its own
-    sample's OT: a design that grows linearly with the sources, a small source's share capped by its pool."""
+    sample's OT: a design that grows linearly with the sources; a source smaller than its share of a pilot
+    is repeated (counted in the step's `repeating`), never every pilot shrunk."""
     p, m = ctx.cfg.proxy, ctx.cfg.mixture
     sources = sorted(ctx.cfg.sources)
     params: dict[str, JSONValue] = {
@@ -131,9 +132,8 @@ def calibrate_mixture(ctx: RunContext) -> StageOutput:
                 stacklevel=2,
             )
         proportional = np.asarray(held, dtype=np.float64)
-        design = mixture_design(len(sources), per_source=p.mixtures_per_source, proportional=proportional,
-                                seed=ctx.cfg.seed)  # fmt: skip
-        grid = pilot_design(design, held, sizes[-1])
+        grid = mixture_design(len(sources), per_source=p.mixtures_per_source, proportional=proportional,
+                              seed=ctx.cfg.seed)  # fmt: skip
         passes = (
             None
             if p.kind == "ngram"
@@ -141,7 +141,7 @@ def calibrate_mixture(ctx: RunContext) -> StageOutput:
         )
         # OT only feeds the 'projektor' law: skip it when 'auto' could not pick that law on this design
         usable = m.law == "projektor" or (
-            m.law == "auto" and len(grid) >= n_params("projektor", len(sources)) + 2
+            m.law == "auto" and len(grid) >= PER_PARAM * n_params("projektor", len(sources))
         )
         ot = (
             OTTask(data.x, data.x_eval, max_points=m.ot_max_points, seed=ctx.cfg.seed)
@@ -153,8 +153,8 @@ def calibrate_mixture(ctx: RunContext) -> StageOutput:
             units=units, ot=ot, seed=ctx.cfg.seed,
         )  # fmt: skip
         write_table(runs.to_arrow(), tmp / "runs.parquet")
-        capped = int((np.abs(grid - design) > 1e-9).any(axis=1).sum())
-        return {"runs": runs.height, "mixtures": len(grid), "capped": capped, "pilot_sizes": sizes,
+        repeated = int((grid * sizes[-1] > np.asarray(held)).any(axis=1).sum())
+        return {"runs": runs.height, "mixtures": len(grid), "repeating": repeated, "pilot_sizes": sizes,
                 "unit": ctx.cfg.budget.unit, "ot": ot is not None}  # fmt: skip
 
     return ctx.commit(params, build)

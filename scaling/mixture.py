@@ -5,13 +5,17 @@ One API, `fit_mixture_law(p, metric) -> MixtureLaw`, for the pipeline and for us
               one t redundant). A 2-D metric (one column per target domain) gets one law per column, summed
               (eq. 2); a 1-D metric may hide several domains, so 'dml2' and 'dml3' sum 2 or 3 such terms
               over one floor c. Either way the optimum can be interior.
+  logsum      L = c + Σ_j a_j·(−log(p_j + ε)), a_j ≥ 0 (non-negative least squares, ε from a grid): m + 2
+              parameters, convex; each source helps with diminishing returns, so a target that two sources
+              serve gets an interior optimum (p_j ∝ a_j as ε → 0) where the one-term DML's is a vertex.
   quadratic   Scheffé's quadratic mixture model: L = c + Σ_{i<m} b_i p_i + Σ_{i<j} b_ij p_i p_j (ridge).
   regression  gradient-boosted trees on p (sklearn), as RegMix (Liu et al. 2024) does with LightGBM.
   projektor   Projektor stage 1 (Kang et al. 2023) without its collinear columns (Σ_i p_i·OT = OT, Σp_i = 1):
               L = c + Σ_{i<m} c1_i p_i + Σ_i c2_i p_i² + Σ_i (b1_i p_i + b2_i p_i²)·OT (ridge); OT of an
               unseen mixture from a quadratic model of the runs' OT values unless given.
   auto        every law above (projektor when OT is given; the trees from REGRESSION_MIN mixtures) with at
-              least 2 mixtures more than parameters, scored by cross-validated MAE; the simplest law within
+              least 3 mixtures a parameter (the one-term DML from 2 more than its parameters), scored by
+              cross-validated MAE; the simplest law within
               one standard error of the best wins (a complex law must beat noise). A law with fewer than 3
               mixtures per parameter warns.
 Ridge penalties come from leave-one-out error on the training mixtures only (scaling.ridge). Rows with the
@@ -28,7 +32,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 from ot.utils import proj_simplex
-from scipy.optimize import minimize
+from scipy.optimize import minimize, nnls
 from scipy.stats import spearmanr
 
 from curate._validation import check_option
@@ -37,8 +41,9 @@ from scaling.dml import DMLModel, fit_dml_column
 from scaling.ridge import RidgeFit, fit_ridge
 from scaling.simplex import simplex_grid
 
-LawMethod = Literal["auto", "dml", "dml2", "dml3", "quadratic", "regression", "projektor"]
-METHODS: tuple[LawMethod, ...] = ("dml", "dml2", "dml3", "quadratic", "regression", "projektor")
+LawMethod = Literal["auto", "dml", "dml2", "dml3", "logsum", "quadratic", "regression", "projektor"]
+METHODS: tuple[LawMethod, ...] = ("dml", "dml2", "dml3", "logsum", "quadratic", "regression", "projektor")
+LOGSUM_EPS = (1e-3, 3e-3, 1e-2, 3e-2, 0.1)  # candidate floors of the logsum law's -log(p_j + eps)
 WEIGHT_TOLERANCE = 1e-6  # row sums this close to 1 are taken as they are
 # A row sum within max(1e-3, m * 5e-4) of 1 is renormalised with a FitWarning: m weights rounded to 3 decimals
 # (a published table) move it by up to m * 5e-4, e.g. to 0.998 with 4 sources.
@@ -66,7 +71,7 @@ def n_params(name: str, m: int, *, columns: int = 1) -> int:
     """Free parameters of law `name` over m sources (dml: per metric column; dmlK: K terms); 0 for trees."""
     if name.startswith("dml"):
         return (m + 1) * columns if name == "dml" else 1 + int(name[3:]) * m
-    return {"quadratic": m * (m + 1) // 2, "projektor": 4 * m}.get(name, 0)
+    return {"quadratic": m * (m + 1) // 2, "projektor": 4 * m, "logsum": m + 2}.get(name, 0)
 
 
 class _Model(Protocol):
@@ -122,6 +127,38 @@ class _Projektor:
 
 
 @dataclass(frozen=True)
+class _LogSum:
+    """L = c + sum_j a_j * -log(p_j + eps), a_j >= 0: each source helps with diminishing returns; convex, so
+    its optimum is interior wherever two sources help (p_j ~ a_j as eps -> 0), a vertex where one does."""
+
+    c: float
+    a: np.ndarray
+    eps: float
+    smooth: bool = True
+
+    def predict(self, p: np.ndarray, ot: np.ndarray | None) -> np.ndarray:
+        return self.c - np.log(p + self.eps) @ self.a
+
+    def params(self, names: Sequence[str]) -> dict[str, float]:
+        return {"c": self.c, "eps": self.eps, **{n: float(v) for n, v in zip(names, self.a, strict=True)}}
+
+
+def _fit_logsum(p: np.ndarray, y: np.ndarray) -> _LogSum:
+    """Non-negative least squares for a (intercept free), eps the grid value of least squared error."""
+    best: tuple[float, _LogSum] | None = None
+    for eps in LOGSUM_EPS:
+        f = -np.log(p + eps)
+        design = np.hstack([f, np.ones((len(p), 1)), -np.ones((len(p), 1))])
+        coef, _ = nnls(design, y)
+        law = _LogSum(float(coef[-2] - coef[-1]), coef[:-2], eps)
+        sse = float(np.sum((law.predict(p, None) - y) ** 2))
+        if best is None or sse < best[0]:
+            best = (sse, law)
+    assert best is not None
+    return best[1]
+
+
+@dataclass(frozen=True)
 class _Trees:
     model: object
     smooth: bool = False
@@ -158,6 +195,8 @@ def _fit(
         return DMLModel(np.array([c[0] for c in cols]), tuple(c[1:].reshape(-1, p.shape[1]) for c in cols))
     if name == "quadratic":
         return _Quadratic(fit_ridge(_quadratic_features(p), total))
+    if name == "logsum":
+        return _fit_logsum(p, total)
     if name == "projektor":
         if ot is None:
             raise InputError("method 'projektor' needs ot: the OT distance of each run's training data.")
@@ -413,10 +452,15 @@ def fit_mixture_law(
     )
 
     def usable(t: str, table: tuple[np.ndarray, np.ndarray, np.ndarray | None, float]) -> bool:
-        enough = len(table[0]) >= (
-            REGRESSION_MIN if t == "regression" else n_params(t, m, columns=y.shape[1]) + 2
+        k = n_params(t, m, columns=y.shape[1])
+        # "auto" tries a law only where it is identified (PER_PARAM mixtures a parameter; the one-term
+        # Data Mixing Law always): with many sources and few mixtures that leaves the O(m) laws
+        need = (
+            REGRESSION_MIN
+            if t == "regression"
+            else (k + 2 if method != "auto" or t == "dml" else PER_PARAM * k)
         )
-        return (t != "projektor" or table[2] is not None) and enough
+        return (t != "projektor" or table[2] is not None) and len(table[0]) >= need
 
     tried = [t for t in pool if usable(t, tables[0])] or [pool[0]]
     memo: dict[int, np.ndarray] = {}

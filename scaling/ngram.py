@@ -266,6 +266,12 @@ class NgramLM:
         """Mean NLL per token (nats) over every token of `corpus`."""
         return float(self.token_nll(corpus).mean())
 
+    def target_loss(self, corpus: TokenizedTexts) -> float:
+        """The proxy's target metric: the mean over documents of their NLL per token (nats), so each target
+        document counts once whatever its length (a token mean lets a target's long documents speak for it).
+        """
+        return float(self.doc_loss(corpus).mean())
+
     def doc_loss(self, corpus: TokenizedTexts) -> np.ndarray:
         """Mean NLL per token (nats) of each document of `corpus` (its end-of-text token included)."""
         nll = self.token_nll(corpus)
@@ -301,8 +307,8 @@ def ngram_curve(
     n_unique: int | None = None,
     order: int = 3,
 ) -> NgramRun:
-    """Eval loss after the first n documents of `sequence` (row ids in training order) for each n in
-    `checkpoints`; `epoch` = n / n_unique (default: distinct rows of `sequence`)."""
+    """Eval loss (`NgramLM.target_loss`) after the first n documents of `sequence` (row ids in training
+    order) for each n in `checkpoints`; `epoch` = n / n_unique (default: distinct rows of `sequence`)."""
     seq = np.asarray(sequence, dtype=np.int64)
     marks = sorted({int(c) for c in checkpoints})
     if not marks or marks[0] < 1 or marks[-1] > len(seq):
@@ -316,7 +322,7 @@ def ngram_curve(
             {
                 "samples_seen": n,
                 "epoch": n / per_epoch,
-                "eval_loss": model.loss(eval_corpus),
+                "eval_loss": model.target_loss(eval_corpus),
                 "eval_accuracy": None,
             }
         )

@@ -40,26 +40,3 @@ def mixture_design(
     design = np.asarray(rows, dtype=np.float64)
     _, first = np.unique(np.round(design, 9), axis=0, return_index=True)
     return design[np.sort(first)]
-
-
-def cap_design(design: np.ndarray, capacity: np.ndarray) -> np.ndarray:
-    """Each row with every weight at most its source's `capacity` (the share of a pilot its pool can fill),
-    the excess moved to the sources with room in proportion to their weights (evenly where none has weight):
-    a small source caps its share instead of shrinking every pilot. Rows sum to 1; needs sum(capacity) >= 1.
-    """
-    cap = np.asarray(capacity, dtype=np.float64)
-    if cap.sum() < 1.0 - 1e-12:
-        raise ValueError(f"capacities sum to {cap.sum():.4g} < 1: no mixture fits them.")
-    out = np.asarray(design, dtype=np.float64).copy()
-    for row in out:
-        for _ in range(len(row) + 1):
-            excess = float(np.clip(row - cap, 0.0, None).sum())
-            if excess <= 1e-15:
-                break
-            np.minimum(row, cap, out=row)
-            room = cap - row
-            open_ = room > 1e-15
-            base = np.where(open_, row, 0.0)
-            share = base / base.sum() if base.sum() > 0 else open_ / open_.sum()
-            row += excess * share
-    return out / out.sum(axis=1, keepdims=True)

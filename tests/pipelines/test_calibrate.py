@@ -21,7 +21,6 @@ from pipelines.calibrate import (
     calibrate_mixtures,
     epochs_of,
     mixture_runs,
-    pilot_design,
     pilot_scale,
     run_seed,
     run_tasks,
@@ -79,12 +78,15 @@ def test_mixture_runs_with_passes_train_each_size_apart() -> None:
     assert points["samples_seen"].to_list() == [20, 40]
 
 
-def test_a_short_pool_gives_all_it_has_and_never_repeats() -> None:
-    """A mixture asking more rows of a source than its pool holds takes that whole pool once: no repeat."""
+def test_a_short_pool_repeats_in_whole_passes() -> None:
+    """A mixture asking more rows of a source than its pool holds repeats that pool in shuffled passes: the
+    first 10 rows are one pass, the next 10 another."""
     pools = {"a": np.arange(0, 10), "b": np.arange(10, 100)}
     runs, _ = mixture_runs(pools, np.array([[1.0, 0.0]]), [2, 20], repeats=1)
     rows = runs[0]["rows"]
-    assert sorted(rows) == list(range(10)) and runs[0]["checkpoints"] == [2, 10]
+    assert runs[0]["checkpoints"] == [2, 20] and runs[0]["n_unique"] == 10
+    assert sorted(rows[2:]) != sorted(range(18))  # not a truncated pass
+    assert sorted(rows) == sorted([*range(10), *range(10)])
 
 
 def test_mixture_runs_in_tokens_reach_each_sources_units() -> None:
@@ -110,16 +112,6 @@ def test_pilot_scale_only_when_all_pools_are_short() -> None:
     assert pilot_scale([100, 150], [50, 200, 500]) == [25, 100, 250]
 
 
-def test_pilot_design_caps_a_small_source() -> None:
-    """A 40-row pool at a 400-row largest pilot can fill 10%: its share is capped there, the rest moved."""
-    design = np.array([[1.0, 0.0, 0.0], [0.5, 0.25, 0.25], [0.0, 0.5, 0.5]])
-    capped = pilot_design(design, [40, 1000, 1000], 400)
-    np.testing.assert_allclose(capped[:, 0], [0.1, 0.1, 0.0])
-    np.testing.assert_allclose(capped.sum(axis=1), 1.0)
-    np.testing.assert_allclose(capped[1, 1:], [0.45, 0.45])  # 0.4 moved in proportion to 0.25 / 0.25
-    np.testing.assert_allclose(capped[2], design[2])
-
-
 def test_bucket_runs_checkpoint_at_whole_epochs() -> None:
     """A bucket run of a 7-row bucket trains 8 passes with checkpoints after passes 1, 2, 4 and 8."""
     runs, jobs = bucket_runs(
@@ -141,7 +133,9 @@ def test_ngram_task_is_the_lm_trained_on_the_first_n_rows(ngram_task: NgramTask)
         executor=_local(),
     )
     for n, loss in curve.select("samples_seen", "eval_loss").iter_rows():
-        direct = NgramLM().fit(ngram_task.corpus, np.asarray(rows[:n])).loss(ngram_task.eval_corpus)
+        direct = (
+            NgramLM().fit(ngram_task.corpus, np.asarray(rows[:n])).doc_loss(ngram_task.eval_corpus).mean()
+        )
         assert loss == pytest.approx(direct, rel=1e-12)
     assert curve["epoch"].to_list() == pytest.approx([30 / 90, 1.0, 2.0])
 
@@ -211,7 +205,7 @@ def test_calibrate_mixtures_frame(ngram_task: NgramTask) -> None:
         0, named=True
     )
     rows = np.asarray(next(t for t in tasks if t["run"] == row["run"])["rows"])
-    direct = NgramLM().fit(ngram_task.corpus, rows).loss(ngram_task.eval_corpus)
+    direct = NgramLM().fit(ngram_task.corpus, rows).doc_loss(ngram_task.eval_corpus).mean()
     assert row["metric"] == pytest.approx(direct, rel=1e-12)
     assert runs.filter(pl.col("n") < 60)["ot"].null_count() == runs.filter(pl.col("n") < 60).height
     capped = np.random.default_rng(run_seed(0, 60, int(rows.sum()))).choice(rows, size=40, replace=False)

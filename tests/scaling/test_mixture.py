@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from curate.errors import ConfigError, FitError, FitWarning, InputError
 from scaling.mixture import check_mixtures, fit_mixture_law, minimize_on_simplex, mixture_counts
-from scaling.simplex import simplex_grid
+from scaling.simplex import mixture_design, simplex_grid
 
 
 @given(
@@ -252,3 +252,21 @@ def test_auto_takes_the_simplest_law_within_one_standard_error() -> None:
     assert _simplest_within_noise(["dml", "quadratic", "projektor"], cv) == "projektor"  # wins by > noise
     cv["dml"] = CVScore(0.11, 0.9, 4, 0.51, 0.03)
     assert _simplest_within_noise(["dml", "quadratic"], cv) == "quadratic"
+
+
+def test_logsum_recovers_its_coefficients_and_an_interior_optimum() -> None:
+    """Noise-free L = 2 + 0.3 -log(p1 + 0.01) + 0.1 -log(p2 + 0.01) on a 4-source design: the fit gives back
+    a, c and eps, and the optimum splits the weight about 3:1 between the two helpful sources (brute force).
+    """
+
+    p = mixture_design(4, per_source=8, seed=2)
+    a = np.array([0.3, 0.1, 0.0, 0.0])
+    y = 2.0 - np.log(p + 0.01) @ a
+    law = fit_mixture_law(p, y, method="logsum")
+    got = law.params()
+    assert got["eps"] == 0.01 and got["c"] == pytest.approx(2.0, abs=1e-6)
+    np.testing.assert_allclose([got["p0"], got["p1"], got["p2"], got["p3"]], a, atol=1e-6)
+    dense = simplex_grid(4, divisions=40)
+    brute = dense[np.argmin(2.0 - np.log(dense + 0.01) @ a)]
+    np.testing.assert_allclose(law.optimum(), brute, atol=0.03)
+    assert law.optimum()[0] == pytest.approx(0.75, abs=0.03)

@@ -115,12 +115,14 @@ def test_estimated_discount_and_repeats() -> None:
 
 
 def test_doc_loss_is_the_mean_token_nll_per_document() -> None:
-    """doc_loss averages token_nll within each document (end-of-text included); loss averages all tokens."""
+    """doc_loss averages token_nll within each document (end-of-text included); loss averages all tokens;
+    target_loss averages the documents' means (each document counts once)."""
     lm = NgramLM(order=3).fit(tiny(TRAIN))
     ev = tiny(EVAL)
     nll = lm.token_nll(ev)
     np.testing.assert_allclose(lm.doc_loss(ev), [nll[:5].mean(), nll[5:].mean()])
     assert lm.loss(ev) == pytest.approx(nll.mean())
+    assert lm.target_loss(ev) == pytest.approx((nll[:5].mean() + nll[5:].mean()) / 2)
 
 
 def test_a_checkpoint_equals_a_run_on_the_prefix(wiki_docs: pl.DataFrame) -> None:
@@ -130,7 +132,7 @@ def test_a_checkpoint_equals_a_run_on_the_prefix(wiki_docs: pl.DataFrame) -> Non
     seq = np.r_[np.arange(30), np.arange(15)]
     run = ngram_curve(corpus, seq, eval_corpus=target, checkpoints=[10, 30, 45])
     for n, loss in zip(run.curve["samples_seen"], run.curve["eval_loss"], strict=True):
-        assert loss == pytest.approx(NgramLM(order=3).fit(corpus, seq[:n]).loss(target), rel=1e-12)
+        assert loss == pytest.approx(NgramLM(order=3).fit(corpus, seq[:n]).doc_loss(target).mean(), rel=1e-12)
     np.testing.assert_allclose(run.curve["epoch"].to_numpy(), [10 / 30, 1.0, 1.5])
     assert dict(run.curve.schema) == CURVE_SCHEMA
 

@@ -1,11 +1,11 @@
-"""The mixture design: linear in the number of sources, on the simplex, sparse, seeded; capping by pool."""
+"""The mixture design: linear in the number of sources, on the simplex, sparse, seeded."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from scaling.simplex import cap_design, mixture_design
+from scaling.simplex import mixture_design
 
 
 @pytest.mark.parametrize("m", [2, 5, 22])
@@ -24,18 +24,3 @@ def test_design_grows_linearly_and_holds_the_anchors(m: int) -> None:
     assert support.min() >= 2 and support.max() <= min(m, 4)
     assert len(np.unique(np.round(d, 9), axis=0)) == len(d)
     np.testing.assert_array_equal(d, mixture_design(m, per_source=6, proportional=proportional, seed=1))
-
-
-def test_cap_design_water_fills_the_excess() -> None:
-    """A capped share moves to the uncapped sources in proportion to their weights, repeatedly when a
-    receiver hits its own cap; a hand-worked row."""
-    row = np.array([[0.7, 0.2, 0.1]])
-    got = cap_design(row, np.array([0.4, 0.25, 1.0]))
-    # 0.3 over: +0.2 to b (-> 0.4, over 0.25 by 0.15), +0.1 to c (-> 0.2); then 0.15 all to c (-> 0.35)
-    np.testing.assert_allclose(got, [[0.4, 0.25, 0.35]])
-
-
-def test_cap_design_rejects_capacities_below_one() -> None:
-    """Capacities that cannot hold a whole mixture are an error."""
-    with pytest.raises(ValueError, match=r"capacities sum to 0\.5"):
-        cap_design(np.array([[0.5, 0.5]]), np.array([0.25, 0.25]))
