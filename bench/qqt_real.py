@@ -44,6 +44,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
+import torch
 
 from curate import corpora
 from curate.centering import fit_centering
@@ -280,6 +281,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder of qqt_real.{md,png}")
     args = parser.parse_args(argv)
     z = SMOKE if args.smoke else Setup(seeds=args.seeds, bucket=args.bucket)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(
+        1
+    )  # tiny MLPs (probes, EL2N): one thread is fastest, as in bench/pruning_scaling.py
+    try:
+        return run(args, z)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run(args: argparse.Namespace, z: Setup) -> int:
+    """Both sources, their fits, the report and the plot."""
     t0 = time.perf_counter()
     docs, eval_rows, rest = wiki_rows(z.n_docs, z.n_eval, seed=0)
     env: AbstractContextManager[Executor] = (
