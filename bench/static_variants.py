@@ -65,14 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="current tier, one tiny case: not a measurement")
     parser.add_argument("--out", type=Path, default=OUT, help="folder of static_variants.md")
     args = parser.parse_args(argv)
-    sizes: dict[str, int] = {}
+    n_on, n_junk, n_target = 400, 180, 200  # junk_case's defaults
     names: tuple[CaseName, ...] = CASES
     if args.smoke:
         args.n_knn, args.variants, names = 24, [CURRENT], ("wiki_science",)
-        sizes = {"n_on_topic": 16, "n_junk": 12, "n_target": 10}
+        n_on, n_junk, n_target = 16, 12, 10
     docs = corpora.wiki(args.n_knn, labelled_only=True, seed=0)
     texts, labels = docs["text"].to_list(), np.asarray(docs["label"].to_list())
-    cases = {name: junk_case(name, **sizes) for name in names}
+    cases = {name: junk_case(name, n_on_topic=n_on, n_junk=n_junk, n_target=n_target) for name in names}
     lines = [
         "| variant | 5-NN raw | 5-NN centred | " + " | ".join(f"{c} raw | {c} centred" for c in cases) + " |",
         "|" + "---|" * (3 + 2 * len(cases)),
