@@ -1,7 +1,7 @@
 """Benchmark fuzzy dedup: MinHash signature throughput vs datasketch; end-to-end dedup of synthetic documents.
 
   python bench/dedup.py [--n 1000000] [--n-baseline 50000] [--n-sig 20000] [--n-sig-baseline 2000]
-                        [--n-ray 20000 100000] [--ray-only]
+                        [--n-ray 20000 100000] [--ray-only] [--out DIR] [--smoke]
 
 Documents are ~500 characters of Zipf-distributed random words; 10% are planted near-copies of another
 document (one word substituted, deleted or inserted, or two adjacent words swapped: 5-gram Jaccard
@@ -9,7 +9,11 @@ document (one word substituted, deleted or inserted, or two adjacent words swapp
 Signatures: `minhash_signatures` vs a `datasketch.MinHash.update` loop and `MinHash.bulk` (hashfunc =
 `shingle_hash`, so the signatures are equal; checked). End to end: `fuzzy_duplicates` in a child process (its
 peak RSS is the dedup's alone) vs datasketch `MinHash.bulk` + `MinHashLSH` insert + query + union-find
-(same bands).
+(same bands). Ray (--n-ray): the dedup step's Ray path, `pipelines.dedup_ray.text_duplicates_ray` (exact, then
+fuzzy, as Ray tasks), against the in-process passes the step runs otherwise (`text_duplicates`) on the same
+part files; equal tables are checked. Prints the tables and writes them to OUT/dedup.txt (bench/results by
+default). --smoke: a few hundred documents, everything in this process, into --out: a check that the script
+runs, not a measurement.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import argparse
 import os
 import re
 import resource
+import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -33,9 +39,12 @@ from scipy.sparse.csgraph import connected_components
 from curate.dedup.fuzzy import fuzzy_duplicates
 from curate.dedup.lsh import lsh_params
 from curate.dedup.minhash import minhash_signatures, shingle_hash
+from curate.dedup.passes import TextDedup, text_duplicates
+from curate.hashing import content_hashes
 
 WORDS_PER_DOC = 82  # ~500 characters with the vocabulary below
 THRESHOLD, NUM_PERM, FN_WEIGHT = 0.8, 128, 0.8
+OUT = Path(__file__).parent / "results"
 
 
 def synthetic_docs(n: int, *, dup_fraction: float = 0.1, seed: int = 0) -> tuple[pl.DataFrame, np.ndarray]:
@@ -135,39 +144,40 @@ def _run_datasketch(docs: pl.DataFrame) -> tuple[float, dict[str, str | None]]:
     return seconds, dict(zip(ids, kept, strict=True))
 
 
-def _bench_ray(n: int, tmp: Path) -> None:
-    """`fuzzy_duplicates_ray` (embedded runtime, 2 CPUs) vs in-process on the same file; same DEDUP table?"""
-    from pipelines.dedup_ray import fuzzy_duplicates_ray
-    from pipelines.runtime import init_ray, shutdown_ray
+def _bench_ray(n: int, tmp: Path, say: Callable[[str], None]) -> None:
+    """The dedup step's Ray path (embedded runtime, 2 CPUs; an existing one is reused) vs its in-process
+    passes on the same part files; same DEDUP table?"""
+    from pipelines.dedup_ray import text_duplicates_ray
+    from pipelines.ray_executor import ray_executor
 
     docs, _ = synthetic_docs(n, seed=3)
+    docs = docs.with_columns(content_hash=pl.Series(content_hashes(docs["text"].to_arrow()), dtype=pl.Binary))
+    params = TextDedup(threshold=THRESHOLD, num_perm=NUM_PERM, false_negative_weight=FN_WEIGHT)
     tmp.mkdir(parents=True, exist_ok=True)
     paths = [tmp / f"part-{i:05d}.parquet" for i in range(8)]  # part files, as ingest writes them
     for i, path in enumerate(paths):
         docs[i * -(-n // 8) : (i + 1) * -(-n // 8)].write_parquet(path)
     t0 = time.perf_counter()
-    local = fuzzy_duplicates(docs, false_negative_weight=FN_WEIGHT)
+    local = text_duplicates(docs, params)
     sec_local = time.perf_counter() - t0
-    init_ray(None, num_cpus=2)
-    try:
+    with ray_executor(None, num_cpus=2) as executor:
         secs = []
         for run in ("cold", "warm"):  # cold: the first tasks start the worker processes and import
             t0 = time.perf_counter()
-            fuzzy_duplicates_ray(paths, tmp / f"ray-out-{run}", false_negative_weight=FN_WEIGHT)
+            text_duplicates_ray(paths, tmp / f"ray-out-{run}", params, executor=executor)
             secs.append(time.perf_counter() - t0)
-    finally:
-        shutdown_ray()
     same = all(
         pl.read_parquet(tmp / f"ray-out-{run}" / "part-*.parquet").sort("doc_id").equals(local.sort("doc_id"))
         for run in ("cold", "warm")
     )
-    print(f"Ray fuzzy dedup ({n} docs, embedded, 2 CPUs): cold {secs[0]:.1f} s, warm {secs[1]:.1f} s vs "
-          f"in-process {sec_local:.1f} s (Ray / in-process: cold {secs[0] / sec_local:.2f}x, warm "
-          f"{secs[1] / sec_local:.2f}x); same table: {same}; load {os.getloadavg()[0]:.1f}")  # fmt: skip
+    say(f"Ray text dedup ({n} docs, exact + fuzzy, embedded, 2 CPUs): cold {secs[0]:.1f} s, warm "
+        f"{secs[1]:.1f} s vs in-process {sec_local:.1f} s (Ray / in-process: cold "
+        f"{secs[0] / sec_local:.2f}x, warm {secs[1] / sec_local:.2f}x); same table: {same}; load "
+        f"{os.getloadavg()[0]:.1f}")  # fmt: skip
 
 
-def main() -> None:
-    """Run the benchmark and print the tables."""
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, print the tables and write them to OUT/dedup.txt."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1_000_000, help="documents for our end-to-end run")
     ap.add_argument("--n-baseline", type=int, default=50_000, help="documents for the datasketch LSH run")
@@ -177,51 +187,69 @@ def main() -> None:
         "--n-ray", type=int, nargs="*", default=[], help="also run pipelines.dedup_ray on these doc counts"
     )
     ap.add_argument("--ray-only", action="store_true", help="run only the --n-ray comparison")
-    args = ap.parse_args()
-    print(f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.1f} (shared machine: timings under contention)")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes, in this process: not a measurement")
+    ap.add_argument("--out", type=Path, default=OUT, help="folder of dedup.txt")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.n, args.n_baseline, args.n_sig, args.n_sig_baseline = 300, 300, 200, 40
+        args.n_ray = args.n_ray or [200]
+    lines: list[str] = []
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    say(f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.1f} (shared machine: timings under contention)"
+        + (" (smoke run: tiny sizes, not a measurement)" if args.smoke else ""))  # fmt: skip
     bands = lsh_params(
         THRESHOLD, NUM_PERM, false_positive_weight=1 - FN_WEIGHT, false_negative_weight=FN_WEIGHT
     )
-    print(f"bands x rows at threshold {THRESHOLD}: {bands}")
-    if args.ray_only:
-        with TemporaryDirectory() as tmp:
-            for n in args.n_ray:
-                _bench_ray(n, Path(tmp) / str(n))
-        return
+    say(f"bands x rows at threshold {THRESHOLD}: {bands}")
+    with TemporaryDirectory() as tmp:
+        if not args.ray_only:
+            _bench_local(args, Path(tmp), say)
+        for n in args.n_ray:
+            _bench_ray(n, Path(tmp) / str(n), say)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "dedup.txt").write_text("\n".join(lines) + "\n")
+    return 0
 
+
+def _bench_local(args: argparse.Namespace, tmp: Path, say: Callable[[str], None]) -> None:
+    """Signature throughput, then end-to-end fuzzy dedup at each size (ours in a child process unless
+    --smoke) and datasketch at --n-baseline."""
     sig_docs, _ = synthetic_docs(args.n_sig, seed=1)
     results = bench_signatures(sig_docs, args.n_sig_baseline)
     ours_rate = results[0][1] / results[0][2]
-    print("\nMinHash signatures (128 perms, word 5-grams, ~500-char docs; signatures asserted equal)")
-    print(f"{'method':<26}{'docs':>9}{'seconds':>10}{'docs/s':>11}{'ours / it':>11}")
+    say("\nMinHash signatures (128 perms, word 5-grams, ~500-char docs; signatures asserted equal)")
+    say(f"{'method':<26}{'docs':>9}{'seconds':>10}{'docs/s':>11}{'ours / it':>11}")
     for name, n, sec in results:
-        print(f"{name:<26}{n:>9}{sec:>10.2f}{n / sec:>11.0f}{ours_rate / (n / sec):>10.1f}x")
+        say(f"{name:<26}{n:>9}{sec:>10.2f}{n / sec:>11.0f}{ours_rate / (n / sec):>10.1f}x")
 
-    with TemporaryDirectory() as tmp:
-        print(f"\nEnd-to-end fuzzy dedup (threshold {THRESHOLD}, 10% planted near-copies)")
-        head = f"{'method':<34}{'docs':>9}{'seconds':>10}{'docs/s':>10}{'peak RSS GiB':>14}"
-        print(f"{head}{'planted recall':>16}")
-        sizes = sorted({args.n_baseline, args.n})
-        for n in sizes:
-            docs, pairs = synthetic_docs(n, seed=2)
-            path = str(Path(tmp) / f"docs-{n}.parquet")
-            docs.write_parquet(path)
+    say(f"\nEnd-to-end fuzzy dedup (threshold {THRESHOLD}, 10% planted near-copies)")
+    head = f"{'method':<34}{'docs':>9}{'seconds':>10}{'docs/s':>10}{'peak RSS GiB':>14}"
+    say(f"{head}{'planted recall':>16}")
+    for n in sorted({args.n_baseline, args.n}):
+        docs, pairs = synthetic_docs(n, seed=2)
+        path = str(tmp / f"docs-{n}.parquet")
+        docs.write_parquet(path)
+        if args.smoke:  # RSS is then this process's, not the dedup's alone
+            sec, rss, cluster = _run_ours(path)
+        else:
             with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
                 sec, rss, cluster = pool.submit(_run_ours, path).result()
-            recall = _planted_recall(cluster, docs["doc_id"].to_list(), pairs)
-            line = f"{'curate fuzzy_duplicates':<34}{n:>9}{sec:>10.1f}{n / sec:>10.0f}{rss:>14.2f}"
-            print(f"{line}{recall:>16.4f}")
-            if n == args.n_baseline:
-                sec_ds, cluster_ds = _run_datasketch(docs)
-                rec_ds = _planted_recall(cluster_ds, docs["doc_id"].to_list(), pairs)
-                rss_ds = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-                print(f"{'datasketch bulk+MinHashLSH':<34}{n:>9}{sec_ds:>10.1f}{n / sec_ds:>10.0f}"
-                      f"{rss_ds:>14.2f}{rec_ds:>16.4f}   (RSS: this process, incl. generation)")  # fmt: skip
-                print(f"  ratio at {n} docs: curate is {sec_ds / sec:.1f}x faster than datasketch")
-            del docs, pairs
-        for n in args.n_ray:
-            _bench_ray(n, Path(tmp) / str(n))
+        recall = _planted_recall(cluster, docs["doc_id"].to_list(), pairs)
+        line = f"{'curate fuzzy_duplicates':<34}{n:>9}{sec:>10.1f}{n / sec:>10.0f}{rss:>14.2f}"
+        say(f"{line}{recall:>16.4f}")
+        if n == args.n_baseline:
+            sec_ds, cluster_ds = _run_datasketch(docs)
+            rec_ds = _planted_recall(cluster_ds, docs["doc_id"].to_list(), pairs)
+            rss_ds = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+            say(f"{'datasketch bulk+MinHashLSH':<34}{n:>9}{sec_ds:>10.1f}{n / sec_ds:>10.0f}"
+                f"{rss_ds:>14.2f}{rec_ds:>16.4f}   (RSS: this process, incl. generation)")  # fmt: skip
+            say(f"  ratio at {n} docs: curate is {sec_ds / sec:.1f}x faster than datasketch")
+        del docs, pairs
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

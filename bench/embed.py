@@ -5,7 +5,11 @@ chunks of the stage's batch size, model already loaded, on all torch threads (an
 figure is end to end (actor start, model load, Parquet read and write) through `RayExecutor.map_batches`,
 the code `curate run` executes, with the `[ray]` defaults (one actor per CPU, each using its CPU) and with
 one actor holding every CPU; its steady rate subtracts a run on one work item, so start-up is not counted.
-Run: `.venv/bin/python bench/embed.py [--n-minilm 300 --n-static 50000 --rounds 2]`.
+Ray: an embedded runtime started here (an existing one in this process is reused and left running).
+Prints the table and writes it to OUT/embed.txt (bench/results by default).
+Run: `.venv/bin/python bench/embed.py [--n-minilm 300 --n-static 50000 --rounds 2] [--out DIR]` (--smoke: the
+static tier on a few hundred texts, one actor, one run and so no steady rate, into --out: a check that the
+script runs, not a measurement).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import argparse
 import resource
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,8 +35,9 @@ import torch
 
 from curate import corpora
 from curate.embeddings import Embed, Tier, default_cache_dir, distill_static, read_embeddings
-from pipelines.ray_executor import RayExecutor
-from pipelines.runtime import init_ray, shutdown_ray
+from pipelines.ray_executor import RayExecutor, ray_executor
+
+OUT = Path(__file__).parent / "results"
 
 
 def wiki_texts(n: int) -> list[str]:
@@ -83,19 +89,24 @@ def bare_encoder(tier: Tier, cache_dir: Path) -> Callable[[list[str]], np.ndarra
     return lambda chunk: static.encode(chunk, use_multiprocessing=False)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n-minilm", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=2, help="interleaved repeats; the best of each is kept")
     parser.add_argument("--n-static", type=int, default=50_000)
     parser.add_argument("--cache-dir", type=Path, default=default_cache_dir())
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help="static, one pool, tiny: not a measurement")
+    parser.add_argument("--out", type=Path, default=OUT, help="folder of embed.txt")
+    args = parser.parse_args(argv)
+    plan: list[tuple[Tier, int, int]] = [("minilm", args.n_minilm, 64), ("static", args.n_static, 4096)]
+    pools = POOLS
+    if args.smoke:  # one pool of one actor, one run (no steady rate): each pool start loads the model anew
+        plan, args.rounds = [("static", 256, 32)], 1
+        pools = dict(list(POOLS.items())[1:])
     distill_static(args.cache_dir)  # once, outside every clock
-    init_ray(None, num_cpus=2)
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with ray_executor(None, num_cpus=2), tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        plan: list[tuple[Tier, int, int]] = [("minilm", args.n_minilm, 64), ("static", args.n_static, 4096)]
         for tier, n, batch in plan:
             texts = wiki_texts(n)
             group = max(batch, n // 8)  # 8 work items: both actors stay busy
@@ -103,10 +114,11 @@ def main() -> None:
             small = write_input(texts[:group], work / f"{tier}-small.parquet", group)
             encode = bare_encoder(tier, args.cache_dir)
             threads = torch.get_num_threads()
-            for label, pool in POOLS.items():
+            for label, pool in pools.items():
                 t_small, t_full, rate_all, rate_one = np.inf, np.inf, 0.0, 0.0
                 for _ in range(args.rounds):  # interleaved rounds, best of each: the load drifts
-                    t_small = min(t_small, ray_seconds(tier, small, args.cache_dir, batch, work, pool)[0])
+                    if not args.smoke:
+                        t_small = min(t_small, ray_seconds(tier, small, args.cache_dir, batch, work, pool)[0])
                     t, out = ray_seconds(tier, full, args.cache_dir, batch, work, pool)
                     t_full = min(t_full, t)
                     rate_all = max(rate_all, bare_rate(encode, texts, batch))
@@ -118,37 +130,38 @@ def main() -> None:
                 head = np.argsort(ids)[:64]  # ids are zero-padded row numbers: the first 64 texts
                 max_diff = float(np.abs(vectors[head] - encode(texts[:64])).max())
                 e2e = n / t_full
-                steady = (n - group) / max(t_full - t_small, 1e-9)
+                steady = (n - group) / max(t_full - t_small, 1e-9) if np.isfinite(t_small) else np.nan
                 rows.append((f"{tier}, {label}", n, e2e, steady, rate_all, rate_one, threads, max_diff))
-    shutdown_ray()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    print(
+    lines = [
         f"Embed stage on Ray (RayExecutor actor pools, num_cpus=2 runtime) vs bare encode loop; CPU "
         f"{os.cpu_count()} cores (best of {args.rounds} interleaved rounds; 1-min load average "
         f"{os.getloadavg()[0]:.1f} at the end); texts: Wikipedia en paragraphs, cycled past 10k"
-    )
-    print()
-    header = (
+        + (" (smoke run: tiny sizes, not a measurement)" if args.smoke else ""),
+        "",
         f"{'tier, pool':<36} {'docs':>7} {'ray e2e':>9} {'ray steady':>11} {'bare all-thr':>13} "
-        f"{'bare 1-thr':>11} {'e2e/all':>8} {'steady/all':>11} {'steady/1thr':>12} {'max |diff|':>11}"
-    )
-    print(header)
-    for tier, n, e2e, steady, rate_all, rate_one, _, diff in rows:
+        f"{'bare 1-thr':>11} {'e2e/all':>8} {'steady/all':>11} {'steady/1thr':>12} {'max |diff|':>11}",
+    ]
+    for row_name, n, e2e, steady, rate_all, rate_one, _, diff in rows:
         one = f"{rate_one:>11,.1f}" if rate_one else f"{'-':>11}"
         one_ratio = f"{steady / rate_one:>11.2f}x" if rate_one else f"{'-':>12}"
-        print(
-            f"{tier:<36} {n:>7,} {e2e:>9,.1f} {steady:>11,.1f} {rate_all:>13,.1f} {one} "
+        lines.append(
+            f"{row_name:<36} {n:>7,} {e2e:>9,.1f} {steady:>11,.1f} {rate_all:>13,.1f} {one} "
             f"{e2e / rate_all:>7.2f}x {steady / rate_all:>10.2f}x {one_ratio} {diff:>11.1e}"
         )
-    print()
-    print(
+    lines += [
+        "",
         f"docs/s. 'bare all-thr' uses torch's default {rows[0][6]} threads. Target: Ray >= 0.9x the bare "
-        "loop. e2e counts actor start and model load; steady subtracts a one-item run."
-    )
-    print("max |diff| vs the bare loop: static's bare StaticModel keeps float16 vectors, the stage float32.")
-    print(f"peak RSS (driver): {rss:,.0f} MiB")
+        "loop. e2e counts actor start and model load; steady subtracts a one-item run.",
+        "max |diff| vs the bare loop: static's bare StaticModel keeps float16 vectors, the stage float32.",
+        f"peak RSS (driver): {rss:,.0f} MiB",
+    ]
+    print("\n".join(lines))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "embed.txt").write_text("\n".join(lines) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -4,7 +4,9 @@ Prints, in one run: docs/s per core of each tier (one thread each), logistic-reg
 (3-fold CV), the 10-nearest-neighbour overlap of static with MiniLM, and the Spearman agreement of SSP
 prototype scores (Sorscher et al. 2022: proto_dist = 1 - max_c cos(z, mu_c), spherical k-means in faiss)
 between the tiers, next to MiniLM's own k-means-seed noise floor.
-Run: `.venv/bin/python bench/embed_tiers.py`.
+Prints the report and writes it to OUT/embed_tiers.txt (bench/results by default).
+Run: `.venv/bin/python bench/embed_tiers.py [--out DIR]` (--smoke: four shortened paragraphs per topic on
+every thread, into --out: a check that the script runs, not a measurement).
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ os.environ["RAYON_NUM_THREADS"] = "1"  # one core for the tokenizers too: "per c
 
 import argparse
 import resource
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import torch
 from scipy.stats import spearmanr
 from sklearn.linear_model import LogisticRegression
@@ -29,6 +33,8 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from curate import corpora
 from curate.embeddings import Tier, default_cache_dir, load_embedder
 from pruning.prototypes import prototype_scores
+
+OUT = Path(__file__).parent / "results"
 
 
 def timed_encode(
@@ -71,17 +77,34 @@ def proto_dist(x: np.ndarray, *, k: int, seed: int) -> np.ndarray:
     return prototype_scores(x, k=k, seed=seed)["proto_dist"].to_numpy()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=1000, help="labelled Wikipedia paragraphs (en)")
     parser.add_argument(
         "--static-repeats", type=int, default=20, help="passes over the texts when timing static"
     )
     parser.add_argument("--cache-dir", type=Path, default=default_cache_dir())
-    args = parser.parse_args()
-    torch.set_num_threads(1)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, all threads: not a measurement")
+    parser.add_argument("--out", type=Path, default=OUT, help="folder of embed_tiers.txt")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.n, args.static_repeats = 300, 1
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads if args.smoke else 1)
+    try:
+        lines = run(args)
+    finally:
+        torch.set_num_threads(threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "embed_tiers.txt").write_text("\n".join(lines) + "\n")
+    return 0
 
+
+def run(args: argparse.Namespace) -> list[str]:
+    """Encode, probe and compare both tiers; returns the printed lines."""
     docs = corpora.wiki(args.n, labelled_only=True, seed=0)
+    if args.smoke:  # 4 paragraphs per topic (the 3-fold probe needs 3), each cut to 300 characters
+        docs = docs.group_by("label", maintain_order=True).head(4).with_columns(pl.col("text").str.head(300))
     texts, labels = docs["text"].to_list(), np.asarray(docs["label"].to_list())
     chars = np.array([len(t) for t in texts])
     n_topics = len(set(labels))
@@ -94,7 +117,7 @@ def main() -> None:
 
     acc = {"minilm": topic_accuracy(minilm, labels), "static": topic_accuracy(static, labels)}
     overlap = knn_overlap(static, minilm)
-    ks = (n_topics, 50)
+    ks = (n_topics, min(50, len(texts) // 4))
     agreement = {
         k: (
             spearmanr(proto_dist(minilm, k=k, seed=0), proto_dist(static, k=k, seed=0)).statistic,
@@ -103,34 +126,37 @@ def main() -> None:
         for k in ks
     }
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-    print(
+    threads = "every thread (smoke)" if args.smoke else "1 thread per tier (torch + tokenizers)"
+    lines = [
         f"data: {len(texts)} labelled Wikipedia paragraphs (en, seed 0), {n_topics} topics, "
-        f"median {int(np.median(chars))} chars; 1 thread per tier (torch + tokenizers); "
+        f"median {int(np.median(chars))} chars; {threads}; "
         f"static timed over {args.static_repeats} passes; CPU {os.cpu_count()} cores, shared machine "
         f"(1-min load average {load:.1f} at the end of timing)"
-    )
-    print()
-    print(f"{'tier':<8} {'dim':>4} {'docs/CPU-s':>11} {'docs/wall-s':>12} {'topic acc (3-fold)':>20}")
+        + (" (smoke run: tiny sizes, not a measurement)" if args.smoke else ""),
+        "",
+        f"{'tier':<8} {'dim':>4} {'docs/CPU-s':>11} {'docs/wall-s':>12} {'topic acc (3-fold)':>20}",
+    ]
     rates = (("minilm", minilm, minilm_rate, minilm_wall), ("static", static, static_rate, static_wall))
     for tier, x, rate, wall in rates:
         mean, std = acc[tier]
-        print(f"{tier:<8} {x.shape[1]:>4} {rate:>11,.1f} {wall:>12,.1f} {mean:>13.3f} ± {std:.3f}")
-    print("docs/CPU-s = documents per second of one core's CPU time (contention-free docs/s per core)")
-    print()
-    print(f"speed ratio static / minilm: {static_rate / minilm_rate:,.0f}x per core")
-    print(f"10-NN overlap static vs minilm: {overlap:.3f}")
+        lines.append(f"{tier:<8} {x.shape[1]:>4} {rate:>11,.1f} {wall:>12,.1f} {mean:>13.3f} ± {std:.3f}")
+    lines += [
+        "docs/CPU-s = documents per second of one core's CPU time (contention-free docs/s per core)",
+        "",
+        f"speed ratio static / minilm: {static_rate / minilm_rate:,.0f}x per core",
+        f"10-NN overlap static vs minilm: {overlap:.3f}",
+    ]
     for k, (between, floor) in agreement.items():
-        print(
+        lines.append(
             f"SSP proto_dist Spearman, k={k}: static vs minilm {between:.3f} "
             f"(minilm seed 0 vs seed 1: {floor:.3f})"
         )
-    print(f"peak RSS: {rss:,.0f} MiB")
+    lines.append(f"peak RSS: {rss:,.0f} MiB")
     gap = acc["minilm"][0] - acc["static"][0]
     k0 = ks[0]
     between, floor = agreement[k0]
-    print()
-    print(
+    lines += [
+        "",
         f"Note: static embeds {static_rate:,.0f} docs/s per core vs {minilm_rate:,.1f} for MiniLM "
         f"({static_rate / minilm_rate:,.0f}x) and loses {100 * gap:.1f} accuracy points on the topic probe "
         f"({acc['static'][0]:.3f} vs {acc['minilm'][0]:.3f}); neighbourhoods overlap {overlap:.2f}; SSP "
@@ -143,9 +169,11 @@ def main() -> None:
             if static_rate / minilm_rate >= 50 and gap <= 0.05
             else "The accuracy gap exceeds the 5-point bound this default assumes: prefer minilm where "
             "it is affordable and treat static scores as a coarse first pass."
-        )
-    )
+        ),
+    ]
+    print("\n".join(lines))
+    return lines
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

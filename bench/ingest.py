@@ -1,8 +1,11 @@
 """Ingest + exact dedup of synthetic 500-character documents on Ray (2 CPUs) vs a plain polars read + hash.
 
-Usage: python bench/ingest.py [--docs 1000000] [--shards 16] [--cpus 2] [--local]
-Prints docs/s, MB/s, the ratio to the baseline measured in the same run, and peak RSS. Target (DESIGN.md
-section 8): at least 0.5x the baseline's docs/s.
+Usage: python bench/ingest.py [--docs 1000000] [--shards 16] [--cpus 2] [--local] [--out DIR] [--smoke]
+Prints docs/s, MB/s, the ratio to the baseline measured in the same run, and peak RSS, and writes the table to
+OUT/ingest.txt (bench/results by default). Target (DESIGN.md section 8): at least 0.5x the baseline's docs/s.
+Ray: an embedded runtime started here (an existing one in this process is reused and left running).
+--smoke: a few hundred documents, both executors, into --out: a check that the script runs, not a
+measurement.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 import os
 import resource
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -24,6 +28,8 @@ import psutil
 
 from curate.ingest import ingest_sources
 from curate.stages import Executor, LocalExecutor
+
+OUT = Path(__file__).parent / "results"
 
 WORDS = (  # noqa: SIM905  (a sentence is easier to read than a 47-line list)
     "data model training corpus token quality filter scaling law mixture source weight sample budget "
@@ -89,14 +95,23 @@ def timed(fn: Callable[[], object]) -> tuple[float, int]:
     return seconds, rss.peak
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--docs", type=int, default=1_000_000)
     parser.add_argument("--shards", type=int, default=16)
     parser.add_argument("--chars", type=int, default=500)
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--local", action="store_true", help="also time the in-process executor")
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: a check, not a measurement")
+    parser.add_argument("--out", type=Path, default=OUT, help="folder of ingest.txt")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.docs, args.shards, args.local = 200, 2, True
+    lines: list[str] = []
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+        lines.append(line)
 
     root = Path(tempfile.mkdtemp(prefix="curate-bench-ingest-"))
     try:
@@ -104,10 +119,11 @@ def main() -> None:
         src.mkdir()
         t0 = time.perf_counter()
         size = make_corpus(src, n_docs=args.docs, n_shards=args.shards, chars=args.chars)
-        print(
+        say(
             f"corpus: {args.docs} docs x {args.chars} chars in {args.shards} JSONL shards, "
             f"{size / 1e6:.0f} MB, written in {time.perf_counter() - t0:.1f}s; machine load "
             f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (timings taken under that load)"
+            + (" (smoke run: tiny sizes, not a measurement)" if args.smoke else "")
         )
         files = sorted(str(p) for p in src.glob("*.jsonl"))
 
@@ -132,31 +148,32 @@ def main() -> None:
                 )
             )
 
-        from pipelines.ray_executor import RayExecutor
-        from pipelines.runtime import init_ray, shutdown_ray
+        from pipelines.ray_executor import ray_executor
 
         t0 = time.perf_counter()
-        init_ray(None, num_cpus=args.cpus)
-        startup = time.perf_counter() - t0
-        seconds, peak = timed(run(RayExecutor(), root / "wr"))
+        with ray_executor(None, num_cpus=args.cpus) as executor:
+            startup = time.perf_counter() - t0
+            seconds, peak = timed(run(executor, root / "wr"))
         rows.append((f"curate ingest + exact dedup, Ray ({args.cpus} CPUs)", seconds, peak))
-        shutdown_ray()
 
         base = rows[0][1]
-        print(f"\n{'method':48} {'seconds':>8} {'docs/s':>10} {'MB/s':>7} {'ratio':>6} {'peak RSS':>9}")
+        say(f"\n{'method':48} {'seconds':>8} {'docs/s':>10} {'MB/s':>7} {'ratio':>6} {'peak RSS':>9}")
         for name, sec, rss in rows:
-            print(
+            say(
                 f"{name:48} {sec:8.2f} {args.docs / sec:10,.0f} {size / 1e6 / sec:7.1f} {base / sec:6.2f} "
                 f"{rss / 2**30:7.2f}GB"
             )
         driver = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        print(
+        say(
             f"\nRay start-up (not in the timing): {startup:.1f}s; driver peak RSS {driver:.2f} GB; "
             "peak RSS = this process + its Ray processes. Target: ratio >= 0.5."
         )
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "ingest.txt").write_text("\n".join(lines) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -7,7 +7,10 @@ subsampling), then one exact assignment. If the baseline is capped (`--baseline-
 fit time at the full iteration count is extrapolated linearly per iteration and marked as such.
 The objective column is the mean proto_dist = mean(1 - max_c cos(z, mu_c)) over all n points (lower =
 tighter prototypes), so the sample fit's quality loss is visible next to its speed-up.
-Run: `.venv/bin/python bench/kmeans.py [--n 1000000 --dim 384 --k 1000 --sample 100000]`.
+Prints the table and writes it to OUT/kmeans.txt (bench/results by default).
+Run: `.venv/bin/python bench/kmeans.py [--n 1000000 --dim 384 --k 1000 --sample 100000] [--out DIR]`
+(--smoke: a few thousand small vectors, both variants in this process, into --out: a check that the script
+runs, not a measurement).
 """
 
 from __future__ import annotations
@@ -18,11 +21,15 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import faiss
 import numpy as np
 
 from pruning.prototypes import PrototypeScorer
+
+OUT = Path(__file__).parent / "results"
+SMOKE = {"n": 2000, "dim": 16, "k": 8, "sample": 500, "iters": 5, "baseline_iters": 5}
 
 
 def clustered(n: int, dim: int, *, centres: int, seed: int = 0, noise: float = 0.06) -> np.ndarray:
@@ -83,7 +90,7 @@ def run_variant(args: argparse.Namespace) -> dict[str, float | int | str]:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=384)
@@ -92,35 +99,47 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--baseline-iters", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, in this process: not a measurement")
+    parser.add_argument("--out", type=Path, default=OUT, help="folder of kmeans.txt")
     parser.add_argument("--variant", choices=["sample", "all"], help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.smoke:
+        vars(args).update(SMOKE)
     if args.variant:
         print(json.dumps(run_variant(args)))
-        return
+        return 0
     rows = []
     for variant in ("sample", "all"):
-        cmd = [sys.executable, __file__, "--variant", variant, *sys.argv[1:]]
+        if args.smoke:  # peak RSS is then this process's, not the variant's alone
+            rows.append(run_variant(argparse.Namespace(**{**vars(args), "variant": variant})))
+            continue
+        cmd = [sys.executable, __file__, "--variant", variant, *(sys.argv[1:] if argv is None else argv)]
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     base = rows[1]
-    base_total = base["fit_s_at_full_iters"] + base["assign_s"]
-    print(f"k-means n={args.n:,} dim={args.dim} k={args.k} iters={args.iters} (2 shared CPU cores)")
+    base_total = float(base["fit_s_at_full_iters"]) + float(base["assign_s"])
+    lines = [f"k-means n={args.n:,} dim={args.dim} k={args.k} iters={args.iters} (2 shared CPU cores)"
+             + (" (smoke run: tiny sizes, not a measurement)" if args.smoke else "")]  # fmt: skip
     head = f"{'variant':<8} {'fit pts':>9} {'iters':>5} {'fit s':>8} {'fit s@full':>10} {'assign s':>8} "
-    print(head + f"{'total s':>8} {'vs all':>7} {'objective':>9} {'data GiB':>8} {'peak GiB':>8}")
+    lines.append(head + f"{'total s':>8} {'vs all':>7} {'objective':>9} {'data GiB':>8} {'peak GiB':>8}")
     for r in rows:
-        total = r["fit_s_at_full_iters"] + r["assign_s"]
+        total = float(r["fit_s_at_full_iters"]) + float(r["assign_s"])
         ratio = base_total / total
-        print(
+        lines.append(
             f"{r['variant']:<8} {r['fit_points']:>9,} {r['iters']:>5} {r['fit_s']:>8.1f} "
             f"{r['fit_s_at_full_iters']:>10.1f} {r['assign_s']:>8.1f} {total:>8.1f} {ratio:>6.1f}x "
             f"{r['objective']:>9.4f} {r['data_rss_gib']:>8.2f} {r['peak_rss_gib']:>8.2f}"
         )
-    if base["iters"] < args.iters:
-        print(
+    if int(base["iters"]) < args.iters:
+        lines.append(
             f"note: the all-points baseline ran {base['iters']} iterations; its 'fit s@full' and total are "
             f"extrapolated linearly to {args.iters} iterations."
         )
+    print("\n".join(lines))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "kmeans.txt").write_text("\n".join(lines) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -17,8 +17,10 @@ on 200 points; the 1-minute load average after each case is recorded because tim
 noisy. Issue 17's bar: 10k <= 30 s, 5k <= 8 s, and ours not slower than geomloss at equal accuracy.
 
 Run (repository root, on a quiet machine): `.venv/bin/python bench/ot_divergence.py
-[--sizes 1000 5000 10000 20000] [--families topics shared-topics blobs-3d] [--budget 600]`
-(writes bench/results/ot_divergence.md; needs the bench extra: `pip install -e ".[bench]"`).
+[--sizes 1000 5000 10000 20000] [--families topics shared-topics blobs-3d] [--budget 600] [--out DIR]`
+(writes OUT/ot_divergence.md, bench/results by default; needs the bench extra: `pip install -e ".[bench]"`).
+--smoke: the 20-topic clouds at n = 300, every case in this process, geomloss left out when it is not
+installed, into --out: a check that the script runs, not a measurement.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ WARM = 200  # points of the untimed warm-up call
 SCALINGS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
 STOP_THRS = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7)
 LADDERS: dict[str, tuple[float | None, ...]] = {"ours": (None,), "pot": STOP_THRS, "geomloss": SCALINGS}
-OUT = Path(__file__).resolve().parent / "results" / "ot_divergence.md"
+OUT = Path(__file__).resolve().parent / "results"
 
 
 def topics(n: int, rng: np.random.Generator, *, shared: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -174,40 +176,55 @@ class Case:
         return abs(self.error) <= ACCURACY
 
 
-def _measure(case: Case, queue: mp.Queue) -> None:
+def _measure(case: Case) -> tuple[float, float, float, float]:
+    """(value, seconds, peak RSS MiB, RSS MiB added by the timed call) of one case, in this process."""
     import torch
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(THREADS)
-    x, y = FAMILIES[case.family](case.n, np.random.default_rng(0))
-    modules, call = METHODS[case.method]
-    for name in modules:
-        importlib.import_module(name)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # non-convergence shows up as the error column
-        call(x[:WARM], y[:WARM], case.setting)  # first-call setup (thread pools, lazy kernels) off the clock
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        start = time.perf_counter()
-        value = call(x, y, case.setting)
-        seconds = time.perf_counter() - start
+    try:
+        x, y = FAMILIES[case.family](case.n, np.random.default_rng(0))
+        modules, call = METHODS[case.method]
+        for name in modules:
+            importlib.import_module(name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # non-convergence shows up as the error column
+            call(
+                x[:WARM], y[:WARM], case.setting
+            )  # first-call setup (thread pools, lazy kernels) off the clock
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            start = time.perf_counter()
+            value = call(x, y, case.setting)
+            seconds = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    queue.put((value, seconds, peak, peak - before))
+    return value, seconds, peak, peak - before
 
 
-def _run(case: Case, budget: float) -> Case:
-    """Run `case` in a fresh process; value stays None (with a note) if it fails or runs past `budget` s."""
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_measure, args=(case, queue))
-    proc.start()
-    proc.join(budget)
-    if proc.is_alive():
-        proc.kill()
-        proc.join()
-        case.seconds, case.note = budget, "past budget"
-    elif proc.exitcode != 0:
-        case.note = f"failed (exit code {proc.exitcode})"
+def _child(case: Case, queue: mp.Queue) -> None:
+    queue.put(_measure(case))
+
+
+def _run(case: Case, budget: float, *, in_process: bool = False) -> Case:
+    """Run `case` in a fresh process (or this one); value stays None (with a note) if it fails or runs past
+    `budget` s (a fresh process only)."""
+    if in_process:
+        case.value, case.seconds, case.rss_mib, case.added_mib = _measure(case)
     else:
-        case.value, case.seconds, case.rss_mib, case.added_mib = queue.get(timeout=60)
+        ctx = mp.get_context("spawn")
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_child, args=(case, queue))
+        proc.start()
+        proc.join(budget)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+            case.seconds, case.note = budget, "past budget"
+        elif proc.exitcode != 0:
+            case.note = f"failed (exit code {proc.exitcode})"
+        else:
+            case.value, case.seconds, case.rss_mib, case.added_mib = queue.get(timeout=60)
     case.load = os.getloadavg()[0]
     print(
         f"  {case.family} n={case.n} {case.method} {case.setting}: {case.value}, {case.seconds:.1f} s",
@@ -216,21 +233,27 @@ def _run(case: Case, budget: float) -> Case:
     return case
 
 
-def _cases(family: str, sizes: list[int], budget: float) -> list[Case]:
+def _cases(
+    family: str, sizes: list[int], budget: float, *, methods: tuple[str, ...], in_process: bool
+) -> list[Case]:
     """Reference and each method's ladder at every n (ascending); a method past the budget skips larger n."""
     out: list[Case] = []
-    start = dict.fromkeys(LADDERS, 0)
+    ladders = {m: v for m, v in LADDERS.items() if m in methods}
+    start = dict.fromkeys(ladders, 0)
     dropped: set[str] = set()
     for n in sizes:
-        ref = _run(Case(family, n, "reference"), 4 * budget)
+        ref = _run(Case(family, n, "reference"), 4 * budget, in_process=in_process)
         out.append(ref)
         if ref.value is None:
             break
         ref.error = 0.0
-        cases = [_run(Case(family, n, "pot-float64", 1e-10), 4 * budget)] if n == sizes[0] else []
-        for method, settings in LADDERS.items():
+        first = n == sizes[0]
+        cases = (
+            [_run(Case(family, n, "pot-float64", 1e-10), 4 * budget, in_process=in_process)] if first else []
+        )
+        for method, settings in ladders.items():
             for k in range(start[method], len(settings)) if method not in dropped else ():
-                case = _run(Case(family, n, method, settings[k]), budget)
+                case = _run(Case(family, n, method, settings[k]), budget, in_process=in_process)
                 cases.append(case)
                 if case.value is None:
                     dropped.add(method)
@@ -272,18 +295,20 @@ def _in_brackets(case: Case) -> str:
     return "" if case.setting is None else f" ({_setting(case)})"
 
 
-def _table(rows: list[Case], started: str, load_start: tuple[float, float, float]) -> str:
+def _table(rows: list[Case], started: str, load_start: tuple[float, float, float], *, smoke: bool) -> str:
     """The markdown report: equal-accuracy summary (ratios to geomloss from this run), then every case."""
-    import geomloss
     import ot
     import torch
 
+    geomloss = _geomloss_version()
     lines = [
-        "# Debiased Sinkhorn divergence at equal accuracy (issue 17): bench/ot_divergence.py",
+        "# Debiased Sinkhorn divergence at equal accuracy (issue 17): bench/ot_divergence.py"
+        + (" (smoke run: tiny sizes, not a measurement)" if smoke else ""),
         "",
         f"Run {started}; {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), {THREADS} "
         f"torch/OpenMP threads per case; torch {torch.__version__}, POT {ot.__version__}, geomloss "
-        f"{geomloss.__version__}; load average at start {' / '.join(f'{v:.2f}' for v in load_start)}.",
+        f"{geomloss or 'not installed (left out)'}; load average at start "
+        f"{' / '.join(f'{v:.2f}' for v in load_start)}.",
         f"eps = {REG} x the largest x-y cost, c = 1/2 |x - y|^2, debiased; error = value / reference - 1; "
         f"a method counts at its loosest setting within {ACCURACY:.1%} (setting: geomloss `scaling`, POT "
         "`stopThr`). Issue 17's bar: 10k <= 30 s, 5k <= 8 s, ours not slower than geomloss.",
@@ -325,24 +350,45 @@ def _table(rows: list[Case], started: str, load_start: tuple[float, float, float
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def _geomloss_version() -> str | None:
+    """geomloss's version, or None when the bench extra is not installed."""
+    try:
+        import geomloss
+    except ImportError:
+        return None
+    return str(geomloss.__version__)
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 10000, 20000])
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
     parser.add_argument("--budget", type=float, default=600.0, help="seconds per case (reference: 4x)")
-    parser.add_argument("--out", type=Path, default=OUT, help="markdown report")
-    args = parser.parse_args()
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's scaling, also in children
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = str(THREADS)
+    parser.add_argument("--smoke", action="store_true", help="tiny, in this process: not a measurement")
+    parser.add_argument("--out", type=Path, default=OUT, help="folder of ot_divergence.md")
+    args = parser.parse_args(argv)
+    methods = tuple(LADDERS)
+    if args.smoke:
+        args.sizes, args.families = [300], ["topics"]
+        if _geomloss_version() is None:
+            methods = tuple(m for m in methods if m != "geomloss")
+    else:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's scaling, in children
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[var] = str(THREADS)
     started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     load_start = os.getloadavg()
-    rows = [case for family in args.families for case in _cases(family, sorted(args.sizes), args.budget)]
-    report = _table(rows, started, load_start)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
+    rows = [
+        case
+        for family in args.families
+        for case in _cases(family, sorted(args.sizes), args.budget, methods=methods, in_process=args.smoke)
+    ]
+    report = _table(rows, started, load_start, smoke=args.smoke)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "ot_divergence.md").write_text(report)
     print(report)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -9,7 +9,11 @@ pass over the data). Peak RSS per step comes from sampling this process every 50
 start and end times in its `_stage.json`: the driver's RSS and the largest Ray worker's. The run is the
 product path itself (`pipelines.runner.execute`, as `curate run`), in-process or on embedded Ray.
 
-    python bench/pipeline.py [--docs 100000] [--work DIR] [--ray]
+    python bench/pipeline.py [--docs 100000] [--work DIR] [--ray] [--out DIR]
+
+Prints the per-step table and writes it to OUT/pipeline.txt (bench/results by default). --smoke: 300 source
+documents, a 60-document target and small calibration settings (SMOKE_CONFIG), in this process, into --out: a
+check that the script runs, not a measurement.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -51,6 +57,35 @@ bootstrap = 5
 [mixture]
 ot_max_points = 800
 """
+SMOKE_CONFIG = """seed = 0
+[sources]
+wiki = "wiki/*.parquet"
+sotu = "sotu/*.parquet"
+bbc = "bbc/*.parquet"
+synth_near = "synth_near/*.parquet"
+synth_shuffle = "synth_shuffle/*.parquet"
+synth_random = "synth_random/*.parquet"
+[target]
+path = "target/*.parquet"
+[budget]
+unit = "samples"
+value = {budget}
+[score]
+n_buckets = 2
+[proxy]
+pilot_sizes = [3, 10, 30]
+repeats = 1
+seeds = 2
+bucket_epochs = [0.25, 0.5, 1.0]
+grid_divisions = 2
+bucket_rows = 30
+eval_size = 30
+bootstrap = 2
+[mixture]
+law = "dml"
+ot_max_points = 100
+"""
+OUT = Path(__file__).parent / "results"
 
 
 def _write(root: Path, name: str, texts: list[str], *, shards: int = 4) -> None:
@@ -59,7 +94,7 @@ def _write(root: Path, name: str, texts: list[str], *, shards: int = 4) -> None:
         pl.DataFrame({"text": [texts[j] for j in part]}).write_parquet(root / name / f"part-{i}.parquet")
 
 
-def build_corpus(root: Path, n_docs: int, *, seed: int = 0) -> int:
+def build_corpus(root: Path, n_docs: int, *, seed: int = 0, smoke: bool = False) -> int:
     """Write the benchmark shards and config under `root`; returns the number of source documents."""
     rng = np.random.default_rng(seed)
     real = {
@@ -68,11 +103,13 @@ def build_corpus(root: Path, n_docs: int, *, seed: int = 0) -> int:
         "bbc": corpora.bbc_news()["text"].to_list(),
     }
     pool = [t for texts in real.values() for t in texts]
-    target_idx = set(rng.choice(len(pool), size=512, replace=False).tolist())
+    target_idx = set(rng.choice(len(pool), size=60 if smoke else 512, replace=False).tolist())
     _write(root, "target", [pool[i] for i in sorted(target_idx)], shards=1)
     share = min(1.0, (n_docs // 2) / (len(pool) - len(target_idx)))  # at least half the corpus is synthetic
     offset, n_real = 0, 0
     for name, texts in real.items():
+        if smoke:  # the same share of each real source (a few dozen documents each), not of their union
+            share = min(1.0, (n_docs // 2 / len(real)) / len(texts))
         keep = [t for i, t in enumerate(texts) if i + offset not in target_idx and rng.random() < share]
         offset += len(texts)
         n_real += len(keep)
@@ -91,7 +128,8 @@ def build_corpus(root: Path, n_docs: int, *, seed: int = 0) -> int:
             random_words.append(" ".join(rng.choice(vocab, size=int(rng.integers(20, 120))).tolist()))
     for name, texts in (("synth_near", near), ("synth_shuffle", shuffle), ("synth_random", random_words)):
         _write(root, name, texts)
-    (root / "curate.toml").write_text(CONFIG.format(budget=max(1000, (n_real + n_synth) // 10)))
+    budget = 150 if smoke else max(1000, (n_real + n_synth) // 10)
+    (root / "curate.toml").write_text((SMOKE_CONFIG if smoke else CONFIG).format(budget=budget))
     return n_real + n_synth
 
 
@@ -141,14 +179,30 @@ class RSSSampler:
         return max(d for d, _ in inside), max(w for _, w in inside)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=100_000, help="source documents, real + synthetic")
     parser.add_argument("--work", type=Path, default=None, help="folder for shards and work dir")
     parser.add_argument("--ray", action="store_true", help="run on an embedded Ray runtime")
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help="tiny, in this process: not a measurement")
+    parser.add_argument("--out", type=Path, default=OUT, help="folder of pipeline.txt")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.docs, args.ray = 300, False
     root = args.work or Path(tempfile.mkdtemp(prefix="curate-bench-"))
-    n = build_corpus(root, args.docs)
+    try:
+        lines = run(args, root)
+    finally:
+        if args.smoke and args.work is None:
+            shutil.rmtree(root, ignore_errors=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "pipeline.txt").write_text("\n".join(lines) + "\n")
+    return 0
+
+
+def run(args: argparse.Namespace, root: Path) -> list[str]:
+    """Build the corpus, run every step, return the printed report lines."""
+    n = build_corpus(root, args.docs, smoke=args.smoke)
     shards = sorted(str(p) for p in root.glob("*/part-*.parquet") if p.parent.name != "target")
     t0 = time.perf_counter()
     baseline_rows = pl.scan_parquet(shards).select(pl.col("text").str.len_bytes().sum()).collect()
@@ -175,20 +229,23 @@ def main() -> None:
             }
         )
     table = pl.DataFrame(rows).sort("started").drop("started")
-    pl.Config.set_tbl_rows(50)
-    print(f"corpus: {n:,} source documents ({root}); executor: {'ray' if args.ray else 'local'}")
-    print(table)
     driver_peak = max(d for _, d, _ in rss.samples) / 2**20
     worker_peak = max(w for _, _, w in rss.samples) / 2**20
-    print(
-        f"end to end: {total:.1f} s, {n / total:,.0f} docs/s, peak RSS driver {driver_peak:,.0f} MiB, "
-        f"largest worker {worker_peak:,.0f} MiB (load average {os.getloadavg()[0]:.2f}); "
-        f"baseline polars read of the shards ({baseline_rows.item():,} text bytes): {baseline:.2f} s, "
-        f"pipeline / baseline = {total / baseline:,.0f}x"
-    )
     weights = ", ".join(f"{s.name} {s.weight:.3f}" for s in result.manifest.sources)
-    print(f"weights: {weights}")
+    with pl.Config(tbl_rows=50):
+        lines = [
+            f"corpus: {n:,} source documents ({root}); executor: {'ray' if args.ray else 'local'}"
+            + (" (smoke run: tiny sizes, not a measurement)" if args.smoke else ""),
+            str(table),
+            f"end to end: {total:.1f} s, {n / total:,.0f} docs/s, peak RSS driver {driver_peak:,.0f} MiB, "
+            f"largest worker {worker_peak:,.0f} MiB (load average {os.getloadavg()[0]:.2f}); "
+            f"baseline polars read of the shards ({baseline_rows.item():,} text bytes): {baseline:.2f} s, "
+            f"pipeline / baseline = {total / baseline:,.0f}x",
+            f"weights: {weights}",
+        ]
+    print("\n".join(lines))
+    return lines
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

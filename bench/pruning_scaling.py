@@ -4,12 +4,17 @@ Data: the labelled English Wikipedia summaries (11 topics, ~9k docs) embedded wi
 (`curate.embeddings.load_embedder("static")`; vectors cached in bench/out/). A fixed held-out set of 2,000
 documents is the target; for each seed an initial training set of each size is drawn from the rest.
 Scores are computed on the initial set only: self-supervised prototypes (SSP, spherical k-means with
-k = 11, the number of topics, as the paper sets k to the class count), supervised prototypes (distance
-to own class mean) and EL2N (3 probes, 5 epochs). Each score is pruned keep-hard and keep-easy, class-
-balanced and not, plus random; the proxy classifier (`scaling.proxy.train_probe`, the same epochs for
-every pruned set) is trained on what is kept and its held-out accuracy recorded. 3 seeds.
-Outputs: bench/results/pruning_scaling.csv (one row per run) and pruning_scaling.png; prints mean +- sd.
-Run: `.venv/bin/python bench/pruning_scaling.py [--sizes 200 1000 5000 --fractions 0.2 0.5]`.
+k = 11, the number of topics, as the paper sets k to the class count), and the score step's labelled scores
+(`pruning.scores.labelled_scores`: supervised prototypes, the distance to the own class mean, and EL2N with
+3 probes, 5 epochs). Each score is pruned keep-hard and keep-easy with the prune step's
+`pruning.policies.select`, class-balanced and not, plus random; the proxy classifier
+(`scaling.proxy.train_probe`, the same epochs for every pruned set) is trained on what is kept and its
+held-out accuracy recorded. 3 seeds.
+Outputs: OUT/pruning_scaling.csv (one row per run) and pruning_scaling.png (OUT = bench/results by default);
+prints mean +- sd.
+Run: `.venv/bin/python bench/pruning_scaling.py [--sizes 200 1000 5000 --fractions 0.2 0.5] [--out DIR]`
+(--smoke: 400 documents, one size, fraction and seed, into --out, no vector cache: a check that the script
+runs, not a measurement).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -29,9 +35,9 @@ import torch
 
 from curate import corpora
 from curate.embeddings import load_embedder
-from pruning.difficulty import EL2NScorer
 from pruning.policies import Balance, Policy, recommend_policy, select
 from pruning.prototypes import PrototypeScorer
+from pruning.scores import labelled_scores
 from scaling.proxy import train_probe
 
 ROOT = Path(__file__).resolve().parent
@@ -42,16 +48,19 @@ SCORES = {"ssp": "proto_dist", "supervised": "class_proto_dist", "el2n": "diffic
 EPOCHS, BATCH, LR = 15, 64, 1e-2  # the same for every pruned set
 
 
-def load_data() -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Static-tier vectors, integer topic ids and topic names of the labelled Wikipedia set (cached)."""
-    docs = corpora.wiki(None, labelled_only=True)
-    if CACHE.is_file():
+def load_data(n: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Static-tier vectors, integer topic ids and topic names of the labelled Wikipedia set (cached when
+    whole; `n`: a seeded sample of n documents, not cached)."""
+    docs = corpora.wiki(n, labelled_only=True)
+    if n is not None:
+        vectors = load_embedder("static").encode(docs["text"].to_list())
+    elif CACHE.is_file():
         cached = np.load(CACHE, allow_pickle=False)
         if list(cached["ids"]) == docs["id"].to_list():
             vectors = cached["vectors"]
         else:
             CACHE.unlink()
-            return load_data()
+            return load_data(n)
     else:
         vectors = load_embedder("static").encode(docs["text"].to_list())
         CACHE.parent.mkdir(parents=True, exist_ok=True)
@@ -64,25 +73,40 @@ def load_data() -> tuple[np.ndarray, np.ndarray, list[str]]:
 def score_initial(x: np.ndarray, y: np.ndarray, topics: list[str], seed: int) -> pl.DataFrame:
     """Scores of one initial set: doc_id, label, cluster_id, proto_dist, class_proto_dist, difficulty."""
     names = [topics[i] for i in y]
-    protos = PrototypeScorer(k=len(topics), seed=seed).fit(x, labels=names).score(x, labels=names)
-    el2n = EL2NScorer(seed=seed).fit(x, names).score(x, names)["el2n"]
+    protos = PrototypeScorer(k=len(topics), seed=seed).fit(x).score(x).select("cluster_id", "proto_dist")
     ids = [f"d{i:05d}" for i in range(len(y))]
-    return pl.DataFrame({"doc_id": ids, "label": names}).hstack(protos).with_columns(difficulty=el2n)
+    labelled = labelled_scores(ids, x, names, seed=seed).select(
+        "doc_id", "class_proto_dist", difficulty="el2n"
+    )
+    frame = pl.DataFrame({"doc_id": ids, "label": names}).hstack(protos)
+    return frame.join(labelled, on="doc_id", how="left", maintain_order="left")
 
 
-def accuracy(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, seed: int) -> float:
+def accuracy(
+    x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, seed: int, *, n_classes: int
+) -> float:
     """Held-out accuracy of the proxy probe trained EPOCHS epochs on (x, y)."""
     run = train_probe(
-        x, y, x_eval=x_test, y_eval=y_test, n_classes=11, epochs=EPOCHS, batch_size=BATCH, lr=LR, seed=seed
+        x,
+        y,
+        x_eval=x_test,
+        y_eval=y_test,
+        n_classes=n_classes,
+        epochs=EPOCHS,
+        batch_size=BATCH,
+        lr=LR,
+        seed=seed,
     )
     return float(run.curve["eval_accuracy"][-1])
 
 
-def run(sizes: list[int], fractions: list[float], seeds: list[int], out: Path) -> pl.DataFrame:
+def run(
+    sizes: list[int], fractions: list[float], seeds: list[int], out: Path, *, n_docs: int | None, n_test: int
+) -> pl.DataFrame:
     """Every (size, seed, fraction, method, policy, balance) run; rows appended to `out` as they finish."""
-    vectors, y, topics = load_data()
+    vectors, y, topics = load_data(n_docs)
     order = np.random.default_rng(12345).permutation(len(y))
-    test, pool = order[:N_TEST], order[N_TEST:]
+    test, pool = order[:n_test], order[n_test:]
     x_test, y_test = vectors[test], y[test]
     rows: list[dict[str, object]] = []
     started = time.perf_counter()
@@ -92,7 +116,7 @@ def run(sizes: list[int], fractions: list[float], seeds: list[int], out: Path) -
             x, yy = vectors[pick], y[pick]
             scores = score_initial(x, yy, topics, seed)
             base = {"n_initial": n, "seed": seed}
-            full = accuracy(x, yy, x_test, y_test, seed)
+            full = accuracy(x, yy, x_test, y_test, seed, n_classes=len(topics))
             rows.append(
                 {
                     **base,
@@ -118,7 +142,7 @@ def run(sizes: list[int], fractions: list[float], seeds: list[int], out: Path) -
                         score=SCORES.get(method, "proto_dist"),
                         seed=seed,
                     )["kept"].to_numpy()
-                    acc = accuracy(x[kept], yy[kept], x_test, y_test, seed)
+                    acc = accuracy(x[kept], yy[kept], x_test, y_test, seed, n_classes=len(topics))
                     rows.append(
                         {
                             **base,
@@ -202,7 +226,7 @@ def verdicts(df: pl.DataFrame) -> None:
             .sort("keep_fraction", "method", "balance")
         )
         for f, grp in stats.group_by("keep_fraction", maintain_order=True):
-            text = ", ".join(f"{m}/{b} {r:+.3f}+-{s:.3f}" for _, m, b, r, s in grp.iter_rows())
+            text = ", ".join(f"{m}/{b} {r:+.3f}+-{s or 0.0:.3f}" for _, m, b, r, s in grp.iter_rows())
             wins = int((grp["mean"] > 0).sum())
             print(f"  N={n} f={f[0]:g}: {text}  -> keep-easy ahead in {wins}/{grp.height}")
     fractions = sorted(df["keep_fraction"].unique().to_list())
@@ -270,31 +294,50 @@ def plot(summary: pl.DataFrame, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[200, 1000, 5000])
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.2, 0.5])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--report-only", action="store_true", help="reprint the tables from the saved CSV")
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: a check, not a measurement")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder of the CSV and the plot")
+    args = parser.parse_args(argv)
+    n_docs, n_test = None, N_TEST
+    if args.smoke:
+        args.sizes, args.fractions, args.seeds, n_docs, n_test = [80], [0.5], [0], 400, 100
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny MLPs: one thread is fastest and kindest on a shared machine
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    csv = RESULTS / "pruning_scaling.csv"
+    try:
+        report(args, n_docs=n_docs, n_test=n_test)
+    finally:
+        torch.set_num_threads(threads)
+    return 0
+
+
+def report(args: argparse.Namespace, *, n_docs: int | None, n_test: int) -> None:
+    """Run (or re-read) the sweep, plot it and print the tables."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    csv = args.out / "pruning_scaling.csv"
     start = time.perf_counter()
-    df = pl.read_csv(csv) if args.report_only else run(args.sizes, args.fractions, args.seeds, csv)
+    if args.report_only:
+        df = pl.read_csv(csv)
+    else:
+        df = run(args.sizes, args.fractions, args.seeds, csv, n_docs=n_docs, n_test=n_test)
     summary = summarise(df)
-    plot(summary, RESULTS / "pruning_scaling.png")
+    plot(summary, args.out / "pruning_scaling.png")
     print(
-        f"\nheld-out accuracy, {N_TEST} Wikipedia test docs, 11 topics, static-tier embeddings, "
+        f"\nheld-out accuracy, {n_test} Wikipedia test docs, 11 topics, static-tier embeddings, "
         f"probe epochs={EPOCHS} batch={BATCH} lr={LR}; mean+-sd over seeds {args.seeds}"
+        + (" (smoke run: tiny sizes, not a measurement)" if args.smoke else "")
     )
     print_table(summary)
     verdicts(df)
     wall = time.perf_counter() - start
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     done = f"re-reported from {csv}" if args.report_only else f"{len(df)} probe runs in {wall:.0f} s"
-    print(f"\n{done}, peak RSS {rss:.2f} GiB; plot in {RESULTS / 'pruning_scaling.png'}")
+    print(f"\n{done}, peak RSS {rss:.2f} GiB; plot in {args.out / 'pruning_scaling.png'}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,26 +1,40 @@
 """QQT on real text with the product's calibration and fit: buckets that differ a lot, seeds, unions never
 fitted, the paper's union rule against the one chosen on held-out unions.
 
-Data: every labelled English Wikipedia summary (11 topics), static embeddings centred on the pool's mean
-(the product's space), 1,500 held out as eval rows. Two sources, each fitted on its own as the product fits
-one source's buckets: (1) four random draws of 800 documents with 0 / 10 / 30 / 50 % of their labels replaced
-at random (graded quality); (2) 800 documents of each quartile of the target distance of a pool, taken per
-class (1 - cos to the eval rows' mean direction of the document's own class: typical to atypical).
-Proxy: the product's MLP probe task with its defaults (`pipelines.calibrate.ProbeTask`: AdamW, learning
-rate decaying to 0 at each run's own budget, chosen on a validation split, never these eval rows; a curve
-point at k passes is a run trained k passes), eval error rate (1 - accuracy), >= 5 seeds, Ray tasks. Fit:
-`scaling.qqt.fit_qqt` on the single buckets; union rule: `choose_union_rule` on one rule-choice union per
-source (its error widens the intervals); evaluated on three other unions per source at 1, 2 and 4 passes.
-Writes bench/results/qqt_real.{md,png}.
+Data: labelled English Wikipedia summaries (11 topics), 1,500 of them held out as eval rows. Two sources:
+(1) label noise, a controlled input built here: four random draws of 800 documents with 0 / 10 / 30 / 50 %
+of their labels replaced at random (graded quality), static embeddings centred on the pool's mean (as the
+center step does, `curate.centering.fit_centering`), the product's MLP probe task
+(`pipelines.calibrate.ProbeTask`) and the functions the quality steps call (`calibrate_buckets`, `fit_qqt`,
+`choose_union_rule`); (2) target distance, on the product path: 3,200 other documents as one labelled source
+(a second source of 3,200 more, `wiki_b`, because the mixture steps the quality steps depend on need >= 2
+sources; uniform weights, so each gets a share) and the eval rows as the labelled target, run by
+`pipelines.runner.execute(config, until=["fit.quality"])`
+with the probe proxy, quality buckets = quartiles of `target_dist` (1 - cos to the centred target's mean
+direction), no pruning and no dedup (sizes stay controlled); the bench reads the calibrate.quality step's
+committed buckets and curves (every bucket, and the unions q0+q1 and q0+q1+q2 that choose the union rule)
+and the fit.quality step's QualityPlan record, and trains the unions it evaluates with that step's own proxy
+task and pools (`pipelines.proxy_data`). Proxy: AdamW, learning rate decaying to 0 at each run's own budget,
+chosen on a validation split, never these eval rows; a curve point at k passes is a run trained k passes;
+eval error rate (1 - accuracy), >= 5 seeds, Ray tasks. Fit: `scaling.qqt.fit_qqt` on the single buckets;
+union rule: `choose_union_rule` on the rule-choice unions (its error widens the intervals); evaluated on
+unions never fitted nor used to choose the rule, at 1, 2 and 4 passes.
+Writes OUT/qqt_real.{md,png} (OUT = bench/results by default).
 
-Usage: HF_HUB_OFFLINE=1 .venv/bin/python bench/qqt_real.py [--seeds 5] [--bucket 800]
+Usage: HF_HUB_OFFLINE=1 .venv/bin/python bench/qqt_real.py [--seeds 5] [--bucket 800] [--out DIR]
+(--smoke: 2 seeds, buckets of 40 documents, 120 eval rows, 4 pass counts, no bootstrap (so no intervals), in
+this process, into --out: a check that the script runs, not a measurement).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sys
+import tempfile
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,11 +44,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
+import torch
 
 from curate import corpora
 from curate.centering import fit_centering
 from curate.embeddings import load_embedder
-from curate.stages import Executor
+from curate.stages import Executor, LocalExecutor
 from pipelines.calibrate import ProbeTask, calibrate_buckets
 from pipelines.ray_executor import ray_executor
 from scaling.qqt import QQTFit, choose_union_rule, fit_qqt
@@ -42,30 +57,98 @@ from scaling.qqt import QQTFit, choose_union_rule, fit_qqt
 RESULTS = Path(__file__).parent / "results"
 NOISE = {"noise00": 0.0, "noise10": 0.1, "noise30": 0.3, "noise50": 0.5}
 EPOCHS = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0]
+PASSES = (1.0, 2.0, 4.0)  # where the evaluated unions are compared (each must be in the epochs)
+SOURCE = "wiki"  # the target-distance source of the product run
+CONFIG = """seed = 0
+[sources.wiki]
+path = "wiki/*.jsonl"
+label_field = "label"
+[sources.wiki_b]
+path = "wiki_b/*.jsonl"
+label_field = "label"
+[target]
+path = "target/*.jsonl"
+label_field = "label"
+[budget]
+unit = "samples"
+value = {budget}
+[embed]
+kind = "static"
+[dedup]
+exact = false
+fuzzy = false
+semantic = false
+[score]
+bucket_metric = "target_dist"
+n_buckets = 4
+policy = "all"
+[proxy]
+kind = "probe"
+pilot_sizes = {pilots}
+repeats = 1
+seeds = {seeds}
+bucket_epochs = {epochs}
+grid_divisions = 2
+pool_rows = {pool}
+bucket_rows = {pool}
+eval_size = {n_eval}
+bootstrap = {bootstrap}
+[mixture]
+method = "uniform"
+law = "regression"
+probe_steps = {probe_steps}
+"""
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Sizes of one run."""
+
+    seeds: int = 5
+    bucket: int = 800
+    n_docs: int | None = None  # labelled Wikipedia summaries drawn (None: all of them)
+    n_eval: int = 1500
+    epochs: tuple[float, ...] = tuple(EPOCHS)
+    bootstrap: int = 30
+    probe_steps: int = 300  # the mixture calibration's probe runs (the steps before the quality ones)
+
+
+SMOKE = Setup(
+    seeds=2, bucket=40, n_docs=600, n_eval=120, epochs=(0.5, 1.0, 2.0, 4.0), bootstrap=0, probe_steps=20
+)
 
 
 @dataclass(frozen=True)
 class Part:
-    """One source of the bench: its proxy task, buckets, the unions that choose the rule, those evaluated."""
+    """One source of the bench: its single buckets' curves, the unions that choose the rule, those
+    evaluated, and every pool's training rows (sizes)."""
 
     name: str
-    task: ProbeTask
-    buckets: dict[str, np.ndarray]
+    curves: pl.DataFrame  # pool, seed, samples_seen, error
+    sizes: dict[str, int]
+    buckets: list[str]
     rule_unions: dict[str, list[str]]
     eval_unions: dict[str, list[str]]
 
 
-def build(bucket: int, seed: int) -> list[Part]:
-    """Two sources: graded label noise, and target-distance quartiles of a pool taken per class (distance to
-    the eval rows' mean direction of the same class); eval: the held-out rows, every topic."""
-    docs = corpora.wiki(None, labelled_only=True, seed=0)
+def wiki_rows(n_docs: int | None, n_eval: int, seed: int) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
+    """Labelled English Wikipedia summaries (all of them, or a seeded sample of n_docs), the held-out eval
+    rows and the rest, seeded."""
+    docs = corpora.wiki(n_docs, labelled_only=True, seed=0)
+    order = np.random.default_rng(seed).permutation(docs.height)
+    return docs, order[:n_eval], order[n_eval:]
+
+
+def label_noise(
+    docs: pl.DataFrame, eval_rows: np.ndarray, rest: np.ndarray, z: Setup, executor: Executor
+) -> Part:
+    """The controlled source: graded label noise on four draws of `bucket` documents."""
     labels = sorted(docs["label"].unique().to_list())
     y = docs["label"].replace_strict(labels, list(range(len(labels))), return_dtype=pl.Int64).to_numpy()
     raw = load_embedder("static").encode(docs["text"].to_list())
     x = fit_centering(raw).apply(raw)
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(docs.height)
-    eval_rows, rest = order[:1500], order[1500:]
+    rng = np.random.default_rng(1)
+    bucket = z.bucket
     noisy: dict[str, np.ndarray] = {}
     y_noisy = y.copy()
     for i, (name, rate) in enumerate(NOISE.items()):
@@ -73,58 +156,98 @@ def build(bucket: int, seed: int) -> list[Part]:
         flip = rows[rng.random(bucket) < rate]
         y_noisy[flip] = rng.integers(0, len(labels), len(flip))
         noisy[name] = rows
-    pool = rest[len(NOISE) * bucket :]
-    near: dict[str, list[np.ndarray]] = {f"sim{q}": [] for q in range(4)}
-    for c in range(len(labels)):  # per class: quartiles of the distance to the eval rows' class direction
-        members, targets = pool[y[pool] == c], eval_rows[y[eval_rows] == c]
-        direction = x[targets].mean(axis=0)
-        ranked = members[
-            np.argsort(1.0 - x[members] @ (direction / np.linalg.norm(direction)), kind="stable")
-        ]
-        for q in range(4):
-            near[f"sim{q}"].append(ranked[q * len(ranked) // 4 : (q + 1) * len(ranked) // 4])
-    by_class = {name: rng.permutation(np.concatenate(parts))[:bucket] for name, parts in near.items()}
-    return [
-        Part(
-            "label noise",
-            ProbeTask(x=x, y=y_noisy, x_eval=x[eval_rows], y_eval=y[eval_rows], n_classes=len(labels)),
-            noisy,
-            {"noise00+noise10": ["noise00", "noise10"]},
-            {
-                "noise00+noise30": ["noise00", "noise30"],
-                "noise00+noise10+noise30": ["noise00", "noise10", "noise30"],
-                "noise10+noise50": ["noise10", "noise50"],
-            },
-        ),
-        Part(
-            "target distance",
-            ProbeTask(x=x, y=y, x_eval=x[eval_rows], y_eval=y[eval_rows], n_classes=len(labels)),
-            by_class,
-            {"sim0+sim1": ["sim0", "sim1"]},
-            {
-                "sim0+sim1+sim2": ["sim0", "sim1", "sim2"],
-                "sim0+sim2": ["sim0", "sim2"],
-                "sim1+sim3": ["sim1", "sim3"],
-            },
-        ),
-    ]
-
-
-def run_part(
-    part: Part, executor: Executor, seeds: int
-) -> tuple[QQTFit, float, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """The product's calibration and fit on one source: (fit under the chosen rule, gamma, rule table,
-    union table, curves)."""
-    pools = dict(part.buckets)
-    for name, members in {**part.rule_unions, **part.eval_unions}.items():
-        pools[name] = np.concatenate([part.buckets[m] for m in members])
-    curves = calibrate_buckets(
-        part.task, pools, executor=executor, epochs=EPOCHS, max_rows=10**9, seeds=seeds
-    )
-    curves = curves.select("pool", "seed", "samples_seen", "error")
+    task = ProbeTask(x=x, y=y_noisy, x_eval=x[eval_rows], y_eval=y[eval_rows], n_classes=len(labels))
+    rule = {"noise00+noise10": ["noise00", "noise10"]}
+    evals = {
+        "noise00+noise30": ["noise00", "noise30"],
+        "noise00+noise10+noise30": ["noise00", "noise10", "noise30"],
+        "noise10+noise50": ["noise10", "noise50"],
+    }
+    pools = dict(noisy)
+    for name, members in {**rule, **evals}.items():
+        pools[name] = np.concatenate([noisy[m] for m in members])
+    curves = calibrate_buckets(task, pools, executor=executor, epochs=z.epochs, max_rows=10**9, seeds=z.seeds)
     sizes = {name: len(rows) for name, rows in pools.items()}
-    single = curves.filter(pl.col("pool").is_in(list(part.buckets)))
-    fit = fit_qqt(single, {b: sizes[b] for b in part.buckets}, n_bootstrap=30, seed=0)
+    return Part("label noise", curves.select("pool", "seed", "samples_seen", "error"), sizes, list(noisy),
+                rule, evals)  # fmt: skip
+
+
+def target_distance(
+    docs: pl.DataFrame,
+    eval_rows: np.ndarray,
+    rest: np.ndarray,
+    z: Setup,
+    executor: Executor,
+    root: Path,
+    *,
+    local: bool,
+) -> tuple[Part, object]:
+    """The product path: buckets of target_dist cut and run by the calibrate.quality step, its rule-choice
+    unions, and the evaluated unions trained on that step's own proxy task; returns the part and the
+    fit.quality step's QualityPlan record."""
+    from curate.config import load_config
+    from curate.records import read_record
+    from pipelines.context import RunContext
+    from pipelines.proxy_data import calibration_pool, proxy_data
+    from pipelines.quality_steps import QualityPlan
+    from pipelines.runner import execute
+
+    bucket = z.bucket
+    k = len(NOISE) * bucket
+    pool, other = rest[k : 2 * k], rest[2 * k : 3 * k]
+    for name, rows in ((SOURCE, pool), ("wiki_b", other), ("target", eval_rows)):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        shard = docs[rows].select("text", "label")
+        (root / name / "part.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in shard.iter_rows(named=True))
+        )
+    pilots = [max(2, bucket // 40), max(6, bucket // 12), bucket]
+    config = CONFIG.format(
+        budget=len(pool), pilots=pilots, seeds=z.seeds, epochs=list(z.epochs), pool=len(pool),
+        n_eval=len(eval_rows), bootstrap=z.bootstrap, probe_steps=z.probe_steps,
+    )  # fmt: skip
+    (root / "curate.toml").write_text(config)
+    cfg = load_config(root / "curate.toml")
+    run = execute(cfg, work=root / "work", local=local, until=["fit.quality"])
+    cal = run.outputs["calibrate.quality"].path
+    table = pl.read_parquet(cal / "buckets.parquet")
+    curves = pl.read_parquet(cal / "curves.parquet")
+    pools = pl.read_parquet(cal / "pools.parquet").filter(pl.col("source") == SOURCE)
+    singles = pools.filter(~pl.col("union"))["pool"].to_list()
+    rule = {
+        r["pool"]: [f"{SOURCE}/q{b}" for b in r["buckets"]]
+        for r in pools.filter("union").iter_rows(named=True)
+    }
+    evals = {f"{SOURCE}/q0+q2": [0, 2], f"{SOURCE}/q1+q3": [1, 3], f"{SOURCE}/q0+q3": [0, 3]}
+    ctx = RunContext(cfg=cfg, work=root / "work", executor=executor, outputs=dict(run.outputs))
+    data = proxy_data(ctx, calibration_pool(ctx))
+    members = {
+        name: data.rows(table.filter(pl.col("bucket").is_in(b))["doc_id"]) for name, b in evals.items()
+    }
+    more = calibrate_buckets(
+        data.task, members, executor=executor, epochs=z.epochs, max_rows=cfg.proxy.bucket_rows,
+        seeds=cfg.proxy.seeds, seed=cfg.seed + 1,
+    )  # fmt: skip
+    both = pl.concat([c.select("pool", "seed", "samples_seen", "error", "pool_rows") for c in (curves, more)])
+    sizes = dict(both.group_by("pool").agg(pl.col("pool_rows").first()).iter_rows())
+    part = Part(
+        "target distance (product path)",
+        both.drop("pool_rows"),
+        sizes,
+        singles,
+        rule,
+        {name: [f"{SOURCE}/q{b}" for b in bs] for name, bs in evals.items()},
+    )
+    return part, read_record(QualityPlan, run.outputs["fit.quality"].path)
+
+
+def fit_part(part: Part, *, n_bootstrap: int) -> tuple[QQTFit, float, pl.DataFrame, pl.DataFrame]:
+    """QQT on the single buckets, the union rule chosen on the rule unions (its error widens the intervals,
+    as fit.quality does), and each evaluated union's observed vs predicted error at 1, 2 and 4 passes:
+    (fit under the chosen rule, gamma, rule table, union table)."""
+    curves, sizes = part.curves, part.sizes
+    single = curves.filter(pl.col("pool").is_in(part.buckets))
+    fit = fit_qqt(single, {b: sizes[b] for b in part.buckets}, n_bootstrap=n_bootstrap, seed=0)
     union_sizes = {u: {m: sizes[m] for m in ms} for u, ms in {**part.rule_unions, **part.eval_unions}.items()}
     rule_curves = curves.filter(pl.col("pool").is_in(list(part.rule_unions)))
     gamma, rule_table = choose_union_rule(fit, rule_curves, part.rule_unions, union_sizes)
@@ -133,7 +256,7 @@ def run_part(
     rows = []
     for name, members in part.eval_unions.items():
         observed = curves.filter(pl.col("pool") == name)
-        for passes in (1.0, 2.0, 4.0):
+        for passes in PASSES:
             n = round(sizes[name] * passes)
             at = observed.filter(pl.col("samples_seen") == n)["error"].to_numpy()
             obs, noise = float(at.mean()), float(at.std(ddof=1) / at.mean())
@@ -147,32 +270,64 @@ def run_part(
                     f"{label}_hi": hi,
                 }
             rows.append(row)
-    return fit.with_gamma(gamma), gamma, rule_table, pl.DataFrame(rows), curves
+    return fit.with_gamma(gamma), gamma, rule_table, pl.DataFrame(rows)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--bucket", type=int, default=800)
-    args = parser.parse_args()
+    parser.add_argument("--seeds", type=int, default=Setup.seeds)
+    parser.add_argument("--bucket", type=int, default=Setup.bucket)
+    parser.add_argument("--smoke", action="store_true", help="tiny, in this process: not a measurement")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder of qqt_real.{md,png}")
+    args = parser.parse_args(argv)
+    z = SMOKE if args.smoke else Setup(seeds=args.seeds, bucket=args.bucket)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(
+        1
+    )  # tiny MLPs (probes, EL2N): one thread is fastest, as in bench/pruning_scaling.py
+    try:
+        return run(args, z)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run(args: argparse.Namespace, z: Setup) -> int:
+    """Both sources, their fits, the report and the plot."""
     t0 = time.perf_counter()
-    parts = build(args.bucket, seed=0)
-    with ray_executor(None, num_cpus=os.cpu_count()) as executor:
-        results = [run_part(part, executor, args.seeds) for part in parts]
-    report(parts, results, args, time.perf_counter() - t0)
-    plot(parts, results, RESULTS / "qqt_real.png")
+    docs, eval_rows, rest = wiki_rows(z.n_docs, z.n_eval, seed=0)
+    env: AbstractContextManager[Executor] = (
+        nullcontext(LocalExecutor()) if args.smoke else ray_executor(None, num_cpus=os.cpu_count())
+    )
+    with env as executor, tempfile.TemporaryDirectory() as tmp:
+        parts = [label_noise(docs, eval_rows, rest, z, executor)]
+        product, plan = target_distance(docs, eval_rows, rest, z, executor, Path(tmp), local=args.smoke)
+        parts.append(product)
+    results = [(*fit_part(part, n_bootstrap=z.bootstrap), part.curves) for part in parts]
+    args.out.mkdir(parents=True, exist_ok=True)
+    report(parts, results, plan, z, args, time.perf_counter() - t0)
+    plot(parts, results, args.out / "qqt_real.png")
+    return 0
 
 
 Result = tuple[QQTFit, float, pl.DataFrame, pl.DataFrame, pl.DataFrame]
 
 
-def report(parts: list[Part], results: list[Result], args: argparse.Namespace, wall: float) -> None:
-    """Print and write bench/results/qqt_real.md: per source the fit and rule choice, then every union."""
+def report(
+    parts: list[Part], results: list[Result], plan: object, z: Setup, args: argparse.Namespace, wall: float
+) -> None:
+    """Print and write OUT/qqt_real.md: per source the fit and rule choice, then every union."""
     lines = [
-        "# QQT on real text (the product's calibration and fit)",
+        "# QQT on real text (the product's calibration and fit)"
+        + (" (smoke run: tiny sizes, not a measurement)" if args.smoke else ""),
         "",
-        f"{args.seeds} seeds; buckets of {args.bucket} docs; passes {EPOCHS}; wall {wall:.0f} s (load "
+        f"{z.seeds} seeds; buckets of {z.bucket} docs; passes {list(z.epochs)}; wall {wall:.0f} s (load "
         f"{os.getloadavg()[0]:.2f} at the end)",
+        "",
+        "fit.quality's record for the target-distance source: "
+        + "; ".join(
+            f"{source}: buckets {list(q.buckets)}, note: {q.note}"
+            for source, q in getattr(plan, "sources", {}).items()
+        ),
     ]
     for part, (fit, gamma, rule_table, _, _) in zip(parts, results, strict=True):
         lines += [
@@ -208,9 +363,11 @@ def report(parts: list[Part], results: list[Result], args: argparse.Namespace, w
         ]
     table = pl.concat([r[3] for r in results])
     chosen, paper = table["chosen_err"].to_numpy(), table["paper_err"].to_numpy()
-    noise = float(table["seed_noise"].mean())
+    noise = float(np.mean(table["seed_noise"].to_numpy()))
     inside = float(
-        ((table["chosen_lo"] <= table["observed"]) & (table["observed"] <= table["chosen_hi"])).mean()
+        np.mean(
+            ((table["chosen_lo"] <= table["observed"]) & (table["observed"] <= table["chosen_hi"])).to_numpy()
+        )
     )
     lines += [
         "",
@@ -235,8 +392,7 @@ def report(parts: list[Part], results: list[Result], args: argparse.Namespace, w
     ]
     text = "\n".join(lines) + "\n"
     print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "qqt_real.md").write_text(text)
+    (args.out / "qqt_real.md").write_text(text)
 
 
 def plot(parts: list[Part], results: list[Result], dest: Path) -> None:
@@ -261,4 +417,4 @@ def plot(parts: list[Part], results: list[Result], dest: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

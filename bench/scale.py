@@ -11,7 +11,10 @@ bytes Ray spilled to disk. Baseline in the same run, same files: a polars read +
 a zstd Parquet write (what ingest does, minus its validation). Prints a table and writes
 bench/results/scale.md with the per-core rates and a projection to 100M and 1B documents.
 
-    python bench/scale.py --sizes 1000000 3000000 10000000 [--in-process 1000000]
+    python bench/scale.py --sizes 1000000 3000000 10000000 [--in-process 1000000] [--out DIR]
+
+--smoke: 300 documents and a 50-document target, in this process only (no cluster is started), into --out:
+a check that the script runs, not a measurement.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import argparse
 import json
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -60,7 +64,7 @@ def vocabulary() -> np.ndarray:
     return np.unique(np.array(words))
 
 
-def write_corpus(root: Path, n: int, *, seed: int = 0) -> tuple[Path, int]:
+def write_corpus(root: Path, n: int, *, seed: int = 0, n_target: int = 1000) -> tuple[Path, int]:
     """n JSONL documents in shards; returns the folder and how many planted near-duplicates it holds.
 
     Planted rows carry `src_row` (the row of the shard they copy) so recall can be scored after dedup."""
@@ -96,7 +100,7 @@ def write_corpus(root: Path, n: int, *, seed: int = 0) -> tuple[Path, int]:
         (src / f"part-{shard:05d}.jsonl").write_text("\n".join(lines) + "\n")
     target = root / "target"
     target.mkdir()
-    t = [" ".join(row)[:DOC_CHARS] for row in words[rng.integers(0, len(words), size=(1000, 90))]]
+    t = [" ".join(row)[:DOC_CHARS] for row in words[rng.integers(0, len(words), size=(n_target, 90))]]
     (target / "t.jsonl").write_text("".join(json.dumps({"text": x}) + "\n" for x in t))
     return src, planted
 
@@ -246,9 +250,7 @@ def run(
     return rows, recall(work)
 
 
-def main() -> None:
-    from pipelines.cluster import start_local_cluster
-
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 3_000_000, 10_000_000])
     parser.add_argument(
@@ -256,32 +258,43 @@ def main() -> None:
     )
     parser.add_argument("--object-store-mb", type=int, default=2048)
     parser.add_argument("--root", type=Path, default=None, help="scratch folder (default: a temp dir)")
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help="tiny, in-process only: not a measurement")
+    parser.add_argument("--out", type=Path, default=OUT, help="folder of scale.md")
+    args = parser.parse_args(argv)
+    n_target = 50 if args.smoke else 1000
+    if args.smoke:
+        args.sizes, args.in_process = [300], [300]
     root = args.root or Path(tempfile.mkdtemp(prefix="curate-scale-"))
     rows: list[Row] = []
     extra: dict[int, dict[str, float]] = {}
-    cluster = start_local_cluster(workers=1, num_cpus=1, object_store_bytes=args.object_store_mb * 2**20)
-    os.environ.update(cluster.env)  # this process is the cluster's driver (auth token)
-    groups = {f"node{i}": os.getpgid(n.proc.pid) for i, n in enumerate(cluster.nodes)}
+    cluster = None
+    if not args.smoke:
+        from pipelines.cluster import start_local_cluster
+
+        cluster = start_local_cluster(workers=1, num_cpus=1, object_store_bytes=args.object_store_mb * 2**20)
+        os.environ.update(cluster.env)  # this process is the cluster's driver (auth token)
     try:
         for size in sorted(args.sizes):
             here = root / str(size)
             t0 = time.perf_counter()
-            src, planted = write_corpus(here, size)
+            src, planted = write_corpus(here, size, n_target=n_target)
             gen = time.perf_counter() - t0
             base = baseline(src, here / "baseline")
-            got, rec = run(
-                size,
-                src,
-                here / "target",
-                here / "cluster",
-                address=cluster.address,
-                groups=groups,
-                spill_root=cluster.temp_dir,
-            )
-            rows += got
-            extra[size] = {"baseline_s": base, "recall": rec, "planted": planted, "generate_s": gen,
+            extra[size] = {"baseline_s": base, "planted": planted, "generate_s": gen,
                            "bytes": sum(f.stat().st_size for f in src.glob("*.jsonl"))}  # fmt: skip
+            if cluster is not None:
+                groups = {f"node{i}": os.getpgid(n.proc.pid) for i, n in enumerate(cluster.nodes)}
+                got, rec = run(
+                    size,
+                    src,
+                    here / "target",
+                    here / "cluster",
+                    address=cluster.address,
+                    groups=groups,
+                    spill_root=cluster.temp_dir,
+                )
+                rows += got
+                extra[size]["recall"] = rec
             if size in args.in_process:
                 local, rec_local = run(
                     size, src, here / "target", here / "local", address=None, groups={}, spill_root=None
@@ -291,20 +304,32 @@ def main() -> None:
             print(f"# {size:,} docs done (generated in {gen:.0f} s)", flush=True)
             shutil.rmtree(here, ignore_errors=True)
     finally:
-        cluster.stop()
+        if cluster is not None:
+            cluster.stop()
         if args.root is None:
             shutil.rmtree(root, ignore_errors=True)
-    write_report(rows, extra)
+    text = write_report(rows, extra, smoke=args.smoke)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "scale.md").write_text(text)
+    return 0
 
 
-def write_report(rows: list[Row], extra: dict[int, dict[str, float]]) -> None:
-    """The per-step table, ingest vs its same-work baseline, recall, memory growth, the projection."""
+def write_report(rows: list[Row], extra: dict[int, dict[str, float]], *, smoke: bool = False) -> str:
+    """The per-step table, ingest vs its same-work baseline, recall, memory growth, the projection (from
+    the cluster runs; from the in-process ones when no cluster ran)."""
     gib, cores = 2**30, 2
+    mode = "cluster" if any(r.mode == "cluster" for r in rows) else "in-process"
+    setup = (
+        "local cluster: head + 1 worker node, 1 CPU each (the driver shares them)"
+        if mode == "cluster"
+        else "in this process only (no cluster)"
+    )
     lines = [
-        "# Scale on the product path (bench/scale.py)",
+        "# Scale on the product path (bench/scale.py)"
+        + (" (smoke run: tiny sizes, not a measurement)" if smoke else ""),
         "",
-        f"2 CPUs; local cluster: head + 1 worker node, 1 CPU each (the driver shares them); load average "
-        f"{os.getloadavg()[0]:.2f} at the end; ~{DOC_CHARS}-character documents",
+        f"2 CPUs; {setup}; load average {os.getloadavg()[0]:.2f} at the end; ~{DOC_CHARS}-character "
+        "documents",
         "",
         "| docs | mode | step | wall s | docs/s/core | driver GiB | node GiB | largest process GiB "
         "| spilled GiB |",
@@ -318,25 +343,23 @@ def write_report(rows: list[Row], extra: dict[int, dict[str, float]]) -> None:
         )
     lines += [
         "",
-        "| docs | ingest docs/s (cluster) | same-work baseline docs/s | ratio | fuzzy recall (planted) |",
+        f"| docs | ingest docs/s ({mode}) | same-work baseline docs/s | ratio | fuzzy recall (planted) |",
         "|---|---|---|---|---|",
     ]
     for size, e in sorted(extra.items()):
-        ingest = next(r for r in rows if r.size == size and r.mode == "cluster" and r.step == "ingest")
+        ingest = next(r for r in rows if r.size == size and r.mode == mode and r.step == "ingest")
         base_rate, rate = size / e["baseline_s"], size / ingest.seconds
-        lines.append(
-            f"| {size:,} | {rate:,.0f} | {base_rate:,.0f} | {rate / base_rate:.2f} | {e['recall']:.4f} |"
-        )
-    lines += _projection(rows, extra, cores)
+        recall = e["recall"] if mode == "cluster" else e["recall_local"]
+        lines.append(f"| {size:,} | {rate:,.0f} | {base_rate:,.0f} | {rate / base_rate:.2f} | {recall:.4f} |")
+    lines += _projection(rows, extra, cores, mode=mode)
     text = "\n".join(lines) + "\n"
     print(text)
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "scale.md").write_text(text)
+    return text
 
 
-def _projection(rows: list[Row], extra: dict[int, dict[str, float]], cores: int) -> list[str]:
+def _projection(rows: list[Row], extra: dict[int, dict[str, float]], cores: int, *, mode: str) -> list[str]:
     """Driver growth, GB per core-hour beside the peers' figures, and core-hours at 100M and 1B documents."""
-    cluster = [r for r in rows if r.mode == "cluster"]
+    cluster = [r for r in rows if r.mode == mode]
     sizes = sorted({r.size for r in cluster})
     driver = {n: max(r.driver for r in cluster if r.size == n) for n in sizes}
     top = sizes[-1]
@@ -372,4 +395,4 @@ def _projection(rows: list[Row], extra: dict[int, dict[str, float]], cores: int)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -11,8 +11,13 @@ One run prints, and writes to bench/results/signals.md:
 3. 5-NN topic accuracy (leave-one-out, 11 Wikipedia topics) per tier, raw and centred, and docs/s of each tier
    on one thread in the same run, next to the 1-minute load average.
 4. The n-gram proxy (scaling.ngram): target loss after training on each source of a case, loss against unique
-   documents and repeats, per-run time, and the tiny byte LM (scaling.proxy) on the same sources.
-Run: `HF_HUB_OFFLINE=1 .venv/bin/python bench/signals.py` (add --quick for a small smoke run).
+   documents and repeats, and per-run time. (It replaced the tiny byte LM this section used to compare
+   against; the product has no byte LM any more, so neither does the bench.)
+Every target score is the score step's own: `pruning.scores.fit_scores` fitted on the case's pool (the whole
+pool is its sample) in the space named by the row (raw, or centred on the pool as the center step does),
+then the step's batch scorers (`ScoreModel.embedding_scores`, `text_scores`) and `pruning.scores.target_z`.
+Run: `HF_HUB_OFFLINE=1 .venv/bin/python bench/signals.py [--out DIR]` (--smoke: one case at tiny sizes into
+--out, a check that the script runs, not a measurement).
 """
 
 from __future__ import annotations
@@ -24,12 +29,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["RAYON_NUM_THREADS"] = "1"  # one core for the tokenizers too
 
 import argparse
+import sys
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
 import numpy as np
+import polars as pl
+import pyarrow as pa
 import torch
 from sklearn.metrics import roc_auc_score
 
@@ -37,10 +45,8 @@ from curate import corpora
 from curate.centering import fit_centering
 from curate.embeddings import Tier, default_cache_dir, load_embedder
 from curate.junk import CASES, DEFAULT_JUNK, JunkCase, JunkKind, junk_case
-from pruning.difficulty import target_distance
-from pruning.target import TargetClassifier, target_lm_scores, target_self_distance, target_z
+from pruning.scores import ScoreModel, fit_scores, target_z
 from scaling.ngram import NgramLM, ngram_curve, tokenize
-from scaling.proxy import train_tiny_lm
 
 MIXTURES: dict[str, tuple[JunkKind, ...]] = {
     "spam+boiler": ("spam", "boilerplate"),
@@ -58,7 +64,7 @@ METHODS = (
     "target_z minilm",
 )
 DEFAULT_METHOD = "target_z static"  # z of static centred target_dist + target_ngram + target_lm
-OUT = Path(__file__).parent / "results" / "signals.md"
+OUT = Path(__file__).parent / "results"
 
 
 def load() -> str:
@@ -82,7 +88,7 @@ class Vectors:
         return np.stack([seen[t] for t in texts])
 
 
-def auroc(y: np.ndarray, s: np.ndarray, *, n_boot: int = 200, seed: int = 0) -> tuple[float, float]:
+def auroc(y: np.ndarray, s: np.ndarray, *, n_boot: int, seed: int = 0) -> tuple[float, float]:
     """AUROC of `s` for the positives `y`, and its bootstrap standard error."""
     rng = np.random.default_rng(seed)
     boots = []
@@ -93,23 +99,40 @@ def auroc(y: np.ndarray, s: np.ndarray, *, n_boot: int = 200, seed: int = 0) -> 
     return float(roc_auc_score(y, s)), float(np.std(boots))
 
 
+def space_scores(
+    pool: list[str], target: list[str], p: np.ndarray, t: np.ndarray, *, seed: int
+) -> tuple[pl.DataFrame, ScoreModel]:
+    """The score step's scores of the pool rows in the space of `p` / `t` (fit_scores on the whole pool, then
+    its batch scorers): target_dist, target_ngram, target_lm, target_z and z2 (target_z without target_lm)."""
+    ids = [f"d{i:06d}" for i in range(len(pool))]
+    model = fit_scores(ids, p, pool, target_vectors=t, target_texts=target, difficulty=False, seed=seed)
+    batch = pa.table(
+        {"doc_id": ids, "source": ["pool"] * len(ids), "label": pa.nulls(len(ids), pa.string()), "text": pool}
+    )
+    emb = pl.from_arrow(model.embedding_scores(pa.array(ids, pa.string()), p))
+    text = pl.from_arrow(model.text_scores(batch))
+    assert isinstance(emb, pl.DataFrame) and isinstance(text, pl.DataFrame)
+    two = {k: v for k, v in model.z_stats.items() if k != "target_lm"}
+    frame = text.join(emb, on="doc_id", maintain_order="left")
+    return frame.with_columns(target_z(model.z_stats), target_z(two).alias("z2")), model
+
+
 def case_scores(case: JunkCase, vec: Vectors, *, seed: int) -> dict[str, np.ndarray]:
     """Every method's pool scores (larger = further from the target) on one case."""
     pool, target = case.pool["text"].to_list(), case.target["text"].to_list()
-    clf = TargetClassifier(seed=seed).fit(pool, target)
-    ngram = (clf.pool_scores(pool), clf.target_scores_)
-    lm = target_lm_scores(pool, target, seed=seed)
-    out: dict[str, np.ndarray] = {"n-gram clf": ngram[0], "target_lm": lm[0]}
+    out: dict[str, np.ndarray] = {}
     for tier in ("minilm", "static"):
         p, t = vec(tier, pool), vec(tier, target)
-        centring = fit_centering(p)  # the corpus statistic: the pool being scored
-        pc, tc = centring.apply(p), centring.apply(t)
-        out[f"{tier} raw"] = target_distance(p, t)
-        out[f"{tier} centred"] = target_distance(pc, tc)
-        dist = (out[f"{tier} centred"], target_self_distance(tc))
-        out[f"target_z {tier}"] = target_z({"target_dist": dist, "target_ngram": ngram, "target_lm": lm})
+        centring = fit_centering(p)  # the corpus statistic: the pool being scored, as the center step fits it
+        raw, _ = space_scores(pool, target, p, t, seed=seed)
+        centred, _ = space_scores(pool, target, centring.apply(p), centring.apply(t), seed=seed)
+        out[f"{tier} raw"] = raw["target_dist"].to_numpy()
+        out[f"{tier} centred"] = centred["target_dist"].to_numpy()
+        out[f"target_z {tier}"] = centred["target_z"].to_numpy()
         if tier == "static":
-            out["z2 static"] = target_z({"target_dist": dist, "target_ngram": ngram})
+            out["z2 static"] = centred["z2"].to_numpy()
+            out["n-gram clf"] = centred["target_ngram"].to_numpy()
+            out["target_lm"] = centred["target_lm"].to_numpy()
     return out
 
 
@@ -119,8 +142,8 @@ def junk_tables(args: argparse.Namespace, vec: Vectors, md: list[str]) -> dict[s
     head = f"| case | {' | '.join(METHODS)} | default / minilm raw | default / minilm centred |"
     lines = [head, "|" + "---|" * (len(METHODS) + 3)]
     worst = {"abs": 1.0, "raw": 9.0, "centred": 9.0}
-    for domain in CASES:
-        for mix, kinds in MIXTURES.items():
+    for domain in args.cases:
+        for mix, kinds in args.mixtures.items():
             case = junk_case(
                 domain,
                 n_on_topic=args.n_on,
@@ -131,7 +154,7 @@ def junk_tables(args: argparse.Namespace, vec: Vectors, md: list[str]) -> dict[s
             )
             y = case.is_junk
             scores = case_scores(case, vec, seed=args.seed)
-            res = {m: auroc(y, scores[m], seed=args.seed) for m in METHODS}
+            res = {m: auroc(y, scores[m], n_boot=args.n_boot, seed=args.seed) for m in METHODS}
             d = res[DEFAULT_METHOD][0]
             r_raw, r_c = d / res["minilm raw"][0], d / res["minilm centred"][0]
             worst = {
@@ -151,7 +174,13 @@ def junk_tables(args: argparse.Namespace, vec: Vectors, md: list[str]) -> dict[s
                     m = (kind == "on_topic") | (kind == k)
                     for method in METHODS:
                         kinds_auc[method][k].append(roc_auc_score(kind[m] == k, scores[method][m]))
-    md += ["## 1. Junk AUROC (junk vs on-topic pool rows; target = held-out on-topic sample)", "", *lines, ""]
+    md += [
+        "## 1. Junk AUROC (junk vs on-topic pool rows; target = held-out on-topic sample; "
+        f"+- {args.n_boot}-resample bootstrap SE)",
+        "",
+        *lines,
+        "",
+    ]
     md += [
         f"Default CPU method: `{DEFAULT_METHOD}` = target_z of static centred 1-cos (target_dist), the "
         "n-gram classifier (target_ngram) and the target-LM context gain (target_lm); `z2 static` leaves "
@@ -162,14 +191,15 @@ def junk_tables(args: argparse.Namespace, vec: Vectors, md: list[str]) -> dict[s
         f"{worst['centred']:.2f} to MiniLM centred.",
         "",
     ]
-    rows = [
-        f"| {m} | " + " | ".join(f"{np.mean(kinds_auc[m][k]):.2f}" for k in DEFAULT_JUNK) + " |"
-        for m in METHODS
-    ]
-    md += ["## 2. AUROC per junk kind (six-kind cases, mean over the four domains)", ""]
+    rows = [f"| {m} | " + " | ".join(_mean(kinds_auc[m][k]) for k in DEFAULT_JUNK) + " |" for m in METHODS]
+    md += [f"## 2. AUROC per junk kind (six-kind cases, mean over {len(args.cases)} domain(s))", ""]
     md += ["| method | " + " | ".join(DEFAULT_JUNK) + " |", "|" + "---|" * (len(DEFAULT_JUNK) + 1), *rows, ""]
     print("\n".join(md[-len(rows) - 3 :]))
     return worst
+
+
+def _mean(values: list[float]) -> str:
+    return f"{np.mean(values):.2f}" if values else "-"
 
 
 def knn_accuracy(x: np.ndarray, y: np.ndarray, *, k: int = 5) -> float:
@@ -185,7 +215,7 @@ def knn_accuracy(x: np.ndarray, y: np.ndarray, *, k: int = 5) -> float:
     return float(np.mean(votes.argmax(axis=1) == codes))
 
 
-def timed(fn: Callable[[], np.ndarray], repeats: int, n: int) -> tuple[np.ndarray, float, float]:
+def timed(fn: Callable[[], object], repeats: int, n: int) -> tuple[object, float, float]:
     """fn's result, docs per wall second and docs per CPU second over `repeats` calls of `n` docs."""
     wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(repeats):
@@ -194,28 +224,30 @@ def timed(fn: Callable[[], np.ndarray], repeats: int, n: int) -> tuple[np.ndarra
 
 
 def speed_table(args: argparse.Namespace, md: list[str]) -> None:
-    """Scoring speed of each target signal on one thread (pool rows of the wiki_science case, repeated)."""
+    """Scoring speed of the score step's batch scorers on one thread (pool rows of wiki_science, repeated)."""
     case = junk_case("wiki_science", n_on_topic=args.n_on, n_junk=args.n_junk, n_target=args.n_target)
     pool, target = case.pool["text"].to_list() * 4, case.target["text"].to_list()
     static = load_embedder("static", cache_dir=args.cache_dir, device="cpu")
-    clf = TargetClassifier(seed=args.seed).fit(case.pool["text"].to_list(), target)
-    t_tok = tokenize(target)
-    lm3, lm1 = NgramLM(order=3).fit(t_tok), NgramLM(order=1).fit(t_tok)
+    p = static.encode(case.pool["text"].to_list())
     centring = fit_centering(static.encode(pool))
-    t_vec = centring.apply(static.encode(target))
-    work: dict[str, Callable[[], np.ndarray]] = {
-        "target_dist (static encode + centre + 1-cos)": lambda: target_distance(
-            centring.apply(static.encode(pool)), t_vec
+    _, model = space_scores(
+        case.pool["text"].to_list(), target, centring.apply(p), centring.apply(static.encode(target)),
+        seed=args.seed,
+    )  # fmt: skip
+    ids = pa.array([f"d{i:06d}" for i in range(len(pool))], pa.string())
+    classifier, target_lm = model.classifier, model.target_lm
+    assert classifier is not None and target_lm is not None
+    work: dict[str, Callable[[], object]] = {
+        "embedding scores (static encode + centre + proto_dist + target_dist)": lambda: (
+            model.embedding_scores(ids, centring.apply(static.encode(pool)))
         ),
-        "target_ngram (features + 5 fold models)": lambda: clf.score(pool),
-        "target_lm (word tokens + trigram/unigram doc loss)": lambda: (
-            lm3.doc_loss(p := tokenize(pool)) - lm1.doc_loss(p)
-        ),
+        "target_ngram (features + 5 fold models)": lambda: classifier.score(pool),
+        "target_lm (word tokens + trigram/unigram doc loss)": lambda: target_lm.score(tokenize(pool)),
     }
     md += [f"### Scoring speed, one thread ({len(pool)} Wikipedia paragraphs and junk rows)", ""]
     md += ["| signal | docs/CPU-s | docs/wall-s | load |", "|---|---|---|---|"]
     for name, fn in work.items():
-        _, wall, cpu = timed(fn, 3, len(pool))
+        _, wall, cpu = timed(fn, args.speed_repeats, len(pool))
         md.append(f"| {name} | {cpu:,.0f} | {wall:,.0f} | {load()} |")
     md.append("")
     print("\n".join(md[-6:]), flush=True)
@@ -227,11 +259,12 @@ def knn_table(args: argparse.Namespace, md: list[str]) -> dict[str, float]:
     texts, labels = docs["text"].to_list(), np.asarray(docs["label"].to_list())
     rates: dict[str, tuple[float, float, str]] = {}
     acc: dict[str, float] = {}
-    tiers: tuple[tuple[Tier, int], ...] = (("static", 10), ("minilm", 1))
+    tiers: tuple[tuple[Tier, int], ...] = (("static", args.static_repeats), ("minilm", 1))
     for tier, repeats in tiers:
         model = load_embedder(tier, cache_dir=args.cache_dir, device="cpu")
         model.encode(texts[:8])
-        x, wall, cpu = timed(partial(model.encode, texts), repeats, len(texts))
+        out, wall, cpu = timed(partial(model.encode, texts), repeats, len(texts))
+        x = np.asarray(out)
         rates[tier] = (wall, cpu, load())
         acc[f"{tier} raw"] = knn_accuracy(x, labels)
         acc[f"{tier} centred"] = knn_accuracy(fit_centering(x).apply(x), labels)
@@ -256,12 +289,14 @@ def proxy_tables(args: argparse.Namespace, md: list[str]) -> None:
     """Section 4: the n-gram proxy: target loss per training source, vs unique data and repeats; speed."""
     sources = ("on_topic", *DEFAULT_JUNK)
     n = args.n_proxy
-    loss_rows, curve_rows, tiny_rows = [], [], []
+    loss_rows, curve_rows = [], []
     timing = ""
-    for domain in CASES:
+    n_on = max(300, n) if not args.smoke else 3 * n
+    uniq_at = [n_on // 6, n_on // 3, 2 * n_on // 3, n_on]
+    for domain in args.cases:
         case = junk_case(
             domain,
-            n_on_topic=max(300, n),
+            n_on_topic=n_on,
             n_junk=n * len(DEFAULT_JUNK),
             n_target=args.n_target,
             seed=args.seed,
@@ -276,9 +311,13 @@ def proxy_tables(args: argparse.Namespace, md: list[str]) -> None:
             cells = " | ".join(f"{losses[s]:.2f}" for s in sources)
             loss_rows.append(f"| {domain} | {tok} | {cells} | {gap:+.2f} | {gap / losses['on_topic']:+.1%} |")
         on = np.flatnonzero(kind == "on_topic")
-        uniq = ngram_curve(pool_tok, on[:300], eval_corpus=target_tok, checkpoints=[50, 100, 200, 300])
+        uniq = ngram_curve(pool_tok, on[:n_on], eval_corpus=target_tok, checkpoints=uniq_at)
+        third = n_on // 3
         reps = ngram_curve(
-            pool_tok, np.tile(on[:100], 3), eval_corpus=target_tok, checkpoints=[100, 200, 300]
+            pool_tok,
+            np.tile(on[:third], 3),
+            eval_corpus=target_tok,
+            checkpoints=[third, 2 * third, 3 * third],
         )
         u, r = uniq.curve["eval_loss"].to_list(), reps.curve["eval_loss"].to_list()
         curve_rows.append(
@@ -291,7 +330,7 @@ def proxy_tables(args: argparse.Namespace, md: list[str]) -> None:
         if domain == "wiki_science":
             seq = np.resize(np.arange(len(texts)), 1000)
             walls, cpus = [], []
-            for _ in range(5):
+            for _ in range(args.proxy_repeats):
                 w, c = time.perf_counter(), time.process_time()
                 NgramLM(order=3).fit(pool_tok, seq).loss(target_tok)
                 walls.append(time.perf_counter() - w)
@@ -302,18 +341,6 @@ def proxy_tables(args: argparse.Namespace, md: list[str]) -> None:
                 f"{target_tok.n_tokens():,} target tokens): median {1e3 * np.median(walls):.0f} ms wall, "
                 f"{1e3 * np.median(cpus):.0f} ms CPU (load {load()}); tokenising is done once per corpus."
             )
-        if args.tiny_lm and domain in ("wiki_science", "bbc"):
-            tl = {
-                s: train_tiny_lm(
-                    [texts[i] for i in rows[s]], eval_texts=target, epochs=3, seed=args.seed, device="cpu"
-                ).curve["eval_loss"][-1]
-                for s in sources
-            }
-            gap = min(v for s, v in tl.items() if s != "on_topic") - tl["on_topic"]
-            tiny_rows.append(
-                f"| {domain} | " + " | ".join(f"{tl[s]:.3f}" for s in sources) + f" | {gap:+.3f} |"
-            )
-            print(tiny_rows[-1], flush=True)
         print(loss_rows[-1], curve_rows[-1], f"(load {load()})", flush=True)
     md += [
         f"## 4. N-gram proxy (interpolated Kneser-Ney trigram); {n} training docs per source",
@@ -327,28 +354,23 @@ def proxy_tables(args: argparse.Namespace, md: list[str]) -> None:
         "|" + "---|" * (len(sources) + 4),
         *loss_rows,
         "",
-        "Loss (word tokens) vs unique on-topic documents, and 100 documents repeated (a count model's "
-        "checkpoint after n documents equals a run trained on those n documents):",
+        f"Loss (word tokens) vs unique on-topic documents, and {n_on // 3} documents repeated (a count "
+        "model's checkpoint after n documents equals a run trained on those n documents):",
         "",
-        "| case | 50 uniq | 100 uniq | 200 uniq | 300 uniq | 100 x1 | 100 x2 | 100 x3 |",
+        "| case | "
+        + " | ".join(f"{u} uniq" for u in uniq_at)
+        + " | "
+        + " | ".join(f"{n_on // 3} x{r}" for r in (1, 2, 3))
+        + " |",
         "|---|---|---|---|---|---|---|---|",
         *curve_rows,
         "",
         timing,
         "",
     ]
-    if tiny_rows:
-        md += [
-            "Tiny byte LM (scaling.proxy.train_tiny_lm, 3 epochs, 128 bytes, nats/byte) on the same sources:",
-            "",
-            "| case | " + " | ".join(sources) + " | gap |",
-            "|" + "---|" * (len(sources) + 2),
-            *tiny_rows,
-            "",
-        ]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-on", type=int, default=400, help="on-topic pool rows per case")
@@ -359,18 +381,35 @@ def main() -> None:
         "--n-proxy", type=int, default=100, help="training documents per source (n-gram proxy)"
     )
     parser.add_argument(
-        "--no-tiny-lm", dest="tiny_lm", action="store_false", help="skip the byte-LM comparison"
+        "--smoke", action="store_true", help="one case at tiny sizes: a check, not a measurement"
     )
-    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run, not a measurement")
     parser.add_argument("--cache-dir", type=Path, default=default_cache_dir())
-    parser.add_argument("--out", type=Path, default=OUT)
-    args = parser.parse_args()
-    if args.quick:
-        args.n_on, args.n_junk, args.n_target, args.n_knn, args.n_proxy = 60, 30, 40, 200, 30
-    torch.set_num_threads(1)
+    parser.add_argument("--out", type=Path, default=OUT, help="folder of signals.md")
+    args = parser.parse_args(argv)
+    args.cases, args.mixtures = CASES, MIXTURES
+    args.n_boot, args.speed_repeats, args.proxy_repeats, args.static_repeats = 200, 3, 5, 10
+    if args.smoke:
+        args.n_on, args.n_junk, args.n_target, args.n_knn, args.n_proxy = 16, 12, 10, 24, 8
+        args.cases, args.mixtures = ("wiki_science",), {"six kinds": DEFAULT_JUNK}
+        args.n_boot, args.speed_repeats, args.proxy_repeats, args.static_repeats = 10, 1, 1, 1
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # rates per core; the tiny models are also fastest on one thread
+    try:
+        md = run(args)
+    finally:
+        torch.set_num_threads(threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "signals.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    print(f"wrote {args.out / 'signals.md'}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> list[str]:
+    """Every section of the report, as markdown lines."""
     load_embedder("static", cache_dir=args.cache_dir)  # distil outside the clock on first use
     md = [
-        f"# Signals that see (issue 14): bench/signals.py, seed {args.seed}",
+        f"# Signals that see (issue 14): bench/signals.py, seed {args.seed}"
+        + (" (smoke run: tiny sizes, not a measurement)" if args.smoke else ""),
         "",
         f"CPU: {os.cpu_count()} cores, shared machine; 1-minute load average at start {load()}.",
         "",
@@ -382,7 +421,8 @@ def main() -> None:
     md += [
         "## Verdict",
         "",
-        f"- CPU default `{DEFAULT_METHOD}`: worst AUROC {worst['abs']:.3f} over the eight cases (acceptance "
+        f"- CPU default `{DEFAULT_METHOD}`: worst AUROC {worst['abs']:.3f} over the {len(args.cases)} x "
+        f"{len(args.mixtures)} cases (acceptance "
         f">= 0.88: {'met' if worst['abs'] >= 0.88 else 'NOT met'}), worst ratio {worst['raw']:.2f} to MiniLM "
         "raw "
         f"and {worst['centred']:.2f} to MiniLM centred (>= 0.95: "
@@ -393,10 +433,8 @@ def main() -> None:
         "",
     ]
     print("\n".join(md[-4:]))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(md) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}")
+    return md
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
