@@ -8,8 +8,8 @@ keyword stuffing), 9,000 documents each: large enough that no run at N repeats a
 The calibration is the product's: the sources and the target are written as JSONL shards and
 `pipelines.runner.execute(config, until=["fit.mixture"])` runs every step up to fit.mixture (static
 embeddings centred on the pool by the center step; dedup off, since this bench controls its sources' sizes):
-simplex lattice (divisions 4 -> 35 mixtures) x pilot sizes 50..800 (5 sizes, 16x) x 3 repeats, nested
-samples, each largest pilot's own-sample OT, on Ray tasks. The bench reads the calibrate.mixture step's
+the product's mixture design (6 per source: ~30 mixtures) x pilot sizes 50..800 (5 sizes, 16x) x 3 repeats,
+nested samples, each largest pilot's own-sample OT, on Ray tasks. The bench reads the calibrate.mixture step's
 committed runs and the fit.mixture step's MixtureFit record (its weights, law, held-out and backtest
 errors), and refits with the functions fit.mixture calls (`scaling.projektor.fit_projektor`, `plan_weights`
 through `compare_mixtures`, `scaling.mixture.fit_mixture_law`) for the per-law tables. Held-out mixtures
@@ -39,7 +39,7 @@ import polars as pl
 
 if TYPE_CHECKING:
     from curate.stages import Executor
-    from pipelines.runner import PipelineRun
+    from pipelines.context import RunContext
     from scaling.mixture import LawMethod
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -70,7 +70,7 @@ semantic = false
 [proxy]
 pilot_sizes = {pilots}
 repeats = {repeats}
-grid_divisions = {divisions}
+mixtures_per_source = {per_source}
 pool_rows = {pool}
 eval_size = {n_target}
 [mixture]
@@ -88,7 +88,7 @@ class Setup:
     n_big: int = 8000
     pool: int = 9000
     repeats: int = 3
-    divisions: int = 4
+    per_source: int = 6  # [proxy] mixtures_per_source
     ot_points: int = 500
     target: tuple[int, int, int] = (200, 200, 100)  # held-out sotu, wiki_en and bbc documents
     law: LawMethod = "auto"  # fit.mixture's [mixture] law (one of `laws`)
@@ -102,7 +102,7 @@ SMOKE = Setup(
     n_big=40,
     pool=40,
     repeats=2,
-    divisions=3,
+    per_source=3,
     ot_points=50,
     target=(12, 12, 6),
     law="dml",
@@ -147,7 +147,7 @@ def write_inputs(root: Path, z: Setup) -> Path:
         (root / name).mkdir(parents=True, exist_ok=True)
         (root / name / "part.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     config = CONFIG.format(
-        seed=SEED, n_big=z.n_big, pilots=list(z.pilots), repeats=z.repeats, divisions=z.divisions,
+        seed=SEED, n_big=z.n_big, pilots=list(z.pilots), repeats=z.repeats, per_source=z.per_source,
         pool=z.pool, n_target=sum(z.target), ot_points=z.ot_points, law=z.law,
     )  # fmt: skip
     (root / "curate.toml").write_text(config)
@@ -161,8 +161,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from curate.config import load_config
     from curate.stages import LocalExecutor
+    from pipelines.mixture_steps import MixtureFit
     from pipelines.ray_executor import ray_executor
     from pipelines.runner import execute
+    from pipelines.steps import run_steps
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=None, help="keep the steps and the runs at N here")
@@ -181,11 +183,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         with env as executor:
             t1 = time.perf_counter()
-            run = execute(cfg, work=root / "work", local=args.smoke, until=["fit.mixture"])
+            execute(cfg, work=root / "work", local=args.smoke, until=["fit.mixture"])
+            run = run_steps(cfg, root / "work", until=["fit.mixture"], executor=executor, committed_only=True)
             cal_s = time.perf_counter() - t1
-            runs = pl.read_parquet(run.outputs["calibrate.mixture"].path / "runs.parquet")
+            runs = run.table("calibrate.mixture", "runs").collect()
             print(f"calibration: {runs.height} pilot points in {cal_s:.0f}s {_load()}")
-            grid = _grid(z)
+            grid = _design(runs)
             held = [i for i in range(len(grid)) if i % 4 == 3]  # fit.mixture's held-out mixtures
             train = runs.filter(~pl.col("mixture").is_in(held))
             results = fit_all(runs, train, z, _source_sizes(run))
@@ -193,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             big = runs_at_n(run, cfg, executor, grid, results["plans"].select(SOURCES).to_numpy(), z, root)
             big_s = time.perf_counter() - t2
             print(f"{big.height} runs at N={z.n_big} in {big_s:.0f}s {_load()}")
-        record = _record(run)
+        record = run.record("fit.mixture", MixtureFit)
     args.out.mkdir(parents=True, exist_ok=True)
     timing = (cal_s, big_s, time.perf_counter() - t0)
     text = report(
@@ -205,37 +208,33 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _grid(z: Setup) -> np.ndarray:
-    from scaling.simplex import simplex_grid
+def _design(runs: pl.DataFrame) -> np.ndarray:
+    """The calibration step's design mixtures, in its order (the `mixture` index)."""
+    return (
+        runs.group_by("mixture")
+        .agg(pl.col(s).first() for s in SOURCES)
+        .sort("mixture")
+        .select(SOURCES)
+        .to_numpy()
+    )
 
-    return simplex_grid(len(SOURCES), divisions=z.divisions)
 
-
-def _source_sizes(run: PipelineRun) -> dict[str, int]:
+def _source_sizes(run: RunContext) -> dict[str, int]:
     """Scored documents per source, as fit.mixture counts them for the proportional baseline."""
     from pipelines.score_step import read_scores
 
     return dict(read_scores(run.outputs["score"]).group_by("source").len().collect().iter_rows())
 
 
-def _record(run: PipelineRun) -> Any:
-    from curate.records import read_record
-    from pipelines.mixture_steps import MixtureFit
-
-    return read_record(MixtureFit, run.outputs["fit.mixture"].path)
-
-
 def runs_at_n(
-    run: PipelineRun, cfg: Any, executor: Executor, grid: np.ndarray, plans: np.ndarray, z: Setup, root: Path
+    run: RunContext, cfg: Any, executor: Executor, grid: np.ndarray, plans: np.ndarray, z: Setup, root: Path
 ) -> pl.DataFrame:
     """Every grid mixture and every plan trained at N (z.repeats each) on the calibration step's own proxy
     task and pools; the grid's runs are kept under root/bench/ by the calibration's key."""
     from pipelines.calibrate import calibrate_mixtures
-    from pipelines.context import RunContext
     from pipelines.proxy_data import calibration_pool, proxy_data
 
-    ctx = RunContext(cfg=cfg, work=root / "work", executor=executor, outputs=dict(run.outputs))
-    data = proxy_data(ctx, calibration_pool(ctx))
+    data = proxy_data(run, calibration_pool(run), eval_on="fit")  # the eval set the laws were fitted on
     pools = data.source_rows()
     pools = {s: pools[s] for s in SOURCES}
     cache = root / "bench" / f"grid_at_n-{run.outputs['calibrate.mixture'].key}-{z.n_big}.parquet"
@@ -333,7 +332,7 @@ def report(
         "",
         f"sources {list(SOURCES)}, {z.pool} documents each; target: {z.target[0]} sotu + {z.target[1]} "
         f"wiki_en + {z.target[2]} bbc (held out)",
-        f"calibration (the calibrate.mixture step): {len(grid)} lattice mixtures x {len(z.pilots)} sizes x "
+        f"calibration (the calibrate.mixture step): {len(grid)} design mixtures x {len(z.pilots)} sizes x "
         f"{z.repeats} repeats (nested samples); {len(check)} mixtures (every 4th, fit.mixture's rule) left "
         "out of every fit below; metric: target eval loss (nats/token)",
         f"timing: pipeline up to fit.mixture {timing[0]:.0f}s (committed steps are reused), runs at N "

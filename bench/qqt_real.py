@@ -88,7 +88,7 @@ pilot_sizes = {pilots}
 repeats = 1
 seeds = {seeds}
 bucket_epochs = {epochs}
-grid_divisions = 2
+mixtures_per_source = 3
 pool_rows = {pool}
 bucket_rows = {pool}
 eval_size = {n_eval}
@@ -186,11 +186,10 @@ def target_distance(
     unions, and the evaluated unions trained on that step's own proxy task; returns the part and the
     fit.quality step's QualityPlan record."""
     from curate.config import load_config
-    from curate.records import read_record
-    from pipelines.context import RunContext
     from pipelines.proxy_data import calibration_pool, proxy_data
     from pipelines.quality_steps import QualityPlan
     from pipelines.runner import execute
+    from pipelines.steps import run_steps
 
     bucket = z.bucket
     k = len(NOISE) * bucket
@@ -208,19 +207,18 @@ def target_distance(
     )  # fmt: skip
     (root / "curate.toml").write_text(config)
     cfg = load_config(root / "curate.toml")
-    run = execute(cfg, work=root / "work", local=local, until=["fit.quality"])
-    cal = run.outputs["calibrate.quality"].path
-    table = pl.read_parquet(cal / "buckets.parquet")
-    curves = pl.read_parquet(cal / "curves.parquet")
-    pools = pl.read_parquet(cal / "pools.parquet").filter(pl.col("source") == SOURCE)
+    execute(cfg, work=root / "work", local=local, until=["fit.quality"])
+    ctx = run_steps(cfg, root / "work", until=["fit.quality"], executor=executor, committed_only=True)
+    table = ctx.table("calibrate.quality", "buckets").collect()
+    curves = ctx.table("calibrate.quality", "curves").collect()
+    pools = ctx.table("calibrate.quality", "pools").filter(pl.col("source") == SOURCE).collect()
     singles = pools.filter(~pl.col("union"))["pool"].to_list()
     rule = {
         r["pool"]: [f"{SOURCE}/q{b}" for b in r["buckets"]]
         for r in pools.filter("union").iter_rows(named=True)
     }
     evals = {f"{SOURCE}/q0+q2": [0, 2], f"{SOURCE}/q1+q3": [1, 3], f"{SOURCE}/q0+q3": [0, 3]}
-    ctx = RunContext(cfg=cfg, work=root / "work", executor=executor, outputs=dict(run.outputs))
-    data = proxy_data(ctx, calibration_pool(ctx))
+    data = proxy_data(ctx, calibration_pool(ctx), eval_on="fit")
     members = {
         name: data.rows(table.filter(pl.col("bucket").is_in(b))["doc_id"]) for name, b in evals.items()
     }
@@ -238,7 +236,7 @@ def target_distance(
         rule,
         {name: [f"{SOURCE}/q{b}" for b in bs] for name, bs in evals.items()},
     )
-    return part, read_record(QualityPlan, run.outputs["fit.quality"].path)
+    return part, ctx.record("fit.quality", QualityPlan)
 
 
 def fit_part(part: Part, *, n_bootstrap: int) -> tuple[QQTFit, float, pl.DataFrame, pl.DataFrame]:

@@ -177,11 +177,11 @@ def spilled_bytes(root: Path) -> int:
 
 
 def recall(work: Path) -> float:
-    """Share of planted near-duplicates the dedup step puts in the cluster of the document they copy."""
-    from curate.stages import latest_committed
+    """Share of planted near-duplicates the dedup step puts in the cluster of the document they copy (the
+    run that the work dir's config selects)."""
+    from curate.api import read_step
 
-    docs, dedup = latest_committed(work, "ingest"), latest_committed(work, "dedup.text")
-    assert docs is not None and dedup is not None
+    docs, dedup = read_step(work, "ingest"), read_step(work, "dedup.text")
     meta = pl.col("meta").str.json_path_match
     table = docs.scan().select(
         "doc_id",

@@ -17,6 +17,7 @@ import polars as pl
 
 from curate._validation import check_embeddings, check_interval
 from curate.errors import InputError
+from curate.stages import single_threaded
 from pruning.prototypes import Labels
 from scaling.proxy import ProbeRun, train_probe
 
@@ -74,23 +75,26 @@ class EL2NScorer:
             )
         ids = self._class_ids(y, xs.shape[0], what="EL2NScorer.fit y")
         held = slice(0, min(EVAL_ROWS, xs.shape[0]))
-        self.runs_: list[ProbeRun] = [
-            train_probe(
-                xs,
-                ids,
-                x_eval=xs[held],
-                y_eval=ids[held],
-                n_classes=len(self.classes_),
-                epochs=self.epochs,
-                batch_size=self.batch_size,
-                lr=self.lr,
-                hidden=self.hidden,
-                seed=s,
-                device="cpu",
-            )
-            for s in seed_stream(self.seed, self.n_seeds)
-        ]
+        with single_threaded():  # small probes: one thread is faster, and the same on every executor
+            self.runs_: list[ProbeRun] = [
+                self._probe(xs, ids, held, s) for s in seed_stream(self.seed, self.n_seeds)
+            ]
         return self
+
+    def _probe(self, xs: np.ndarray, ids: np.ndarray, held: slice, seed: int) -> ProbeRun:
+        return train_probe(
+            xs,
+            ids,
+            x_eval=xs[held],
+            y_eval=ids[held],
+            n_classes=len(self.classes_),
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            hidden=self.hidden,
+            seed=seed,
+            device="cpu",
+        )
 
     def score(self, x: np.ndarray, y: Labels) -> pl.DataFrame:
         """Frame of el2n and loss (float32), each the mean over the fitted probes."""
