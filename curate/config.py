@@ -163,6 +163,7 @@ class MixtureConfig(_Section):
     ot_max_points: int = Field(default=2000, ge=2, le=1_000_000)  # OT subsamples each side above this
     max_projection: float = Field(default=5.0, gt=1, le=1_000)  # warn past this multiple of the largest pilot
     probe_steps: int = Field(default=300, ge=1, le=1_000_000)  # probe pilots: at least this many steps
+    refine: bool = True  # measure candidates near the law's optimum at the budget (when the pools hold it)
 
 
 class RayConfig(_Section):

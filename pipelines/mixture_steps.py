@@ -30,6 +30,7 @@ from curate.stages import StageOutput
 from pipelines.calibrate import OTTask, calibrate_mixtures, pilot_scale, run_seed, run_tasks
 from pipelines.context import RunContext
 from pipelines.proxy_data import calibration_pool, proxy_data
+from pipelines.refine import refine
 from pipelines.score_step import read_scores
 from pipelines.selection import doc_size, split_budget
 from scaling.mixture import PER_PARAM, LawMethod, fit_mixture_law, n_params
@@ -63,6 +64,7 @@ class MixtureFit:
     projection: float
     alone: dict[str, float]  # the law's loss at the budget for each source alone
     mixed: float  # the law's loss at the budget for the weights chosen
+    refined: str | None  # the candidate measured best at the budget (`pipelines.refine`), or None
 
 
 def doc_units(ctx: RunContext, doc_ids: pl.Series) -> np.ndarray:
@@ -219,6 +221,22 @@ def fit_mixture(ctx: RunContext) -> StageOutput:
             )
             warnings.warn(f"fit.mixture: {fallback}.", FitWarning, stacklevel=2)
         plan = plan_weights(model, runs, method=method, source_sizes=sizes, seed=ctx.cfg.seed)
+        weights, refined = dict(plan.weights), None
+        data = proxy_data(ctx, calibration_pool(ctx), eval_on="fit")
+        held = doc_units(ctx, data.pool["doc_id"])
+        table = pl.DataFrame(
+            schema={"candidate": pl.Int64, "label": pl.String, **dict.fromkeys(sources, pl.Float64),
+                    "mean": pl.Float64, "sd": pl.Float64}
+        )  # fmt: skip
+        if method == "projektor" and m.refine and n_budget <= int(held.sum()):
+            seeds = max(3, ctx.cfg.proxy.seeds)
+            table = refine(ctx, data, held, weights, runs, n=n_budget, seeds=seeds)
+            best = table.row(0, named=True)
+            weights = {s: float(best[s]) for s in sources}
+            refined = (
+                f"'{best['label']}' measured best of {table.height} candidates at the budget ({seeds} seeds)"
+            )
+        write_table(table.to_arrow(), tmp / "refine.parquet")
         back = model.backtest()
         w = model.size_law.weights(n_budget)
         coef = {
@@ -229,7 +247,7 @@ def fit_mixture(ctx: RunContext) -> StageOutput:
         }
         write_table(holdout.to_arrow(), tmp / "holdout.parquet")
         record = MixtureFit(
-            weights=dict(plan.weights),
+            weights=weights,
             method=method,
             fallback=fallback,
             n=n_budget,
@@ -249,7 +267,8 @@ def fit_mixture(ctx: RunContext) -> StageOutput:
             backtest_bias=None if back is None else float(np.mean(back)),
             projection=n_budget / model.sizes[-1],
             alone={s: float(v) for s, v in zip(sources, model.predict(np.eye(len(sources))), strict=True)},
-            mixed=float(model.predict(np.array([[plan.weights[s] for s in sources]]))[0]),
+            mixed=float(model.predict(np.array([[weights[s] for s in sources]]))[0]),
+            refined=refined,
         )
         write_record(record, tmp)
         return {"n": n_budget, "holdout_mae": mae, "mean_holdout_mae": mean_mae, "method": method,

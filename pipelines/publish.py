@@ -200,6 +200,8 @@ def build_manifest(ctx: RunContext) -> MixtureManifest:
     )
     prediction = ctx.record("predict", Prediction)
     weights_note = fit.method if fit.fallback is None else f"{fit.method} (fallback: {fit.fallback})"
+    if fit.refined is not None:
+        weights_note += f", refined: {fit.refined}"
     return MixtureManifest(
         sources=sources,
         budget=Budget(unit=cfg.budget.unit, value=cfg.budget.value),

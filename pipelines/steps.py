@@ -70,8 +70,8 @@ STEPS: tuple[Step, ...] = (
     Step(
         "fit.mixture",
         4,
-        ("calibrate.mixture", "score", "ingest"),
-        Artifact(tables=("holdout",), record=MixtureFit),
+        ("calibrate.mixture", "score", *PROXY_INPUTS),
+        Artifact(tables=("holdout", "refine"), record=MixtureFit),
         mixture_steps.fit_mixture,
     ),
     Step(
