@@ -272,6 +272,7 @@ def fit_mixture(ctx: RunContext) -> StageOutput:
         )
         write_record(record, tmp)
         return {"n": n_budget, "holdout_mae": mae, "mean_holdout_mae": mean_mae, "method": method,
+                "refine_runs": table.height * max(3, ctx.cfg.proxy.seeds),
                 "law": model.law.method, "law_cv_mae": model.law.cv_error}  # fmt: skip
 
     return ctx.commit(params, build)

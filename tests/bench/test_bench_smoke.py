@@ -17,7 +17,7 @@ import pytest
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 SCRIPTS = sorted(BENCH.glob("*.py"))
 TABLES = {  # script -> (file it writes into --out, a line of its table)
-    "decisions": ("decisions.md", "| case | weights | target domain largest | junk least |"),
+    "decisions": ("decisions.md", "| case | m | product's top weights | junk w | product loss | best loss |"),
     "dedup": ("dedup.txt", "End-to-end fuzzy dedup"),
     "embed": ("embed.txt", "tier, pool"),
     "embed_tiers": ("embed_tiers.txt", "topic acc (3-fold)"),
