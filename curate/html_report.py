@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from curate._validation import check_columns
 from curate.io import write_text
@@ -134,15 +135,17 @@ def _qqt(curves: pl.DataFrame | None, choice: pl.DataFrame | None) -> str:
             best = picked.sort("predicted").group_by("budget", maintain_order=True).first().sort("budget")
             bx.plot(best["budget"], best["predicted"], marker="o", ms=4, color="k")
             for b, u, y in best.select("budget", "union", "predicted").iter_rows():
-                bx.annotate(str(u).split(": ", 1)[-1], (b, y), fontsize=7, rotation=20)
+                short = str(u).split(": ", 1)[-1].replace(f"{source}/", "")
+                bx.annotate(short, (b, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
             bx.set_xscale("log")
             bx.set_xlabel("documents of this source in the budget")
             bx.set_ylabel("predicted loss of the best union")
             bx.set_title(f"{source}: chosen union by budget", fontsize=9)
         else:
             bx.set_axis_off()
-        for axis in (ax, bx):
-            axis.tick_params(axis="x", labelrotation=30, labelsize=7)
+        for axis in (ax, bx):  # major ticks only: minor log labels collide
+            axis.xaxis.set_minor_formatter(NullFormatter())
+            axis.tick_params(axis="x", labelsize=7)
         fig.tight_layout()
         table = _table(best.select("budget", "union", "predicted")) if picked.height else ""
         parts.append(f"<h3>{html.escape(str(source))}</h3>" + _png(fig) + table)
