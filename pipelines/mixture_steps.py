@@ -225,8 +225,8 @@ def fit_mixture(ctx: RunContext) -> StageOutput:
         data = proxy_data(ctx, calibration_pool(ctx), eval_on="fit")
         held = doc_units(ctx, data.pool["doc_id"])
         table = pl.DataFrame(
-            schema={"candidate": pl.Int64, "label": pl.String, **dict.fromkeys(sources, pl.Float64),
-                    "mean": pl.Float64, "sd": pl.Float64}
+            schema={"candidate": pl.Int64, "round": pl.Int64, "label": pl.String,
+                    **dict.fromkeys(sources, pl.Float64), "mean": pl.Float64, "sd": pl.Float64}
         )  # fmt: skip
         if method == "projektor" and m.refine and n_budget <= int(held.sum()):
             seeds = max(3, ctx.cfg.proxy.seeds)
