@@ -91,7 +91,7 @@ def docs_per_source(ctx: RunContext, weights: dict[str, float], budget: int) -> 
         .agg(pl.col("size").mean())
     )
     size = dict(mean.iter_rows())
-    return {s: round(u / size[s]) if u and size.get(s) else 0 for s, u in units.items()}
+    return {s: max(1, round(u / size[s])) if u and size.get(s) else 0 for s, u in units.items()}
 
 
 def calibrate_mixture(ctx: RunContext) -> StageOutput:
