@@ -38,7 +38,6 @@ pilot_sizes = [12, 40, 120]
 repeats = 1
 seeds = 2
 bucket_epochs = [0.25, 0.5, 1.0]
-mixtures_per_source = 12  # ~40 mixtures: every law has >= 3 per parameter (no FitWarning)
 bucket_rows = 60
 eval_size = 60
 bootstrap = 2
