@@ -26,20 +26,19 @@ whole mixtures (10 seeded folds; one at a time below 10 mixtures).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import numpy as np
-from ot.utils import proj_simplex
-from scipy.optimize import minimize, nnls
+from scipy.optimize import nnls
 from scipy.stats import spearmanr
 
 from curate._validation import check_option
 from curate.errors import FitError, FitWarning, InputError
 from scaling.dml import DMLModel, fit_dml_column
 from scaling.ridge import RidgeFit, fit_ridge
-from scaling.simplex import simplex_grid
+from scaling.simplex import minimize_on_simplex
 
 LawMethod = Literal["auto", "dml", "dml2", "dml3", "logsum", "quadratic", "regression", "projektor"]
 METHODS: tuple[LawMethod, ...] = ("dml", "dml2", "dml3", "logsum", "quadratic", "regression", "projektor")
@@ -222,58 +221,6 @@ class CVScore:
     n_params: int
     relative: float
     relative_se: float = float("nan")
-
-
-def minimize_on_simplex(
-    f: Callable[[np.ndarray], np.ndarray],
-    m: int,
-    *,
-    smooth: bool,
-    extra: np.ndarray | None = None,
-    seed: int = 0,
-) -> np.ndarray:
-    """argmin of f (vectorised over rows of mixtures) on the simplex: the best of vertices, a lattice or
-    Dirichlet draws and `extra`, refined by SLSQP from the five best when f is smooth, else the mean of the
-    best 1% when f is as low there."""
-    best = _argmin_on_simplex(f, m, smooth=smooth, extra=extra, seed=seed)
-    best = np.where(best < WEIGHT_TOLERANCE, 0.0, best)  # solver dust is no weight: a source is in or out
-    return best / best.sum()
-
-
-def _argmin_on_simplex(
-    f: Callable[[np.ndarray], np.ndarray], m: int, *, smooth: bool, extra: np.ndarray | None, seed: int
-) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    parts = [np.eye(m), rng.dirichlet(np.ones(m), 2000), rng.dirichlet(np.full(m, 0.3), 2000)]
-    divisions = max((d for d in range(1, 41) if _lattice_size(m, d) <= 3000), default=0)
-    if divisions:
-        parts.append(simplex_grid(m, divisions=divisions))
-    if extra is not None:
-        parts.append(np.atleast_2d(extra))
-    cand = np.vstack(parts)
-    values = f(cand)
-    order = np.argsort(values, kind="stable")
-    best, best_v = cand[order[0]], float(values[order[0]])
-    if not smooth:  # a piecewise-constant law ties over regions: their centre, as RegMix averages its top 100
-        centre = cand[order[: max(10, len(cand) // 100)]].mean(axis=0)
-        return centre if float(f(centre[None, :])[0]) <= best_v + 1e-12 else best
-    bounds = [(0.0, 1.0)] * m
-    simplex = {"type": "eq", "fun": lambda x: float(x.sum() - 1.0)}
-    for x0 in cand[order[:5]]:
-        res = minimize(
-            lambda x: float(f(x[None, :])[0]), x0, method="SLSQP", bounds=bounds, constraints=simplex
-        )
-        x = np.asarray(proj_simplex(np.asarray(res.x)), dtype=np.float64)
-        v = float(f(x[None, :])[0])
-        if v < best_v - 1e-12:
-            best, best_v = x, v
-    return best
-
-
-def _lattice_size(m: int, d: int) -> int:
-    from math import comb
-
-    return comb(d + m - 1, m - 1)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ ranking the laws by cross-validation on the projections and on every pilot size;
 (measured on its own sample, at the largest pilot) the Projektor form competes. For
 the linear laws this equals fitting a law per pilot size and projecting its predictions; fitting once on
 the projected values keeps the nonlinear laws (DML) and their optimum in one fit.
-Stage 3: p* = argmin_p L̂(N, p) on the simplex (`scaling.mixture.minimize_on_simplex`).
+Stage 3: p* = argmin_p L̂(N, p) on the simplex (`scaling.simplex.minimize_on_simplex`).
 
 The `runs` frame has one row per proxy run: `n` (int, pilot size in documents), one float column per source
 (weights summing to 1), `metric` (target loss, lower is better) and optionally `repeat` (int: which nested

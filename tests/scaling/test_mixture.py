@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from curate.errors import ConfigError, FitError, FitWarning, InputError
-from scaling.mixture import check_mixtures, fit_mixture_law, minimize_on_simplex, mixture_counts
-from scaling.simplex import mixture_design, simplex_grid
+from scaling.mixture import check_mixtures, fit_mixture_law, mixture_counts
+from scaling.simplex import minimize_on_simplex, mixture_design, simplex_grid
 
 
 @given(
