@@ -78,19 +78,19 @@ def doc_units(ctx: RunContext, doc_ids: pl.Series) -> np.ndarray:
     return frame.collect()["size"].fill_null(1).to_numpy().astype(np.int64)
 
 
+def scored_units(ctx: RunContext) -> pl.DataFrame:
+    """doc_id, source and size (budget units) of every scored document."""
+    scored = read_scores(ctx.output("score")).select("doc_id", "source").collect()
+    return scored.with_columns(size=pl.Series(doc_units(ctx, scored["doc_id"])))
+
+
 def docs_per_source(ctx: RunContext, weights: dict[str, float], budget: int) -> dict[str, int]:
     """Each source's share of the budget (`budget` units split by `weights`) in documents, at the mean
     size of its scored documents: what pruning and the quality plan size a source's selection by."""
     units = split_budget(weights, budget)
     if ctx.cfg.budget.unit == "samples":
         return units
-    scored = read_scores(ctx.output("score")).select("doc_id", "source").collect()
-    mean = (
-        scored.with_columns(size=pl.Series(doc_units(ctx, scored["doc_id"])))
-        .group_by("source")
-        .agg(pl.col("size").mean())
-    )
-    size = dict(mean.iter_rows())
+    size = dict(scored_units(ctx).group_by("source").agg(pl.col("size").mean()).iter_rows())
     return {s: max(1, round(u / size[s])) if u and size.get(s) else 0 for s, u in units.items()}
 
 
@@ -129,7 +129,7 @@ def calibrate_mixture(ctx: RunContext) -> StageOutput:
         if sizes != wanted:
             warnings.warn(
                 f"calibrate.mixture: pilot sizes {wanted} {ctx.cfg.budget.unit} scaled to {sizes}: the pools "
-                f"hold {sum(held)} {ctx.cfg.budget.unit} in all (pilots never repeat a source's data).",
+                f"hold {sum(held)} {ctx.cfg.budget.unit} in all, less than the largest pilot.",
                 FitWarning,
                 stacklevel=2,
             )
@@ -199,9 +199,9 @@ def fit_mixture(ctx: RunContext) -> StageOutput:
     def build(tmp: Path) -> dict[str, Any]:
         runs = ctx.table("calibrate.mixture", "runs").collect()
         sources = sorted(ctx.cfg.sources)
-        scored = read_scores(ctx.output("score")).select("doc_id", "source").collect()
-        units = scored.with_columns(size=pl.Series(doc_units(ctx, scored["doc_id"])))
-        sizes = dict(units.group_by("source").agg(pl.col("size").sum()).iter_rows())  # for 'proportional'
+        sizes = dict(
+            scored_units(ctx).group_by("source").agg(pl.col("size").sum()).iter_rows()
+        )  # proportional
         holdout, mean_mae = _holdout(runs, sources, law=m.law, seed=ctx.cfg.seed)
         mae = float((holdout["predicted"] - holdout["observed"]).abs().mean() or 0.0)  # type: ignore[arg-type]
         model = fit_projektor(
@@ -222,20 +222,20 @@ def fit_mixture(ctx: RunContext) -> StageOutput:
             warnings.warn(f"fit.mixture: {fallback}.", FitWarning, stacklevel=2)
         plan = plan_weights(model, runs, method=method, source_sizes=sizes, seed=ctx.cfg.seed)
         weights, refined = dict(plan.weights), None
-        data = proxy_data(ctx, calibration_pool(ctx), eval_on="fit")
-        held = doc_units(ctx, data.pool["doc_id"])
         table = pl.DataFrame(
             schema={"candidate": pl.Int64, "round": pl.Int64, "label": pl.String,
                     **dict.fromkeys(sources, pl.Float64), "mean": pl.Float64, "sd": pl.Float64}
         )  # fmt: skip
-        if method == "projektor" and m.refine and n_budget <= int(held.sum()):
-            seeds = max(3, ctx.cfg.proxy.seeds)
-            table = refine(ctx, data, held, weights, runs, n=n_budget, seeds=seeds)
-            best = table.row(0, named=True)
-            weights = {s: float(best[s]) for s in sources}
-            refined = (
-                f"'{best['label']}' measured best of {table.height} candidates at the budget ({seeds} seeds)"
-            )
+        seeds = max(3, ctx.cfg.proxy.seeds)
+        if method == "projektor" and m.refine:
+            data = proxy_data(ctx, calibration_pool(ctx), eval_on="fit")
+            held = doc_units(ctx, data.pool["doc_id"])
+            if n_budget <= int(held.sum()):  # the pools hold the budget: measure there
+                table = refine(ctx, data, held, weights, runs, n=n_budget, seeds=seeds)
+                best = table.row(0, named=True)
+                weights = {s: float(best[s]) for s in sources}
+                refined = f"'{best['label']}' measured best of {table.height} candidates at the budget"
+                refined += f" ({seeds} seeds)"
         write_table(table.to_arrow(), tmp / "refine.parquet")
         back = model.backtest()
         w = model.size_law.weights(n_budget)
@@ -272,7 +272,7 @@ def fit_mixture(ctx: RunContext) -> StageOutput:
         )
         write_record(record, tmp)
         return {"n": n_budget, "holdout_mae": mae, "mean_holdout_mae": mean_mae, "method": method,
-                "refine_runs": table.height * max(3, ctx.cfg.proxy.seeds),
+                "refine_runs": table.height * seeds,
                 "law": model.law.method, "law_cv_mae": model.law.cv_error}  # fmt: skip
 
     return ctx.commit(params, build)
