@@ -111,13 +111,22 @@ class ScoreConfig(_Section):
 class ProxyConfig(_Section):
     """Calibration proxy runs: the proxy model, pilot sizes, repeats and seeds, the mixture grid."""
 
-    kind: Literal["ngram", "probe"] = "ngram"
+    # "hybrid": the n-gram LM ranks the mixture design and predicts, the byte LM confirms the best candidates
+    # and measures the quality buckets (repetition); "ngram", "lm" or "probe" for every step
+    kind: Literal["hybrid", "ngram", "lm", "probe"] = "hybrid"
     order: int = Field(default=3, ge=1, le=4)  # n-gram order of the ngram proxy
+    lm_width: int = Field(default=64, ge=8, le=4_096)  # byte LM proxy: model width (4 heads)
+    lm_layers: int = Field(default=2, ge=1, le=64)  # byte LM proxy: transformer blocks
+    lm_window: int = Field(default=128, ge=8, le=8_192)  # byte LM proxy: bytes read from each document
+    lm_lr: float = Field(default=3e-3, gt=0, le=1)  # byte LM proxy: peak learning rate (warmup-stable-decay)
+    lm_bucket_rows: int = Field(default=64, ge=3, le=1_000_000)  # documents a bucket's LM run trains on
+    lm_eval_size: int = Field(default=100, ge=8, le=1_000_000)  # byte LM proxy: target rows it evaluates on
+    confirm: int = Field(default=2, ge=1, le=1_000)  # hybrid: refinement candidates the byte LM measures
     # mixture pilot sizes (documents; in budget units at the pools' mean document size): >= 3, spanning
     # >= 10x, for the stage-2 size law
     pilot_sizes: list[int] = Field(default_factory=lambda: [250, 500, 1000, 2000, 4000], min_length=1)
     repeats: int = Field(default=2, ge=1, le=100)  # proxy runs per (mixture, pilot size)
-    seeds: int = Field(default=3, ge=1, le=100)  # proxy runs per quality bucket (and for the prediction)
+    seeds: int = Field(default=2, ge=1, le=100)  # proxy runs per quality bucket (and for the prediction)
     bucket_epochs: list[float] = (
         Field(  # passes at which a bucket's curve is measured (the n-gram proxy: <= 1)
             default_factory=lambda: [0.125, 0.25, 0.5, 1.0, 2.0, 4.0], min_length=3
@@ -132,6 +141,13 @@ class ProxyConfig(_Section):
     weight_decay: float = Field(default=0.5, ge=0, le=10)  # probe AdamW weight decay
     eval_size: int = Field(default=500, ge=8, le=1_000_000)
     bootstrap: int = Field(default=20, ge=0, le=1_000)  # bootstrap refits of each QQT fit (its intervals)
+
+    @field_validator("lm_width")
+    @classmethod
+    def _four_heads(cls, v: int) -> int:
+        if v % 4:
+            raise ValueError(f"must be a multiple of 4 (the byte LM has 4 attention heads), got {v}")
+        return v
 
     @field_validator("pilot_sizes", "bucket_epochs")
     @classmethod

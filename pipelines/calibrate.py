@@ -2,8 +2,9 @@
 
 A proxy run is one row of a task table (run id, the pool rows it trains on in order, checkpoints, seed),
 mapped with the executor's `map_tasks`: Ray tasks on a cluster, in order in-process, same seeds, same
-curves. The proxy is a task callable: `NgramTask` (a smoothed n-gram LM on token ids; unlabelled text, the
-default) or `ProbeTask` (an MLP probe on embeddings; labelled data). OT values of the mixture grid are tasks
+curves. The proxy is a task callable: `NgramTask` (a smoothed n-gram LM on token ids; unlabelled text),
+`LMTask` (a small byte-level transformer; unlabelled text, shows repetition) or `ProbeTask` (an MLP probe on
+embeddings; labelled data). OT values of the mixture grid are tasks
 too. `calibrate_mixtures` feeds Projektor and the mixture laws; `calibrate_buckets` feeds QQT.
 """
 
@@ -19,6 +20,7 @@ import polars as pl
 import pyarrow as pa
 
 from curate.stages import Executor
+from scaling.lm import VOCAB, ByteCorpus, LMShape, Schedule, lm_curve
 from scaling.mixture import mixture_counts
 from scaling.ngram import TokenizedTexts, ngram_curve
 from scaling.ot import sinkhorn_divergence
@@ -77,10 +79,44 @@ class NgramTask:
             n_unique=row["n_unique"],
             order=self.order,
         )
-        curve = run.curve.select(
-            pl.lit(row["run"]).alias("run"), "samples_seen", "epoch", "eval_loss", "eval_accuracy"
+        return _named(row["run"], run.curve)
+
+
+def _named(run: str, curve: pl.DataFrame) -> pa.Table:
+    """A proxy's curve (samples_seen, epoch, eval_loss, eval_accuracy) as CURVE rows of run `run`."""
+    out = curve.select(pl.lit(run).alias("run"), "samples_seen", "epoch", "eval_loss", "eval_accuracy")
+    return pl.DataFrame(out, schema=CURVE).to_arrow()
+
+
+@dataclass(frozen=True)
+class LMTask:
+    """The byte-level transformer proxy (`scaling.lm`): one warmup-stable-decay trajectory over the task's
+    rows, a decay branch ending at each checkpoint; the target metric is nats per byte averaged over target
+    documents. Repeated rows are trained on again, so its curves pass one epoch."""
+
+    corpus: ByteCorpus
+    eval_corpus: ByteCorpus
+    shape: LMShape
+    schedule: Schedule
+
+    @property
+    def error(self) -> pl.Expr:
+        """The eval loss over the untrained model's uniform guess (ln 258 nats a byte), at most 1."""
+        return (pl.col("eval_loss") / math.log(VOCAB)).clip(upper_bound=1.0)
+
+    def __call__(self, task: pa.Table) -> pa.Table:
+        row = task.to_pylist()[0]
+        curve = lm_curve(
+            self.corpus,
+            np.asarray(row["rows"], dtype=np.int64),
+            eval_corpus=self.eval_corpus,
+            checkpoints=row["checkpoints"],
+            shape=self.shape,
+            schedule=self.schedule,
+            n_unique=row["n_unique"],
+            seed=row["seed"],
         )
-        return pl.DataFrame(curve, schema=CURVE).to_arrow()
+        return _named(row["run"], curve)
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,8 @@ from curate.records import write_record
 from curate.stages import StageOutput
 from pipelines.calibrate import OTTask, calibrate_mixtures, pilot_scale, run_seed, run_tasks
 from pipelines.context import RunContext
-from pipelines.proxy_data import calibration_pool, proxy_data
-from pipelines.refine import refine
+from pipelines.proxy_data import calibration_pool, proxy_data, proxy_kind
+from pipelines.refine import confirm, refine
 from pipelines.score_step import read_scores
 from pipelines.selection import doc_size, split_budget
 from scaling.mixture import PER_PARAM, LawMethod, fit_mixture_law, n_params
@@ -136,10 +136,10 @@ def calibrate_mixture(ctx: RunContext) -> StageOutput:
         proportional = np.asarray(held, dtype=np.float64)
         grid = mixture_design(len(sources), per_source=p.mixtures_per_source, proportional=proportional,
                               seed=ctx.cfg.seed)  # fmt: skip
-        passes = (
-            None
-            if p.kind == "ngram"
-            else [math.ceil(m.probe_steps * p.batch_size / n) for n in p.pilot_sizes]
+        passes = (  # the probe trains a fixed step budget per pilot; LMs one run with nested checkpoints
+            [math.ceil(m.probe_steps * p.batch_size / n) for n in p.pilot_sizes]
+            if proxy_kind(p.kind, "design") == "probe"
+            else None
         )
         # OT only feeds the 'projektor' law: skip it when 'auto' could not pick that law on this design
         usable = m.law == "projektor" or (
@@ -224,7 +224,8 @@ def fit_mixture(ctx: RunContext) -> StageOutput:
         weights, refined = dict(plan.weights), None
         table = pl.DataFrame(
             schema={"candidate": pl.Int64, "round": pl.Int64, "label": pl.String,
-                    **dict.fromkeys(sources, pl.Float64), "mean": pl.Float64, "sd": pl.Float64}
+                    **dict.fromkeys(sources, pl.Float64), "mean": pl.Float64, "sd": pl.Float64,
+                    "lm_mean": pl.Float64, "lm_sd": pl.Float64}
         )  # fmt: skip
         seeds = max(3, ctx.cfg.proxy.seeds)
         if method == "projektor" and m.refine:
@@ -232,10 +233,22 @@ def fit_mixture(ctx: RunContext) -> StageOutput:
             held = doc_units(ctx, data.pool["doc_id"])
             if n_budget <= int(held.sum()):  # the pools hold the budget: measure there
                 table = refine(ctx, data, held, weights, runs, n=n_budget, seeds=seeds)
+                kind = proxy_kind(ctx.cfg.proxy.kind, "design")
+                refined = f"measured best at the budget of {table.height} candidates by the {kind} proxy"
+                refined += f" ({seeds} seeds)"
+                if proxy_kind(ctx.cfg.proxy.kind, "confirm") != kind:
+                    lm = proxy_data(ctx, calibration_pool(ctx), eval_on="fit", role="confirm")
+                    top = ctx.cfg.proxy.confirm
+                    units = doc_units(ctx, lm.pool["doc_id"])
+                    table = confirm(ctx, lm, units, table, n=n_budget, seeds=ctx.cfg.proxy.seeds, top=top)
+                    refined += f", then of its best {min(top, table.height)} by the byte LM proxy"
+                    refined += f" ({ctx.cfg.proxy.seeds} seeds)"
+                else:
+                    none = pl.lit(None, pl.Float64)
+                    table = table.with_columns(lm_mean=none, lm_sd=none)
                 best = table.row(0, named=True)
                 weights = {s: float(best[s]) for s in sources}
-                refined = f"'{best['label']}' measured best of {table.height} candidates at the budget"
-                refined += f" ({seeds} seeds)"
+                refined = f"'{best['label']}' " + refined
         write_table(table.to_arrow(), tmp / "refine.parquet")
         back = model.backtest()
         w = model.size_law.weights(n_budget)
@@ -307,7 +320,7 @@ def predict_selection(ctx: RunContext) -> StageOutput:
         selection = ctx.table("select", "selection").collect().sort("doc_id")
         labels = ctx.output("ingest").scan().select("doc_id", "label")
         frame = selection.lazy().join(labels, on="doc_id", how="left", maintain_order="left").collect()
-        data = proxy_data(ctx, frame.select("doc_id", "source", "label"), eval_on="holdout")
+        data = proxy_data(ctx, frame.select("doc_id", "source", "label"), eval_on="holdout", role="predict")
         row_of = dict(zip(data.pool["doc_id"].to_list(), data.pool["row"].to_list(), strict=True))
         rows = np.array([row_of.get(d, -1) for d in frame["doc_id"].to_list()], dtype=np.int64)
         n_draws = int(frame["repeats"].sum())  # the selection as written: every document `repeats` times
@@ -333,7 +346,7 @@ def predict_selection(ctx: RunContext) -> StageOutput:
         spread = float(np.std(boot, ddof=1))
         half = float(student_t.ppf(0.95, df=len(boot) - 1)) * spread
         prediction = Prediction(
-            metric=f"proxy ({p.kind}) eval loss on the target's held-out rows",
+            metric=f"proxy ({proxy_kind(p.kind, 'predict')}) eval loss on the target's held-out rows",
             value=value,
             interval=(value - half, value + half),
             method=(

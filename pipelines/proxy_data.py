@@ -2,10 +2,15 @@
 
 The pool is, per source, a seeded sample of at most `[proxy] pool_rows` scored (kept) documents; the eval set
 is a seeded sample of at most `[proxy] eval_size` target documents, never trained on and never used to pick a
-checkpoint: calibration evaluates on the target's fit rows, the final prediction on its held-out rows. The
-default proxy is the n-gram LM on token ids (unlabelled text); `kind = "probe"` trains an MLP on embeddings
-and needs a labelled target. OT distances use the same pool rows and target rows, in the
-centred space (the center step).
+checkpoint: calibration evaluates on the target's fit rows, the final prediction on its held-out rows.
+
+Which proxy a step trains (`proxy_kind`): the default `hybrid` ranks the mixture design and makes the
+prediction with the n-gram LM (many cheap runs) and uses the byte-level transformer LM for what the n-gram
+LM cannot see or ranks worse: confirming the refinement's best candidates at the budget and the quality
+buckets, whose curves must pass one epoch (bench/results/proxy_transfer.md measures both against a larger
+reference LM). `ngram` and `lm` use one
+model everywhere; `probe` trains an MLP on embeddings and needs a labelled target. OT distances use the same
+pool rows and target rows, in the centred space (the center step).
 """
 
 from __future__ import annotations
@@ -17,10 +22,11 @@ import numpy as np
 import polars as pl
 
 from curate.errors import ConfigError, InputError
-from pipelines.calibrate import NgramTask, ProbeTask, ProxyTask
+from pipelines.calibrate import LMTask, NgramTask, ProbeTask, ProxyTask
 from pipelines.context import RunContext
 from pipelines.data_steps import centred_embeddings, target_rows
 from pipelines.score_step import read_scores
+from scaling.lm import LMShape, Schedule, encode
 from scaling.ngram import tokenize
 from scaling.ot import MixtureDistance
 
@@ -70,15 +76,55 @@ def calibration_pool(ctx: RunContext) -> pl.DataFrame:
     )
 
 
-def proxy_data(ctx: RunContext, pool: pl.DataFrame, *, eval_on: Literal["fit", "holdout"]) -> ProxyData:
-    """The proxy task over `pool` (doc_id, source, label; a row per task row, in order) and its eval set: a
-    sample of the target's `eval_on` rows ("fit" for calibration, "holdout" for the final prediction)."""
-    p, seed = ctx.cfg.proxy, ctx.cfg.seed
+def eval_rows(ctx: RunContext, eval_on: Literal["fit", "holdout"]) -> pl.DataFrame:
+    """The proxy's eval set: a seeded sample of at most `[proxy] eval_size` of the target's `eval_on` rows
+    (doc_id, text, label)."""
     target = target_rows(ctx, eval_on).select("doc_id", "text", "label").sort("doc_id")
-    evals = _sample(target, p.eval_size, seed)
+    return _sample(target, ctx.cfg.proxy.eval_size, ctx.cfg.seed)
+
+
+Role = Literal["design", "confirm", "quality", "predict"]
+ProxyKind = Literal["ngram", "lm", "probe"]
+
+
+def proxy_kind(kind: str, role: Role) -> ProxyKind:
+    """The proxy model `[proxy] kind` trains for a step's `role`: hybrid = the n-gram LM for the mixture
+    design and the prediction, the byte LM to confirm the refinement's best and for the quality buckets."""
+    if kind == "hybrid":
+        return "ngram" if role in ("design", "predict") else "lm"
+    if kind not in ("ngram", "lm", "probe"):
+        raise ConfigError(f"config key 'proxy.kind' must be hybrid, ngram, lm or probe; got {kind!r}.")
+    return kind  # type: ignore[return-value]
+
+
+def lm_shape(ctx: RunContext) -> tuple[LMShape, Schedule]:
+    """The byte LM proxy's shape and schedule from `[proxy]`."""
+    p = ctx.cfg.proxy
+    return LMShape(d_model=p.lm_width, n_layers=p.lm_layers, max_len=p.lm_window), Schedule(lr=p.lm_lr)
+
+
+def pool_texts(ctx: RunContext, doc_ids: pl.Series) -> list[str]:
+    """The texts of the pool documents `doc_ids`, in order."""
+    frame = (
+        doc_ids.to_frame("doc_id")
+        .lazy()
+        .join(ctx.output("ingest").scan().select("doc_id", "text"), on="doc_id", maintain_order="left")
+        .collect()
+    )
+    return frame["text"].to_list()
+
+
+def proxy_data(
+    ctx: RunContext, pool: pl.DataFrame, *, eval_on: Literal["fit", "holdout"], role: Role = "design"
+) -> ProxyData:
+    """The proxy task of `role` over `pool` (doc_id, source, label; a row per task row, in order) and its
+    eval set: a sample of the target's `eval_on` rows ("fit": calibration, "holdout": the prediction)."""
+    p = ctx.cfg.proxy
+    kind = proxy_kind(p.kind, role)
+    evals = eval_rows(ctx, eval_on)
     task: ProxyTask
     classes: list[str] = []
-    if p.kind == "probe":
+    if kind == "probe":
         classes = sorted(set(evals["label"].drop_nulls().to_list()))
         if len(classes) < 2:
             raise ConfigError(
@@ -88,7 +134,7 @@ def proxy_data(ctx: RunContext, pool: pl.DataFrame, *, eval_on: Literal["fit", "
         pool = pool.filter(pl.col("label").is_in(classes))
         evals = evals.filter(pl.col("label").is_in(classes))
     if pool.is_empty():
-        raise InputError(f"no document of the sources can train the '{p.kind}' proxy.")
+        raise InputError(f"no document of the sources can train the '{kind}' proxy.")
     pool = pool.with_row_index("row").with_columns(pl.col("row").cast(pl.Int64))
     _, x = centred_embeddings(ctx, "embed", pool["doc_id"])
     _, x_eval = centred_embeddings(ctx, "embed.target", evals["doc_id"])
@@ -105,15 +151,17 @@ def proxy_data(ctx: RunContext, pool: pl.DataFrame, *, eval_on: Literal["fit", "
             lr=p.lr,
             weight_decay=p.weight_decay,
         )
-    else:
-        texts = (
-            pool.lazy()
-            .select("doc_id")
-            .join(ctx.output("ingest").scan().select("doc_id", "text"), on="doc_id", maintain_order="left")
-            .collect()
+    elif kind == "lm":
+        shape, schedule = lm_shape(ctx)
+        task = LMTask(
+            corpus=encode(pool_texts(ctx, pool["doc_id"]), shape),
+            eval_corpus=encode(_sample(evals, p.lm_eval_size, ctx.cfg.seed)["text"].to_list(), shape),
+            shape=shape,
+            schedule=schedule,
         )
+    else:
         task = NgramTask(
-            corpus=tokenize(texts["text"].to_list()),
+            corpus=tokenize(pool_texts(ctx, pool["doc_id"])),
             eval_corpus=tokenize(evals["text"].to_list()),
             order=p.order,
         )

@@ -26,7 +26,7 @@ from curate.stages import StageOutput
 from pipelines.calibrate import calibrate_buckets
 from pipelines.context import RunContext
 from pipelines.mixture_steps import MixtureFit, docs_per_source
-from pipelines.proxy_data import calibration_pool, proxy_data
+from pipelines.proxy_data import calibration_pool, proxy_data, proxy_kind
 from pipelines.score_step import read_scores
 from pruning.policies import recommend_policy, select
 from scaling.buckets import quality_buckets
@@ -133,11 +133,11 @@ def bucket_table(ctx: RunContext) -> pl.DataFrame:
 
 
 def bucket_epochs(ctx: RunContext) -> list[float]:
-    """Passes at which a bucket's curve is measured: all of `[proxy] bucket_epochs` for the probe; for the
-    n-gram proxy only those within the first epoch (a count model's repeats only sharpen its counts, so its
-    curves say nothing of repetition: tau then comes from the prior)."""
+    """Passes at which a bucket's curve is measured: all of `[proxy] bucket_epochs` for the byte LM and the
+    probe; for the n-gram proxy only those within the first epoch (a count model's repeats only sharpen its
+    counts, so its curves say nothing of repetition: tau then comes from the prior)."""
     epochs = list(ctx.cfg.proxy.bucket_epochs)
-    return epochs if ctx.cfg.proxy.kind == "probe" else [e for e in epochs if e <= 1.0]
+    return [e for e in epochs if e <= 1.0] if proxy_kind(ctx.cfg.proxy.kind, "quality") == "ngram" else epochs
 
 
 def _pool_table(table: pl.DataFrame) -> pl.DataFrame:
@@ -161,8 +161,9 @@ def _pool_table(table: pl.DataFrame) -> pl.DataFrame:
 
 
 def calibrate_quality(ctx: RunContext) -> StageOutput:
-    """Quality buckets of each source's pruned pool and the proxy curves of every bucket and of two held-out
-    unions per source (a run per pool and seed, each curve point a run trained that many passes)."""
+    """Quality buckets of each source's pruned pool and, for each source with a share of the budget, the proxy
+    curves of every bucket and of two held-out unions (a run per pool and seed, each curve point a run trained
+    that many passes)."""
     s, p = ctx.cfg.score, ctx.cfg.proxy
     params: dict[str, JSONValue] = {
         **p.model_dump(mode="json"),
@@ -173,8 +174,9 @@ def calibrate_quality(ctx: RunContext) -> StageOutput:
 
     def build(tmp: Path) -> dict[str, Any]:
         table = bucket_table(ctx)
-        data = proxy_data(ctx, calibration_pool(ctx), eval_on="fit")
-        pools = _pool_table(table)
+        data = proxy_data(ctx, calibration_pool(ctx), eval_on="fit", role="quality")
+        weights = ctx.record("fit.mixture", MixtureFit).weights
+        pools = _pool_table(table).filter(pl.col("source").is_in([s for s, w in weights.items() if w > 0]))
         members = {}
         for row in pools.iter_rows(named=True):
             ids = table.filter((pl.col("source") == row["source"]) & pl.col("bucket").is_in(row["buckets"]))
@@ -186,7 +188,7 @@ def calibrate_quality(ctx: RunContext) -> StageOutput:
             members,
             executor=ctx.executor,
             epochs=bucket_epochs(ctx),
-            max_rows=p.bucket_rows,
+            max_rows=p.lm_bucket_rows if proxy_kind(p.kind, "quality") == "lm" else p.bucket_rows,
             seeds=p.seeds,
             seed=ctx.cfg.seed,
         )
@@ -257,15 +259,15 @@ def fit_quality(ctx: RunContext) -> StageOutput:
         reports, unions = [], []
         for source in sorted(ctx.cfg.sources):
             mine = pools.filter((pl.col("source") == source) & ~pl.col("union"))
-            full = {
-                pool_of[(source, b)]: n
-                for b, n in sizes.filter(pl.col("source") == source).select("bucket", "n_docs").iter_rows()
-            }
             if n_docs[source] == 0 or mine.is_empty():
                 choice[source] = SourceQuality(
                     buckets=(), error=None, interval=None, note="no share of the budget", excluded={}
                 )
                 continue
+            full = {
+                pool_of[(source, b)]: n
+                for b, n in sizes.filter(pl.col("source") == source).select("bucket", "n_docs").iter_rows()
+            }
             names = mine["pool"].to_list()
             c = curves.filter(pl.col("pool").is_in(names)).select("pool", "seed", "samples_seen", "error")
             proxy = dict(

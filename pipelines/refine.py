@@ -4,8 +4,9 @@ A mixture law fitted on a design is an approximation; where the budget is within
 can train (no more units than they hold), the fit.mixture step measures candidates at the budget itself with
 the calibration's own proxy task and eval set: the law's optimum, sharper and top-k versions of it, the best
 measured design mixtures and blends of both; then a local round around the best (each source dropped, each
-given more weight). The candidate with the least mean proxy loss over the seeds wins; the table of
-candidates is committed with the step and the manifest says which one won.
+given more weight). The candidate with the least mean proxy loss over the seeds wins; with the hybrid
+proxy, the byte LM then measures the design proxy's best few (`confirm`) and the least LM loss wins. The
+table of candidates is committed with the step and the manifest says which one won.
 """
 
 from __future__ import annotations
@@ -59,6 +60,20 @@ def neighbours(best: np.ndarray, names: list[str], *, step: float = 0.15) -> tup
         more[i] += step
         rows.append((f"more {name}", more))
     return [r[0] for r in rows], np.asarray([r[1] / r[1].sum() for r in rows])
+
+
+def confirm(
+    ctx: RunContext, data: ProxyData, units: np.ndarray, table: pl.DataFrame, *, n: int, seeds: int, top: int
+) -> pl.DataFrame:
+    """`table` (refine's, best first) with lm_mean and lm_sd: the `top` best candidates measured by `data`'s
+    proxy at `n` units, `seeds` runs each; those first, by lm_mean, the rest after in their order."""
+    head = table.head(top)
+    grid = head.select(sorted(ctx.cfg.sources)).to_numpy()
+    stats = _measure(ctx, data, units, grid, n=n, seeds=seeds, seed=ctx.cfg.seed + 51)
+    stats = stats.select(pl.col("mixture").cast(pl.Int64), lm_mean="mean", lm_sd="sd")
+    head = head.with_row_index("mixture").with_columns(pl.col("mixture").cast(pl.Int64))
+    measured = head.join(stats, on="mixture").drop("mixture").sort("lm_mean", "candidate")
+    return pl.concat([measured, table.slice(top)], how="diagonal_relaxed")
 
 
 def _measure(

@@ -69,7 +69,7 @@ STEPS: tuple[Step, ...] = (
     ),
     Step(
         "fit.mixture",
-        4,
+        5,
         ("calibrate.mixture", "score", *PROXY_INPUTS),
         Artifact(tables=("holdout", "refine"), record=MixtureFit),
         mixture_steps.fit_mixture,
@@ -83,8 +83,8 @@ STEPS: tuple[Step, ...] = (
     ),
     Step(
         "calibrate.quality",
-        3,
-        ("score", "prune", *PROXY_INPUTS),
+        4,
+        ("score", "prune", "fit.mixture", *PROXY_INPUTS),
         Artifact(tables=("buckets", "pools", "sizes", "curves")),
         quality_steps.calibrate_quality,
     ),
@@ -104,7 +104,7 @@ STEPS: tuple[Step, ...] = (
     ),
     Step(
         "predict",
-        3,
+        4,
         ("select", "fit.mixture", *PROXY_INPUTS),
         Artifact(tables=("curves",), record=Prediction),
         mixture_steps.predict_selection,

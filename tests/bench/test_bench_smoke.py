@@ -26,6 +26,7 @@ TABLES = {  # script -> (file it writes into --out, a line of its table)
     "ot_divergence": ("ot_divergence.md", "## Equal accuracy"),
     "pipeline": ("pipeline.txt", "end to end:"),
     "projektor_real": ("projektor_real.md", "## Stage 1: held-out MAE"),
+    "proxy_transfer": ("proxy_transfer.md", "| proxy | params | core-s a run | compute vs lm |"),
     "pruning_scaling": ("pruning_scaling.csv", "n_initial,seed,keep_fraction,n_kept,method,policy,balance"),
     "qqt_real": ("qqt_real.md", "## unions never fitted nor used to choose the rule"),
     "scale": ("scale.md", "| docs | mode | step | wall s |"),
