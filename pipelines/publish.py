@@ -34,6 +34,7 @@ from curate.report import IngestCounts, IngestReport
 from curate.stages import CODE_VERSION, StageOutput
 from pipelines.context import RunContext
 from pipelines.mixture_steps import MixtureFit
+from pipelines.proxy_data import proxy_statement
 from pipelines.quality_steps import PrunePlan, QualityPlan
 from pipelines.score_step import read_scores
 from pipelines.selection import doc_size, realised_share, selection_table, split_budget
@@ -194,7 +195,8 @@ def build_manifest(ctx: RunContext) -> MixtureManifest:
             ),
             buckets=quality.sources[name].buckets,
             tokens=summary.sources[name].tokens,
-            note=_why(name, weights[name] / total, fit),
+            note=_why(name, weights[name] / total, fit)
+            + (f"; quality buckets: {quality.sources[name].note}" if quality.sources[name].buckets else ""),
         )
         for name in sorted(cfg.sources)
     )
@@ -209,7 +211,7 @@ def build_manifest(ctx: RunContext) -> MixtureManifest:
             metric=prediction.metric,
             value=prediction.value,
             interval=prediction.interval,
-            method=f"{prediction.method}; weights by {weights_note}",
+            method=f"{prediction.method}; weights by {weights_note}; {proxy_statement(cfg.proxy)}",
         ),
         laws={"projektor": fit.law, **quality.laws},
         selection=Selection(path="selection.parquet", sha256=summary.sha256),

@@ -12,7 +12,8 @@ checkpoint n a branch from the constant trajectory that decays linearly to 0 ove
 of its steps and ends exactly at n, so every point of a curve is a run whose schedule ends at its own
 budget, at the cost of one trajectory plus the cooldowns. A repeated document is trained on again, so the
 curves show repetition (QQT's decay with passes). Runs use one torch thread (seeded, deterministic, the same
-bytes in every executor); the metric is the mean over evaluation documents of their NLL per byte (nats).
+bytes in every executor) on the CPU, or the GPU when one is present; the metric is the mean over evaluation
+documents of their NLL per byte (nats).
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ class ByteLM(nn.Module):
         self.head = nn.Linear(shape.d_model, VOCAB)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        h = self.embed(tokens) + self.pos(torch.arange(tokens.shape[1]))
+        h = self.embed(tokens) + self.pos(torch.arange(tokens.shape[1], device=tokens.device))
         for block in self.blocks:
             h = block(h)
         return self.head(self.norm(h))
@@ -169,13 +170,15 @@ def _one_thread() -> Iterator[None]:
 
 def doc_losses(model: nn.Module, corpus: ByteCorpus, *, batch_size: int = 256) -> np.ndarray:
     """Each document's NLL per byte (nats) over its windows; NaN for an empty document."""
-    tokens = torch.from_numpy(corpus.tokens.astype(np.int64))
+    device = next(model.parameters()).device
+    tokens = torch.from_numpy(corpus.tokens.astype(np.int64)).to(device)
     sums, counts = np.zeros(len(tokens)), np.zeros(len(tokens))
     model.eval()
     with torch.no_grad():
         for s in range(0, len(tokens), batch_size):
             nll, n = _nll(model, tokens[s : s + batch_size])
-            sums[s : s + batch_size], counts[s : s + batch_size] = nll.double().numpy(), n.numpy()
+            sums[s : s + batch_size] = nll.double().cpu().numpy()
+            counts[s : s + batch_size] = n.cpu().numpy()
     doc_sum = np.add.reduceat(sums, corpus.offsets[:-1])
     doc_n = np.add.reduceat(counts, corpus.offsets[:-1])
     return np.where(doc_n > 0, doc_sum / np.maximum(doc_n, 1), np.nan)
@@ -220,10 +223,12 @@ def lm_curve(
     schedule: Schedule,
     n_unique: int | None = None,
     seed: int = 0,
+    device: str | None = None,
 ) -> pl.DataFrame:
     """Eval loss (mean over `eval_corpus` documents of NLL per byte) of a run trained on the first n documents
     of `sequence` (row ids in training order, repeats allowed), for each n in `checkpoints`, each run's
-    schedule ending at its n (warmup-stable-decay branches; `epoch` = n / n_unique)."""
+    schedule ending at its n (warmup-stable-decay branches; `epoch` = n / n_unique); on `device` (default: the
+    GPU when one is present, else the CPU)."""
     seq = np.asarray(sequence, dtype=np.int64)
     marks = sorted({int(c) for c in checkpoints})
     if not marks or marks[0] < 1 or marks[-1] > len(seq):
@@ -237,7 +242,8 @@ def lm_curve(
     order = corpus.windows(seq[: marks[-1]])
     for a, b in itertools.pairwise(bounds):
         order[a:b] = order[a:b][rng.permutation(b - a)]
-    tokens = torch.from_numpy(corpus.tokens.astype(np.int64))
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    tokens = torch.from_numpy(corpus.tokens.astype(np.int64)).to(dev)
     bs = schedule.batch_size
     ends = [math.ceil(b / bs) for b in bounds[1:]]
     starts = [min(e, math.floor((1 - schedule.cooldown) * e)) for e in ends]
@@ -246,10 +252,11 @@ def lm_curve(
         gen = torch.Generator().manual_seed(seed)
         model = ByteLM(shape)
         _init(model, gen)
+        model.to(dev)
         opt = torch.optim.AdamW(model.parameters(), lr=schedule.lr, weight_decay=schedule.weight_decay)
 
         def batch(step: int) -> torch.Tensor:
-            return tokens[torch.from_numpy(order[step * bs : (step + 1) * bs])]
+            return tokens[torch.from_numpy(order[step * bs : (step + 1) * bs]).to(dev)]
 
         done = 0
         for n, start, end in zip(marks, starts, ends, strict=True):

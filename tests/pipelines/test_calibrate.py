@@ -13,6 +13,7 @@ from polars.testing import assert_frame_equal
 from curate import corpora
 from curate.stages import Executor
 from pipelines.calibrate import (
+    LMTask,
     NgramTask,
     OTTask,
     ProbeTask,
@@ -25,6 +26,8 @@ from pipelines.calibrate import (
     run_seed,
     run_tasks,
 )
+from pipelines.proxy_data import proxy_kind
+from scaling.lm import LMShape, Schedule, encode, lm_curve
 from scaling.mixture import mixture_counts
 from scaling.ngram import NgramLM, tokenize
 from scaling.ot import sinkhorn_divergence
@@ -138,6 +141,31 @@ def test_ngram_task_is_the_lm_trained_on_the_first_n_rows(ngram_task: NgramTask)
         )
         assert loss == pytest.approx(direct, rel=1e-12)
     assert curve["epoch"].to_list() == pytest.approx([30 / 90, 1.0, 2.0])
+
+
+def test_lm_task_runs_the_byte_lm_on_the_task_rows_and_seed() -> None:
+    """The task's curve is lm_curve on the run's rows, checkpoints and seed; its error is the loss over the
+    uniform guess's ln 258, at most 1."""
+    texts = corpora.wiki(60, seed=4)["text"].to_list()
+    shape = LMShape(d_model=16, n_layers=1, max_len=32)
+    task = LMTask(encode(texts[:50], shape), encode(texts[50:], shape), shape, Schedule(batch_size=4))
+    rows = list(np.random.default_rng(2).permutation(50)[:20]) * 2
+    run = {"run": "r", "rows": rows, "checkpoints": [10, 20, 40], "n_unique": 20, "seed": 5}
+    curve = run_tasks(task, [run], executor=_local())
+    direct = lm_curve(task.corpus, rows, eval_corpus=task.eval_corpus, checkpoints=[10, 20, 40], shape=shape,
+                      schedule=task.schedule, n_unique=20, seed=5)  # fmt: skip
+    assert curve["eval_loss"].to_list() == direct["eval_loss"].to_list()
+    assert curve["epoch"].to_list() == pytest.approx([0.5, 1.0, 2.0])
+    error = pl.DataFrame({"eval_loss": [1.0, 5.6]}).select(task.error).to_series().to_list()
+    assert error == pytest.approx([1.0 / np.log(258), 1.0])
+
+
+def test_hybrid_proxy_roles() -> None:
+    """hybrid: the n-gram LM designs and predicts, the byte LM confirms and measures buckets; others fixed."""
+    roles = ("design", "confirm", "quality", "predict")
+    assert [proxy_kind("hybrid", r) for r in roles] == ["ngram", "lm", "lm", "ngram"]  # type: ignore[arg-type]
+    for kind in ("ngram", "lm", "probe"):
+        assert {proxy_kind(kind, r) for r in roles} == {kind}  # type: ignore[arg-type]
 
 
 def test_probe_task_is_a_probe_trained_on_the_first_n_rows(wiki_docs: pl.DataFrame) -> None:

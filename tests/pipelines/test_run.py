@@ -37,7 +37,7 @@ n_buckets = 2
 pilot_sizes = [12, 40, 120]
 repeats = 1
 seeds = 2
-bucket_epochs = [0.25, 0.5, 1.0]
+bucket_epochs = [0.5, 1.0, 2.0]
 bucket_rows = 60
 eval_size = 60
 bootstrap = 2
@@ -125,6 +125,26 @@ def test_prediction_is_for_the_selection_written(finished: PipelineRun) -> None:
     half = t95 * float(np.std(boot, ddof=1))
     assert half > 0
     assert p.interval == pytest.approx((p.value - half, p.value + half), rel=1e-6)
+
+
+def test_default_hybrid_proxy_measures_buckets_past_one_epoch(finished: PipelineRun) -> None:
+    """The default (hybrid) proxy: the n-gram LM made the prediction, the byte LM measured the quality buckets
+    of every source with a share, past one pass, so QQT fits tau from them (each note says so); the byte LM
+    also confirmed the refinement's best candidates; the manifest names the proxies."""
+    m = finished.manifest
+    assert m.prediction is not None and "(ngram)" in m.prediction.metric
+    assert "proxy 'hybrid'" in m.prediction.method and "byte LM" in m.prediction.method
+    curves = pl.read_parquet(finished.outputs["calibrate.quality"].path / "curves.parquet")
+    shared = {s.name for s in m.sources if s.weight > 0}
+    measured = set(curves["pool"].str.split("/").list.first().unique().to_list())
+    assert measured == shared
+    assert curves["epoch"].max() == pytest.approx(2.0, rel=0.1)
+    assert (curves["error"] < 1).all()  # trained byte LMs beat the uniform guess (ln 258 nats a byte)
+    for s in m.sources:
+        if s.buckets:
+            assert "tau fitted" in s.note, s.note
+    refine = pl.read_parquet(finished.outputs["fit.mixture"].path / "refine.parquet")
+    assert refine["lm_mean"].drop_nulls().len() == min(2, refine.height)
 
 
 def test_n_kept_is_the_rows_exported(finished: PipelineRun) -> None:
