@@ -121,7 +121,7 @@ class ProxyConfig(_Section):
     lm_lr: float = Field(default=3e-3, gt=0, le=1)  # byte LM proxy: peak learning rate (warmup-stable-decay)
     lm_bucket_rows: int = Field(default=64, ge=3, le=1_000_000)  # documents a bucket's LM run trains on
     lm_eval_size: int = Field(default=100, ge=8, le=1_000_000)  # byte LM proxy: target rows it evaluates on
-    confirm: int = Field(default=4, ge=1, le=1_000)  # hybrid: refinement candidates the byte LM measures
+    confirm: int = Field(default=3, ge=1, le=1_000)  # hybrid: refinement candidates the byte LM measures
     # mixture pilot sizes (documents; in budget units at the pools' mean document size): >= 3, spanning
     # >= 10x, for the stage-2 size law
     pilot_sizes: list[int] = Field(default_factory=lambda: [250, 500, 1000, 2000, 4000], min_length=1)

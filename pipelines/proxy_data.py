@@ -101,12 +101,15 @@ def proxy_kind(kind: str, role: Role) -> ProxyKind:
 # bench/results/proxy_transfer.md, against a byte LM of 0.9M parameters trained on 12 mixtures and 6 quality
 # unions of a held-out two-domain case: rank correlation over the mixtures, and the reference-loss regret of
 # each proxy's best mixture over the reference's standard error
-TRANSFER = {"ngram": "TBD", "lm": "TBD"}
+TRANSFER = {
+    "ngram": "Spearman 0.19 [-0.46, 0.71] over 12 mixtures, regret 0.10 reference se",
+    "lm": "Spearman 0.92 [0.70, 0.98] over 12 mixtures and 1.00 over 6 quality unions, regret 0",
+}
 
 
 def proxy_statement(p: ProxyConfig) -> str:
     """Which proxy measured what, and its measured transfer to a larger LM (for the manifest)."""
-    lm = f"byte LM ({p.lm_width} wide, {p.lm_layers} blocks, the first {p.lm_window} bytes of each document)"
+    lm = f"byte LM (width {p.lm_width}, blocks {p.lm_layers}, the first {p.lm_window} bytes of each document)"
     models = {"ngram": f"word {p.order}-gram LM", "lm": lm, "probe": "MLP probe on embeddings"}
     if p.kind == "hybrid":
         text = (
