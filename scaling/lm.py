@@ -33,14 +33,10 @@ from torch.nn import functional as F
 
 from curate._validation import check_interval
 from curate.errors import InputError
+from scaling.ngram import CURVE_SCHEMA
+from scaling.proxy import torch_device
 
 BOS, PAD, VOCAB = 256, 257, 258
-CURVE_SCHEMA = {
-    "samples_seen": pl.Int64,
-    "epoch": pl.Float64,
-    "eval_loss": pl.Float64,
-    "eval_accuracy": pl.Float64,
-}
 
 
 @dataclass(frozen=True)
@@ -242,7 +238,7 @@ def lm_curve(
     order = corpus.windows(seq[: marks[-1]])
     for a, b in itertools.pairwise(bounds):
         order[a:b] = order[a:b][rng.permutation(b - a)]
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = torch_device(device)
     tokens = torch.from_numpy(corpus.tokens.astype(np.int64)).to(dev)
     bs = schedule.batch_size
     ends = [math.ceil(b / bs) for b in bounds[1:]]
@@ -263,7 +259,7 @@ def lm_curve(
             for step in range(done, start):  # the shared constant trajectory
                 _step(model, opt, batch(step), schedule.lr * min(1.0, (step + 1) / max(1, schedule.warmup)))
             done = max(done, start)
-            branch, branch_opt = copy.deepcopy(model), copy.deepcopy(opt)
+            branch, branch_opt = copy.deepcopy((model, opt))  # one copy: the optimiser steps the branch
             for step in range(start, end):
                 warm = min(1.0, (step + 1) / max(1, schedule.warmup))
                 _step(branch, branch_opt, batch(step), schedule.lr * warm * (end - step) / (end - start))

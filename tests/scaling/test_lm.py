@@ -81,6 +81,19 @@ def test_each_checkpoint_ends_its_own_decay(monkeypatch: pytest.MonkeyPatch) -> 
     assert calls == pytest.approx(trunk_a + branch_a + trunk_b + branch_b)
 
 
+def test_a_decay_branch_trains_the_branch() -> None:
+    """With the whole run as its decay (cooldown 1) every step is a branch step: the model must learn (an
+    optimiser copied apart from its model would step copies of the weights and leave the branch untrained)."""
+    texts = ["abab abab abab abab abab abab"] * 32
+    shape = LMShape(d_model=16, n_layers=1, max_len=32)
+    corpus = encode(texts, shape)
+    torch.manual_seed(0)
+    untrained = float(np.mean(doc_losses(ByteLM(shape), corpus)))
+    curve = lm_curve(corpus, np.arange(32), eval_corpus=corpus, checkpoints=[32], shape=shape,
+                     schedule=Schedule(lr=1e-2, batch_size=2, cooldown=1.0), seed=0)  # fmt: skip
+    assert curve["eval_loss"][0] < untrained - 1.0  # learnt; an untrained branch stays near ln 258
+
+
 def test_curves_pass_one_epoch_and_repetition_is_trained_on() -> None:
     """Four passes over a small corpus lower the loss on those documents below one pass (an n-gram model's
     counts would barely move); the epoch column counts passes."""
