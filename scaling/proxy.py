@@ -24,7 +24,8 @@ CURVE_SCHEMA = {
 }
 
 
-def _device(device: str | None) -> torch.device:
+def torch_device(device: str | None) -> torch.device:
+    """`device`, or the GPU when one is present, else the CPU."""
     return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
@@ -157,7 +158,7 @@ def train_probe(
         raise InputError(
             f"train_probe n_classes must be >= 2 and exceed every class id ({top - 1}); got {k}."
         )
-    dev = _device(device)
+    dev = torch_device(device)
     gen = torch.Generator().manual_seed(seed)
     model = nn.Sequential(nn.Linear(xs.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, k))
     _seeded_init(model, gen)
