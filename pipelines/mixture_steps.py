@@ -229,7 +229,8 @@ def fit_mixture(ctx: RunContext) -> StageOutput:
         )  # fmt: skip
         seeds = max(3, ctx.cfg.proxy.seeds)
         if method == "projektor" and m.refine:
-            data = proxy_data(ctx, calibration_pool(ctx), eval_on="fit")
+            pool = calibration_pool(ctx)
+            data = proxy_data(ctx, pool, eval_on="fit")
             held = doc_units(ctx, data.pool["doc_id"])
             if n_budget <= int(held.sum()):  # the pools hold the budget: measure there
                 table = refine(ctx, data, held, weights, runs, n=n_budget, seeds=seeds)
@@ -237,7 +238,7 @@ def fit_mixture(ctx: RunContext) -> StageOutput:
                 refined = f"measured best at the budget of {table.height} candidates by the {kind} proxy"
                 refined += f" ({seeds} seeds)"
                 if proxy_kind(ctx.cfg.proxy.kind, "confirm") != kind:
-                    lm = proxy_data(ctx, calibration_pool(ctx), eval_on="fit", role="confirm")
+                    lm = proxy_data(ctx, pool, eval_on="fit", role="confirm")
                     top = ctx.cfg.proxy.confirm
                     units = doc_units(ctx, lm.pool["doc_id"])
                     table = confirm(ctx, lm, units, table, n=n_budget, seeds=ctx.cfg.proxy.seeds, top=top)

@@ -8,9 +8,8 @@ Which proxy a step trains (`proxy_kind`): the default `hybrid` ranks the mixture
 prediction with the n-gram LM (many cheap runs) and uses the byte-level transformer LM for what the n-gram
 LM cannot see or ranks worse: confirming the refinement's best candidates at the budget and the quality
 buckets, whose curves must pass one epoch (bench/results/proxy_transfer.md measures both against a larger
-reference LM). `ngram` and `lm` use one
-model everywhere; `probe` trains an MLP on embeddings and needs a labelled target. OT distances use the same
-pool rows and target rows, in the centred space (the center step).
+reference LM). `ngram` and `lm` use one model everywhere; `probe` trains an MLP on embeddings and needs a
+labelled target. OT distances use the same pool rows and target rows, in the centred space (the center step).
 """
 
 from __future__ import annotations
