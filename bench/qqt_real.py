@@ -1,25 +1,28 @@
-"""QQT on real text with the product's calibration and fit: buckets that differ a lot, seeds, unions never
-fitted, the paper's union rule against the one chosen on held-out unions.
+"""QQT on real text with the product's calibration and fit: buckets that differ in quality or in what of
+the target they cover, seeds, unions never fitted nor used to choose the union law, decisions checked.
 
 Data: labelled English Wikipedia summaries (11 topics), 1,500 of them held out as eval rows. Two sources:
 (1) label noise, a controlled input built here: four random draws of 800 documents with 0 / 10 / 30 / 50 %
-of their labels replaced at random (graded quality), static embeddings centred on the pool's mean (as the
-center step does, `curate.centering.fit_centering`), the product's MLP probe task
-(`pipelines.calibrate.ProbeTask`) and the functions the quality steps call (`calibrate_buckets`, `fit_qqt`,
-`choose_union_rule`); (2) target distance, on the product path: 3,200 other documents as one labelled source
-(a second source of 3,200 more, `wiki_b`, because the mixture steps the quality steps depend on need >= 2
-sources; uniform weights, so each gets a share) and the eval rows as the labelled target, run by
-`pipelines.runner.execute(config, until=["fit.quality"])`
-with the probe proxy, quality buckets = quartiles of `target_dist` (1 - cos to the centred target's mean
-direction), no pruning and no dedup (sizes stay controlled); the bench reads the calibrate.quality step's
-committed buckets and curves (every bucket, and the unions q0+q1 and q0+q1+q2 that choose the union rule)
-and the fit.quality step's QualityPlan record, and trains the unions it evaluates with that step's own proxy
-task and pools (`pipelines.proxy_data`). Proxy: AdamW, learning rate decaying to 0 at each run's own budget,
-chosen on a validation split, never these eval rows; a curve point at k passes is a run trained k passes;
-eval error rate (1 - accuracy), >= 5 seeds, Ray tasks. Fit: `scaling.qqt.fit_qqt` on the single buckets;
-union rule: `choose_union_rule` on the rule-choice unions (its error widens the intervals); evaluated on
-unions never fitted nor used to choose the rule, at 1, 2 and 4 passes.
-Writes OUT/qqt_real.{md,png} (OUT = bench/results by default).
+of their labels replaced at random (graded quality, one text distribution), static embeddings centred on
+the pool's mean (as the center step does, `curate.centering.fit_centering`), the product's MLP probe task
+(`pipelines.calibrate.ProbeTask`) and the functions the quality steps call (`calibrate_buckets`,
+`coverage_gaps`, `fit_qqt`, `choose_union_rule`); (2) target distance, on the product path: 3,200 other
+documents as one labelled source (a second source of 3,200 more, `wiki_b`, because the mixture steps the
+quality steps depend on need >= 2 sources; uniform weights, so each gets a share) and the eval rows as the
+labelled target, run by `pipelines.runner.execute(config, until=["fit.quality"])` with the probe proxy,
+quality buckets = quartiles of `target_dist` (1 - cos to the centred target's mean direction: they differ in
+what of the target they cover), no pruning and no dedup (sizes stay controlled); the bench reads the
+calibrate.quality step's committed buckets, curves (every bucket, and the rule unions q0+q1 and q0+q3, alike
+and unlike, that choose the union law) and coverage gaps, and the fit.quality step's QualityPlan record, and
+trains the unions it evaluates with that step's own proxy task and pools (`pipelines.proxy_data`). Proxy:
+AdamW, learning rate decaying to 0 at each run's own budget, chosen on a validation split, never these eval
+rows; a curve point at k passes is a run trained k passes; eval error rate (1 - accuracy), >= 5 seeds, Ray
+tasks. Fit: `scaling.qqt.fit_qqt` on the single buckets; union law (rule gamma, coverage kappa):
+`choose_union_rule` on the rule unions (its error widens the intervals); evaluated on unions never fitted nor
+used to choose the law, alike and unlike pairs and a triple, at 1, 2 and 4 passes: relative errors beside the
+standard error of the observed mean (5 seeds), signs, 90% interval coverage; the decision regret at every
+budget where buckets and unions were measured together (`scaling.qqt_check`); buckets that measurably harm.
+Writes OUT/qqt_real.md (OUT = bench/results by default).
 
 Usage: HF_HUB_OFFLINE=1 .venv/bin/python bench/qqt_real.py [--seeds 5] [--bucket 800] [--out DIR]
 (--smoke: 2 seeds, buckets of 40 documents, 120 eval rows, 4 pass counts, no bootstrap (so no intervals), in
@@ -29,6 +32,7 @@ this process, into --out: a check that the script runs, not a measurement).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -38,10 +42,6 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
 import torch
@@ -52,7 +52,10 @@ from curate.embeddings import load_embedder
 from curate.stages import Executor, LocalExecutor
 from pipelines.calibrate import ProbeTask, calibrate_buckets
 from pipelines.ray_executor import ray_executor
-from scaling.qqt import QQTFit, choose_union_rule, fit_qqt
+from scaling.coverage import coverage_gaps, union_key
+from scaling.qqt import fit_qqt
+from scaling.qqt_check import decision_regret, harmful_buckets, observed_means
+from scaling.qqt_union import GAMMAS, KAPPAS, UnionLaw, fit_union_law
 
 RESULTS = Path(__file__).parent / "results"
 NOISE = {"noise00": 0.0, "noise10": 0.1, "noise30": 0.3, "noise50": 0.5}
@@ -129,6 +132,7 @@ class Part:
     buckets: list[str]
     rule_unions: dict[str, list[str]]
     eval_unions: dict[str, list[str]]
+    coverage: pl.DataFrame  # union (scaling.coverage.union_key of its buckets), gap, ...
 
 
 def wiki_rows(n_docs: int | None, n_eval: int, seed: int) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
@@ -157,19 +161,22 @@ def label_noise(
         y_noisy[flip] = rng.integers(0, len(labels), len(flip))
         noisy[name] = rows
     task = ProbeTask(x=x, y=y_noisy, x_eval=x[eval_rows], y_eval=y[eval_rows], n_classes=len(labels))
-    rule = {"noise00+noise10": ["noise00", "noise10"]}
+    rule = {"noise00+noise10": ["noise00", "noise10"], "noise00+noise50": ["noise00", "noise50"]}
     evals = {
         "noise00+noise30": ["noise00", "noise30"],
-        "noise00+noise10+noise30": ["noise00", "noise10", "noise30"],
+        "noise10+noise30": ["noise10", "noise30"],
         "noise10+noise50": ["noise10", "noise50"],
+        "noise00+noise10+noise30": ["noise00", "noise10", "noise30"],
     }
     pools = dict(noisy)
     for name, members in {**rule, **evals}.items():
         pools[name] = np.concatenate([noisy[m] for m in members])
     curves = calibrate_buckets(task, pools, executor=executor, epochs=z.epochs, max_rows=10**9, seeds=z.seeds)
     sizes = {name: len(rows) for name, rows in pools.items()}
+    subsets = [c for k in (2, 3, 4) for c in itertools.combinations(sorted(noisy), k)]
+    gaps = coverage_gaps({n: x[r] for n, r in noisy.items()}, x[eval_rows], sizes, subsets, seed=0)
     return Part("label noise", curves.select("pool", "seed", "samples_seen", "error"), sizes, list(noisy),
-                rule, evals)  # fmt: skip
+                rule, evals, gaps)  # fmt: skip
 
 
 def target_distance(
@@ -217,10 +224,11 @@ def target_distance(
         r["pool"]: [f"{SOURCE}/q{b}" for b in r["buckets"]]
         for r in pools.filter("union").iter_rows(named=True)
     }
-    evals = {f"{SOURCE}/q0+q2": [0, 2], f"{SOURCE}/q1+q3": [1, 3], f"{SOURCE}/q0+q3": [0, 3]}
+    evals = {f"{SOURCE}/q{'+'.join(map(str, b))}": b for b in ([0, 2], [1, 2], [1, 3], [2, 3], [0, 1, 2])}
     data = proxy_data(ctx, calibration_pool(ctx), eval_on="fit")
     members = {
-        name: data.rows(table.filter(pl.col("bucket").is_in(b))["doc_id"]) for name, b in evals.items()
+        name: data.rows(table.filter((pl.col("source") == SOURCE) & pl.col("bucket").is_in(b))["doc_id"])
+        for name, b in evals.items()
     }
     more = calibrate_buckets(
         data.task, members, executor=executor, epochs=z.epochs, max_rows=cfg.proxy.bucket_rows,
@@ -235,40 +243,55 @@ def target_distance(
         singles,
         rule,
         {name: [f"{SOURCE}/q{b}" for b in bs] for name, bs in evals.items()},
+        ctx.table("calibrate.quality", "coverage").filter(pl.col("source") == SOURCE).collect(),
     )
     return part, ctx.record("fit.quality", QualityPlan)
 
 
-def fit_part(part: Part, *, n_bootstrap: int) -> tuple[QQTFit, float, pl.DataFrame, pl.DataFrame]:
-    """QQT on the single buckets, the union rule chosen on the rule unions (its error widens the intervals,
-    as fit.quality does), and each evaluated union's observed vs predicted error at 1, 2 and 4 passes:
-    (fit under the chosen rule, gamma, rule table, union table)."""
+@dataclass(frozen=True)
+class Fitted:
+    """One source's fit under the chosen union law and how it did on the unions it never saw."""
+
+    law: UnionLaw  # single buckets, under the d, gamma and kappa chosen on the rule unions
+    unions: pl.DataFrame  # per evaluated union and pass count: observed, its se, paper and chosen laws
+    regret: pl.DataFrame  # per budget: the pool the law picks among those observed there, and the best
+    harmful: list[str]  # buckets whose addition raised the observed error wherever it was measured
+
+
+def members_of(part: Part) -> dict[str, list[str]]:
+    """Every measured pool's buckets: a bucket is its own, a union its members."""
+    return {**{b: [b] for b in part.buckets}, **part.rule_unions, **part.eval_unions}
+
+
+def fit_part(part: Part, *, n_bootstrap: int) -> Fitted:
+    """QQT on the single buckets with the coverage gaps; d, gamma and kappa chosen on the rule unions
+    (`fit_union_law`, as fit.quality does; their error widens the intervals) beside the paper's law (d from
+    the single buckets, gamma = 1, no coverage credit); each evaluated union's observed and predicted error
+    at 1, 2 and 4 passes, the decision regret per budget and the harmful buckets."""
     curves, sizes = part.curves, part.sizes
     single = curves.filter(pl.col("pool").is_in(part.buckets))
-    fit = fit_qqt(single, {b: sizes[b] for b in part.buckets}, n_bootstrap=n_bootstrap, seed=0)
-    union_sizes = {u: {m: sizes[m] for m in ms} for u, ms in {**part.rule_unions, **part.eval_unions}.items()}
+    gaps = dict(part.coverage.select("union", "gap").iter_rows())
+    bucket_sizes = {b: sizes[b] for b in part.buckets}
     rule_curves = curves.filter(pl.col("pool").is_in(list(part.rule_unions)))
-    gamma, rule_table = choose_union_rule(fit, rule_curves, part.rule_unions, union_sizes)
-    chosen_error = rule_table.filter(pl.col("gamma") == gamma)["rmse_log"].item()
-    fit = fit.with_model_error(max(fit.model_error, chosen_error))
+    law = fit_union_law(single, bucket_sizes, rule_curves, part.rule_unions, gaps, n_bootstrap=n_bootstrap)
+    paper = fit_qqt(single, bucket_sizes, n_bootstrap=n_bootstrap, seed=0).with_gamma(1.0)
+    laws = {"paper": paper.with_model_error(law.fit.model_error), "chosen": law.fit}
+    means = observed_means(curves)
     rows = []
     for name, members in part.eval_unions.items():
-        observed = curves.filter(pl.col("pool") == name)
         for passes in PASSES:
             n = round(sizes[name] * passes)
-            at = observed.filter(pl.col("samples_seen") == n)["error"].to_numpy()
-            obs, noise = float(at.mean()), float(at.std(ddof=1) / at.mean())
-            row = {"source": part.name, "union": name, "passes": passes, "observed": obs, "seed_noise": noise}
-            for label, g in (("paper", 1.0), ("chosen", gamma)):
-                value, lo, hi = fit.with_gamma(g).predict_interval(members, n)
-                row |= {
-                    label: value,
-                    f"{label}_err": (value - obs) / obs,
-                    f"{label}_lo": lo,
-                    f"{label}_hi": hi,
-                }
+            at = means.filter((pl.col("pool") == name) & (pl.col("samples_seen") == n)).row(0, named=True)
+            row = {"source": part.name, "union": name, "passes": passes, "observed": at["observed"],
+                   "rel_se": at["se"] / at["observed"], "gap": gaps.get(union_key(members), 0.0)}  # fmt: skip
+            for label, version in laws.items():
+                value, lo, hi = version.predict_interval(members, n)
+                row |= {label: value, f"{label}_err": (value - at["observed"]) / at["observed"],
+                        f"{label}_lo": lo, f"{label}_hi": hi}  # fmt: skip
             rows.append(row)
-    return fit.with_gamma(gamma), gamma, rule_table, pl.DataFrame(rows)
+    measured = members_of(part)
+    regret = decision_regret(law.fit, measured, means)
+    return Fitted(law, pl.DataFrame(rows), regret, harmful_buckets(measured, means))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -276,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=Setup.seeds)
     parser.add_argument("--bucket", type=int, default=Setup.bucket)
     parser.add_argument("--smoke", action="store_true", help="tiny, in this process: not a measurement")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="folder of qqt_real.{md,png}")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder of qqt_real.md")
     args = parser.parse_args(argv)
     z = SMOKE if args.smoke else Setup(seeds=args.seeds, bucket=args.bucket)
     threads = torch.get_num_threads()
@@ -300,20 +323,47 @@ def run(args: argparse.Namespace, z: Setup) -> int:
         parts = [label_noise(docs, eval_rows, rest, z, executor)]
         product, plan = target_distance(docs, eval_rows, rest, z, executor, Path(tmp), local=args.smoke)
         parts.append(product)
-    results = [(*fit_part(part, n_bootstrap=z.bootstrap), part.curves) for part in parts]
+    results = [fit_part(part, n_bootstrap=z.bootstrap) for part in parts]
     args.out.mkdir(parents=True, exist_ok=True)
     report(parts, results, plan, z, args, time.perf_counter() - t0)
-    plot(parts, results, args.out / "qqt_real.png")
     return 0
 
 
-Result = tuple[QQTFit, float, pl.DataFrame, pl.DataFrame, pl.DataFrame]
+def edge(value: float, grid: np.ndarray) -> str:
+    """' (its range's edge)' when a searched value sits on either end of its grid."""
+    return " (its range's edge)" if value in (grid[0], grid[-1]) else ""
+
+
+def summary(
+    table: pl.DataFrame, regret: pl.DataFrame, harmful: list[str], chosen: list[list[str]]
+) -> list[str]:
+    """The acceptance figures over the evaluated unions of one or all sources."""
+    err, se = table["chosen_err"].to_numpy(), table["rel_se"].to_numpy()
+    paper = table["paper_err"].to_numpy()
+    inside = (
+        (table["chosen_lo"] <= table["observed"]) & (table["observed"] <= table["chosen_hi"])
+    ).to_numpy()
+    over, under = int((err > 0).sum()), int((err < 0).sum())
+    picked_harm = sorted({b for members in chosen for b in members if b in harmful})
+    mare, side = float(np.abs(err).mean()), max(over, under) / len(err)
+    return [
+        f"- mean |relative error| {mare:.2%} (paper law {np.abs(paper).mean():.2%}); mean standard error of "
+        f"the observed means {se.mean():.2%}: ratio {mare / se.mean():.1f}; errors beyond 2 se: "
+        f"{int((np.abs(err) > 2 * se).sum())} of {len(err)}",
+        f"- signs: {over} over, {under} under (largest side {side:.0%}); 90% intervals cover "
+        f"{inside.mean():.0%}",
+        f"- decision regret within 2 se of the difference at {int(regret['within'].sum())} of "
+        f"{regret.height} budgets; largest regret {float(regret['regret'].max()):.4f}",  # type: ignore[arg-type]
+        f"- harmful buckets (observed): {', '.join(harmful) or 'none'}; chosen ones among them: "
+        f"{', '.join(picked_harm) or 'none'}",
+    ]
 
 
 def report(
-    parts: list[Part], results: list[Result], plan: object, z: Setup, args: argparse.Namespace, wall: float
+    parts: list[Part], results: list[Fitted], plan: object, z: Setup, args: argparse.Namespace, wall: float
 ) -> None:
-    """Print and write OUT/qqt_real.md: per source the fit and rule choice, then every union."""
+    """Print and write OUT/qqt_real.md: per source the fit, the union law's choice, the evaluated unions with
+    their standard errors, the decision regret per budget; then the figures over both sources."""
     lines = [
         "# QQT on real text (the product's calibration and fit)"
         + (" (smoke run: tiny sizes, not a measurement)" if args.smoke else ""),
@@ -327,91 +377,99 @@ def report(
             for source, q in getattr(plan, "sources", {}).items()
         ),
     ]
-    for part, (fit, gamma, rule_table, _, _) in zip(parts, results, strict=True):
+    picks: list[list[str]] = []
+    for part, r in zip(parts, results, strict=True):
+        fit, rules = r.law.fit, r.law.rule_table
+        best = fit.best_union([int(sum(fit.sizes) * f) for f in (0.05, 0.2, 1, 4, 16)])
+        chosen = best["pools"].to_list() + [members_of(part)[p] for p in r.regret["chosen"]]
+        picks += chosen
         lines += [
             "",
             f"## {part.name}",
             "",
-            f"a = {fit.a:.4g}, d = {fit.d:.4g} (identified: {fit.d_identified}), in-sample rmse(log) = "
-            f"{fit.rmse_log:.4f}, seed spread of the curve points = {fit.seed_spread:.4f}",
+            f"a = {fit.a:.4g}, d = {fit.d:.4g} (chosen with the rule unions; identified: "
+            f"{fit.d_identified}), in-sample rmse(log) = {fit.rmse_log:.4f}, seed spread of the curve "
+            f"points = {fit.seed_spread:.4f}",
+            "",
+            "| d | gamma | kappa | squared log error, buckets + rule unions |",
+            "|---|---|---|---|",
+            *(
+                f"| {t['d']:.4g} | {t['gamma']:g} | {t['kappa']:g} | {t['sse']:.4f} |"
+                for t in r.law.d_table.iter_rows(named=True)
+            ),
             "",
             "| bucket | b | b 90% | tau | tau fitted | excluded |",
             "|---|---|---|---|---|---|",
             *(
-                f"| {r['pool']} | {r['b']:.4f} | [{r['b_lo']:.4f}, {r['b_hi']:.4f}] | {r['tau']:.2f} | "
-                f"{r['tau_identified']} | {r['excluded'] or ''} |"
-                for r in fit.params.sort("b").iter_rows(named=True)
+                f"| {p['pool']} | {p['b']:.4f} | [{p['b_lo']:.4f}, {p['b_hi']:.4f}] | {p['tau']:.2f} | "
+                f"{p['tau_identified']} | {p['excluded'] or ''} |"
+                for p in fit.params.sort("b").iter_rows(named=True)
             ),
             "",
-            f"union rule chosen on {', '.join(part.rule_unions)}: gamma = {gamma:g} (1 = paper, 0 = shared)",
+            "coverage gaps g (how much nearer the target the union is than its nearest bucket): "
+            + ", ".join(
+                f"{u} {g:.3f}" for u, g in part.coverage.sort("union").select("union", "gap").iter_rows()
+            ),
             "",
-            "| gamma | mean abs rel error | rmse(log) |",
-            "|---|---|---|",
-            *(f"| {g:g} | {e:.2%} | {r:.4f} |" for g, e, r in rule_table.iter_rows()),
-        ]
-        plan = fit.best_union([int(sum(fit.sizes) * f) for f in (0.05, 0.2, 1, 4, 16)])
-        lines += [
+            f"union law chosen on {', '.join(part.rule_unions)}: gamma = {fit.gamma:g}"
+            f"{edge(fit.gamma, GAMMAS)} (1 = paper, 0 = shared), kappa = {fit.kappa:g}"
+            f"{edge(fit.kappa, KAPPAS)}"
+            + (" (no rule union has a gap: not identified)" if rules["kappa"].n_unique() == 1 else "")
+            + "; at the chosen d:",
             "",
-            "| budget | best union (chosen rule) | predicted |",
+            "| gamma | best kappa | mean abs rel error | rmse(log) |",
+            "|---|---|---|---|",
+            *(
+                f"| {g['gamma']:g} | {g['kappa']:g} | {g['mare']:.2%} | {g['rmse_log']:.4f} |"
+                for g in rules.sort("mare", "kappa")
+                .group_by("gamma", maintain_order=True)
+                .first()
+                .sort("gamma")
+                .iter_rows(named=True)
+            ),
+            "",
+            "| budget | best union (chosen law) | predicted |",
             "|---|---|---|",
             *(
-                f"| {r['budget']} | {'+'.join(r['pools'])} | {r['error']:.4f} |"
-                for r in plan.iter_rows(named=True)
+                f"| {b['budget']} | {'+'.join(b['pools'])} | {b['error']:.4f} |"
+                for b in best.iter_rows(named=True)
             ),
+            "",
+            "decision at each budget among the pools measured there (chosen = least predicted error):",
+            "",
+            "| budget | pools | chosen | best observed | regret | se of the difference | within 2 se |",
+            "|---|---|---|---|---|---|---|",
+            *(
+                f"| {g['budget']} | {g['pools']} | {g['chosen']} | {g['best']} | {g['regret']:.4f} | "
+                f"{g['se']:.4f} | {g['within']} |"
+                for g in r.regret.iter_rows(named=True)
+            ),
+            "",
+            *summary(r.unions, r.regret, r.harmful, chosen),
         ]
-    table = pl.concat([r[3] for r in results])
-    chosen, paper = table["chosen_err"].to_numpy(), table["paper_err"].to_numpy()
-    noise = float(np.mean(table["seed_noise"].to_numpy()))
-    inside = float(
-        np.mean(
-            ((table["chosen_lo"] <= table["observed"]) & (table["observed"] <= table["chosen_hi"])).to_numpy()
-        )
-    )
+    table = pl.concat([r.unions for r in results])
     lines += [
         "",
         "## unions never fitted nor used to choose the rule",
         "",
-        "| source | union | passes | observed | seed noise | paper | err | chosen | err | 90% band |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| source | union | gap | passes | observed | se | paper | err | chosen | err | 90% band |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         *(
-            f"| {r['source']} | {r['union']} | {r['passes']:g} | {r['observed']:.4f} | "
-            f"{r['seed_noise']:.2%} | {r['paper']:.4f} | {r['paper_err']:+.2%} | {r['chosen']:.4f} | "
-            f"{r['chosen_err']:+.2%} | "
-            f"[{r['chosen_lo']:.4f}, {r['chosen_hi']:.4f}] |"
+            f"| {r['source']} | {r['union']} | {r['gap']:.3f} | {r['passes']:g} | {r['observed']:.4f} | "
+            f"{r['rel_se']:.2%} | {r['paper']:.4f} | {r['paper_err']:+.2%} | {r['chosen']:.4f} | "
+            f"{r['chosen_err']:+.2%} | [{r['chosen_lo']:.4f}, {r['chosen_hi']:.4f}] |"
             for r in table.iter_rows(named=True)
         ),
         "",
-        f"mean |relative error|: chosen rule {np.abs(chosen).mean():.2%}, paper rule "
-        f"{np.abs(paper).mean():.2%};"
-        f" mean seed-to-seed noise of the observed unions {noise:.2%} (ratio chosen / noise "
-        f"{np.abs(chosen).mean() / noise:.2f})",
-        f"signs (chosen): {(chosen > 0).sum()} over, {(chosen < 0).sum()} under; "
-        f"90% bands cover {inside:.0%}",
+        "both sources:",
+        "",
+        *summary(
+            table, pl.concat([r.regret for r in results]), [h for r in results for h in r.harmful], picks
+        ),
     ]
     text = "\n".join(lines) + "\n"
     print(text)
     (args.out / "qqt_real.md").write_text(text)
-
-
-def plot(parts: list[Part], results: list[Result], dest: Path) -> None:
-    """Per source: single buckets and the evaluated unions, observed (mean of seeds) and predicted."""
-    fig, axes = plt.subplots(1, len(parts), figsize=(6 * len(parts), 4.5))
-    for ax, part, (fit, *_, curves) in zip(np.atleast_1d(axes), parts, results, strict=True):
-        mean = (
-            curves.group_by("pool", "samples_seen").agg(pl.col("error").mean()).sort("pool", "samples_seen")
-        )
-        for pool in [*part.buckets, *part.eval_unions]:
-            sub = mean.filter(pl.col("pool") == pool)
-            n = sub["samples_seen"].to_numpy()
-            (line,) = ax.plot(n, sub["error"], "o", ms=3, label=pool)
-            members = part.eval_unions.get(pool, [pool])
-            grid = np.geomspace(n.min(), n.max(), 60)
-            ax.plot(grid, [fit.predict(members, g) for g in grid], "-", color=line.get_color())
-        ax.set(xscale="log", xlabel="samples seen", ylabel="eval error (1 - accuracy)", title=part.name)
-        ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(dest, dpi=110)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -2,19 +2,22 @@
 plan per source (fit.quality).
 
 prune applies `pruning.policies` (Sorscher et al. 2022: keep-hard when abundant, keep-easy when scarce);
-calibrate.quality cuts each source's pruned pool into quantile buckets of `[score] bucket_metric` and runs
-`pipelines.calibrate.calibrate_buckets` (a run per bucket and seed, checkpoints at whole epochs);
-fit.quality fits QQT (Goyal et al. 2024) per source and picks the union of buckets for the source's share.
+calibrate.quality cuts each source's pruned pool into quantile buckets of `[score] bucket_metric`, runs
+`pipelines.calibrate.calibrate_buckets` (a run per bucket, rule union and seed) and measures the coverage
+gap of every union of buckets (`scaling.coverage`); fit.quality fits QQT (Goyal et al. 2024) per source,
+chooses its union law on the rule unions and picks the union of buckets for the source's share.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from curate.errors import FitError, FitWarning
@@ -26,11 +29,15 @@ from curate.stages import StageOutput
 from pipelines.calibrate import calibrate_buckets
 from pipelines.context import RunContext
 from pipelines.mixture_steps import MixtureFit, docs_per_source
-from pipelines.proxy_data import calibration_pool, proxy_data, proxy_kind
+from pipelines.proxy_data import ProxyData, calibration_pool, proxy_data, proxy_kind
 from pipelines.score_step import read_scores
 from pruning.policies import recommend_policy, select
 from scaling.buckets import quality_buckets
-from scaling.qqt import PRIOR_TAU, QQTFit, choose_union_rule, fit_qqt
+from scaling.coverage import COVERAGE_SCHEMA, coverage_gaps
+from scaling.qqt import PRIOR_TAU, QQTFit, fit_qqt
+from scaling.qqt_union import GAMMAS, KAPPAS, fit_union_law
+
+COVERAGE_ALL = 6  # a source with at most this many buckets gets the coverage gap of every union of them
 
 
 @dataclass(frozen=True)
@@ -141,8 +148,8 @@ def bucket_epochs(ctx: RunContext) -> list[float]:
 
 
 def _pool_table(table: pl.DataFrame) -> pl.DataFrame:
-    """One row per calibration pool: each bucket of each source, and the held-out unions of its best
-    buckets in score order (q0+q1, q0+q1+q2) that choose the union rule."""
+    """One row per calibration pool: each bucket of each source, and the held-out unions that choose the
+    union law: its best bucket with the next (q0+q1, alike) and with the last (q0+qN, the most unlike)."""
     singles = table.group_by("source", "bucket").len("n_docs").sort("source", "bucket")
     rows = []
     for (source,), part in singles.group_by("source", maintain_order=True):
@@ -150,10 +157,10 @@ def _pool_table(table: pl.DataFrame) -> pl.DataFrame:
         rows += [
             {"pool": f"{source}/q{b}", "source": source, "buckets": [b], "union": False} for b in buckets
         ]
-        for m in (2, 3):
-            if len(buckets) > m:
-                name = f"{source}/q{'+'.join(map(str, buckets[:m]))}"
-                rows.append({"pool": name, "source": source, "buckets": buckets[:m], "union": True})
+        for other in sorted({buckets[1], buckets[-1]}) if len(buckets) > 2 else ():
+            pair = [buckets[0], other]
+            name = f"{source}/q{'+'.join(map(str, pair))}"
+            rows.append({"pool": name, "source": source, "buckets": pair, "union": True})
     return pl.DataFrame(
         rows,
         schema={"pool": pl.String, "source": pl.String, "buckets": pl.List(pl.Int32), "union": pl.Boolean},
@@ -193,45 +200,92 @@ def calibrate_quality(ctx: RunContext) -> StageOutput:
             seed=ctx.cfg.seed,
         )
         sizes = table.group_by("source", "bucket").len("n_docs")
+        coverage = _coverage(data, members, pools, sizes, seed=ctx.cfg.seed)
         write_table(table.select("doc_id", "source", "bucket").to_arrow(), tmp / "buckets.parquet")
         write_table(pools.to_arrow(), tmp / "pools.parquet")
         write_table(sizes.sort("source", "bucket").to_arrow(), tmp / "sizes.parquet")
         write_table(curves.to_arrow(), tmp / "curves.parquet")
+        write_table(coverage.to_arrow(), tmp / "coverage.parquet")
         return {"pools": len(members), "runs": curves.select("pool", "seed").n_unique()}
 
     return ctx.commit(params, build)
 
 
-def _union_rule(
+def _coverage(
+    data: ProxyData,
+    members: dict[str, np.ndarray],
+    pools: pl.DataFrame,
+    sizes: pl.DataFrame,
+    *,
+    seed: int,
+) -> pl.DataFrame:
+    """source + `COVERAGE_SCHEMA`: per source, the coverage gap of every union of its buckets that QQT ranks
+    (all of them up to `COVERAGE_ALL` buckets, else those of 2 or 3), in the proxy pool's embedding space
+    against the target's eval rows."""
+    parts = []
+    singles = pools.filter(~pl.col("union") & pl.col("pool").is_in(list(members)))
+    for (source,), part in singles.group_by("source", maintain_order=True):
+        names = part["pool"].to_list()
+        n_docs = dict(sizes.filter(pl.col("source") == source).select("bucket", "n_docs").iter_rows())
+        full = {p: n_docs[b[0]] for p, b in part.select("pool", "buckets").iter_rows()}
+        largest = len(names) if len(names) <= COVERAGE_ALL else 3
+        unions = [c for k in range(2, largest + 1) for c in itertools.combinations(names, k)]
+        gaps = coverage_gaps({p: data.x[members[p]] for p in names}, data.x_eval, full, unions, seed=seed)
+        parts.append(gaps.with_columns(source=pl.lit(source)))
+    return pl.concat(parts) if parts else pl.DataFrame(schema={**COVERAGE_SCHEMA, "source": pl.String})
+
+
+def _union_law(
     ctx: RunContext,
-    fit: QQTFit,
+    singles: pl.DataFrame,
+    proxy_sizes: dict[str, int],
+    gaps: dict[str, float],
     curves: pl.DataFrame,
     pools: pl.DataFrame,
     pool_of: dict[tuple[str, int], str],
 ) -> tuple[QQTFit, str]:
-    """The fit under its union rule, its intervals widened by the error it makes on the held-out union runs,
-    and why: the config's rule, or (auto) the one that best predicts those runs; shared when the curves hold
-    no repetition (no rule changes a prediction they can check)."""
-    unions = pools.filter("union")
+    """QQT on one source's bucket curves under its union law and why: the rule gamma is the config's, or
+    (auto) chosen on the held-out union runs, shared when the curves hold no repetition (no rule changes a
+    prediction they can check); the coverage coefficient kappa and the floor d are chosen on those runs too
+    (`scaling.qqt_union.fit_union_law`); intervals widened by the error the law makes on them."""
+    p, rule = ctx.cfg.proxy, ctx.cfg.quality.union_rule
     members = {
-        r["pool"]: [pool_of[(r["source"], b)] for b in r["buckets"]] for r in unions.iter_rows(named=True)
+        r["pool"]: [pool_of[(r["source"], b)] for b in r["buckets"]]
+        for r in pools.filter("union").iter_rows(named=True)
     }
-    observed = curves.filter(pl.col("pool").is_in(list(members))).select("pool", "samples_seen", "error")
+    observed = curves.filter(pl.col("pool").is_in(list(members))).select(
+        "pool", "seed", "samples_seen", "error"
+    )
     if observed.is_empty():
-        return fit, "union rule shared (no held-out union runs)"
-    sizes = dict(zip(fit.names, fit.sizes, strict=True))
-    union_sizes = {u: {m: sizes[m] for m in ms} for u, ms in members.items()}
-    best, table = choose_union_rule(fit, observed, members, union_sizes)
-    rule = ctx.cfg.quality.union_rule
+        fit = fit_qqt(singles, proxy_sizes, n_bootstrap=p.bootstrap, seed=ctx.cfg.seed)
+        return fit, "union rule shared, no coverage credit (no held-out union runs)"
     if rule != "auto":
-        gamma, why = (1.0 if rule == "paper" else 0.0), f"union rule '{rule}' (config)"
+        gammas, why = [1.0 if rule == "paper" else 0.0], f"union rule '{rule}' (config)"
     elif max(bucket_epochs(ctx)) <= 1.0:
-        gamma, why = 0.0, "union rule shared (no repetition in the proxy's curves to choose by)"
+        gammas, why = [0.0], "union rule shared (no repetition in the proxy's curves to choose by)"
     else:
-        gamma, why = best, f"union rule gamma = {best:g} chosen on held-out unions"
-    row = table.filter(pl.col("gamma") == gamma).row(0, named=True)
-    why += f"; held-out union error {row['mare']:.2%}"
-    return fit.with_gamma(gamma).with_model_error(max(fit.model_error, row["rmse_log"])), why
+        gammas, why = list(GAMMAS), "union rule gamma = {gamma:g}{edge} chosen on held-out unions"
+    law = fit_union_law(
+        singles,
+        proxy_sizes,
+        observed,
+        members,
+        gaps,
+        gammas=gammas,
+        n_bootstrap=p.bootstrap,
+        seed=ctx.cfg.seed,
+    )
+    fit = law.fit
+    edge = " (its range's edge)" if len(gammas) > 1 and fit.gamma in (GAMMAS[0], GAMMAS[-1]) else ""
+    why = why.format(gamma=fit.gamma, edge=edge) + f"; coverage kappa = {fit.kappa:g}"
+    why += " (its range's edge)" if fit.kappa >= KAPPAS[-1] else ""
+    why += (
+        " (no held-out union has a coverage gap: not identified)"
+        if law.rule_table["kappa"].n_unique() == 1
+        else ""
+    )
+    why += f"; floor d = {fit.d:.3g} chosen with them"
+    return fit, why + f"; held-out union error {law.union_mare:.2%}"
 
 
 def fit_quality(ctx: RunContext) -> StageOutput:
@@ -247,6 +301,7 @@ def fit_quality(ctx: RunContext) -> StageOutput:
         curves = ctx.table("calibrate.quality", "curves").collect()
         pools = ctx.table("calibrate.quality", "pools").collect()
         sizes = ctx.table("calibrate.quality", "sizes").collect()
+        coverage = ctx.table("calibrate.quality", "coverage").collect()
         singles = pools.filter(~pl.col("union")).select(
             "pool", "source", bucket=pl.col("buckets").list.first()
         )
@@ -276,8 +331,10 @@ def fit_quality(ctx: RunContext) -> StageOutput:
                 .agg(pl.col("pool_rows").first())
                 .iter_rows()
             )
+            gaps = dict(coverage.filter(pl.col("source") == source).select("union", "gap").iter_rows())
+            mine_all = pools.filter(pl.col("source") == source)
             try:
-                fit = fit_qqt(c, proxy, n_bootstrap=ctx.cfg.proxy.bootstrap, seed=ctx.cfg.seed)
+                fit, why = _union_law(ctx, c, proxy, gaps, curves, mine_all, pool_of)
             except FitError as exc:  # unusable curves: keep every bucket, say why
                 note = f"QQT fit failed ({exc}); all buckets kept"
                 warnings.warn(f"fit.quality: source '{source}': {note}.", FitWarning, stacklevel=2)
@@ -289,7 +346,6 @@ def fit_quality(ctx: RunContext) -> StageOutput:
                     excluded={},
                 )
                 continue
-            fit, why = _union_rule(ctx, fit, curves, pools.filter(pl.col("source") == source), pool_of)
             reports.append(_fitted(fit, c).with_columns(source=pl.lit(source)))
             planned = fit.with_pool_sizes(full)
             excluded = {

@@ -83,14 +83,14 @@ STEPS: tuple[Step, ...] = (
     ),
     Step(
         "calibrate.quality",
-        4,
+        5,
         ("score", "prune", "fit.mixture", *PROXY_INPUTS),
-        Artifact(tables=("buckets", "pools", "sizes", "curves")),
+        Artifact(tables=("buckets", "pools", "sizes", "curves", "coverage")),
         quality_steps.calibrate_quality,
     ),
     Step(
         "fit.quality",
-        3,
+        4,
         ("calibrate.quality", "fit.mixture", "score", "ingest"),
         Artifact(tables=("fitted", "unions"), record=QualityPlan),
         quality_steps.fit_quality,

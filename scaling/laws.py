@@ -60,6 +60,7 @@ def qqt_log_excess(
     tau: torch.Tensor,
     pool_size: torch.Tensor,
     gamma: float = 1.0,
+    bonus: torch.Tensor | float = 0.0,
 ) -> torch.Tensor:
     """log(y_k - d) of Goyal et al. 2024 (official parameterisation) for a union of pools, one row per point.
 
@@ -67,7 +68,8 @@ def qqt_log_excess(
     pool sizes; pass j has b_j = sum_i w_i b_i 2^{-(j-1) w_i^gamma / tau_i} with w_i = |S_i|/|S|. The union
     rule: gamma = 1 is the paper's (equal pools: the mean of b_i 2^{-(j-1)/(p tau_i)}, a union of p decays p
     times slower), gamma = 0 decays each pool by its own passes (a union pass repeats each pool once).
-    `samples_seen` is (n,); b, tau, pool_size broadcast to (n, p).
+    `samples_seen` is (n,); b, tau, pool_size broadcast to (n, p). `bonus` (scalar or (n,), >= 0) is taken
+    from every pool's b_i inside the union (the coverage credit of `scaling.qqt`; 0 is the paper's law).
     """
     b, tau, pool_size = torch.broadcast_tensors(b, tau, pool_size)
     epoch = pool_size.sum(dim=1)
@@ -78,7 +80,8 @@ def qqt_log_excess(
     decay = torch.exp2(
         -(j[None, :, None] - 1.0) * weight[:, None, :] ** gamma / tau[:, None, :]
     )  # (n, passes, p)
-    b_j = (weight[:, None, :] * b[:, None, :] * decay).sum(dim=2)  # (n, passes)
+    bonus = torch.as_tensor(bonus, dtype=b.dtype).reshape(-1, 1, 1)
+    b_j = (weight[:, None, :] * (b[:, None, :] - bonus) * decay).sum(dim=2)  # (n, passes)
     log_n = torch.log(n_j)
     step = torch.cat([log_a + log_n[:, :1] - math.log(QQT_NORMALIZER), log_n[:, 1:] - log_n[:, :-1]], dim=1)
     return (b_j * step).sum(dim=1)

@@ -23,7 +23,9 @@ better pool at every n):
    stay put, so the observed curve decides); unions are ranked by their predicted error at the budget
    (every subset of the usable pools).
 The union rule gamma (1: the paper's p x tau; 0: each pool decays by its own passes) is an input; it is chosen
-on held-out union runs by `choose_union_rule` (the pipeline's `auto`).
+on held-out union runs by `scaling.qqt_union` (the pipeline's `auto`), together with the coverage coefficient
+kappa: inside a union U every pool's b_i becomes b_i - kappa g(U), g how much nearer the target the union is
+than its nearest pool (`scaling.coverage`), 0 for pools of one distribution, where the law is the paper's.
 """
 
 from __future__ import annotations
@@ -39,10 +41,11 @@ import torch
 
 from curate._validation import check_columns, check_interval
 from curate.errors import ConfigError, FitError
+from scaling.coverage import union_key
 from scaling.laws import qqt_log_excess
 from scaling.qqt_search import PRIOR_TAU, Theta, depends_on_d, mean_curves, objective, search
 
-__all__ = ["PRIOR_TAU", "QQTFit", "choose_union_rule", "fit_qqt"]
+__all__ = ["PRIOR_TAU", "QQTFit", "fit_qqt"]
 CURVE_COLUMNS = {"pool": pl.String, "samples_seen": int, "error": float}
 MAX_UNION_POOLS = 10  # every subset of at most this many usable pools is ranked
 
@@ -62,6 +65,8 @@ class QQTFit:
     draws: tuple[Theta, ...] = field(repr=False)
     trend: tuple[float, ...] = ()  # per pool: relative change of its mean curve, first point to last
     model_error: float = 0.0  # log-scale sd of the law's own error (in-sample, or on held-out unions)
+    kappa: float = 0.0  # coverage coefficient (0: the paper's union law)
+    gaps: dict[str, float] = field(default_factory=dict, repr=False)  # union_key -> coverage gap g
 
     @property
     def a(self) -> float:
@@ -126,7 +131,15 @@ class QQTFit:
             )
         return [self.names.index(p) for p in pools]
 
-    def _predict(self, theta: Theta, rows: list[int], n: np.ndarray) -> np.ndarray:
+    def bonus(self, rows: Sequence[int]) -> float:
+        """kappa g(U) of the union of pools `rows` (0 for one pool, or a union without a measured gap)."""
+        if len(rows) < 2:
+            return 0.0
+        return self.kappa * self.gaps.get(union_key(self.names[i] for i in rows), 0.0)
+
+    def _predict(
+        self, theta: Theta, rows: list[int], n: np.ndarray, bonus: np.ndarray | None = None
+    ) -> np.ndarray:
         k = len(rows)
         excess = qqt_log_excess(
             torch.as_tensor(n, dtype=torch.float64),
@@ -137,6 +150,7 @@ class QQTFit:
                 len(n), k
             ),
             gamma=self.gamma,
+            bonus=self.bonus(rows) if bonus is None else torch.as_tensor(bonus, dtype=torch.float64),
         )
         return np.exp(np.clip(excess.numpy(), -50.0, 50.0)) + theta.d
 
@@ -144,6 +158,16 @@ class QQTFit:
         """Predicted error of training on the union of `pools` for `samples_seen` samples."""
         check_interval("samples_seen", samples_seen, 0, None, caller="QQTFit.predict", closed="neither")
         return float(self._predict(self.theta, self._index(pools), np.array([float(samples_seen)]))[0])
+
+    def predict_kappas(
+        self, pools: Sequence[str], samples_seen: np.ndarray, kappas: np.ndarray
+    ) -> np.ndarray:
+        """Predicted errors of the union of `pools` (kappas x points) under each coverage coefficient."""
+        rows = self._index(pools)
+        gap = self.gaps.get(union_key(pools), 0.0) if len(rows) > 1 else 0.0
+        n = np.tile(np.asarray(samples_seen, dtype=np.float64), len(kappas))
+        bonus = np.repeat(np.asarray(kappas, dtype=np.float64) * gap, len(samples_seen))
+        return self._predict(self.theta, rows, n, bonus).reshape(len(kappas), len(samples_seen))
 
     def predict_interval(
         self, pools: Sequence[str], samples_seen: float, *, level: float = 0.9
@@ -178,6 +202,14 @@ class QQTFit:
         """The same fit under another union rule."""
         check_interval("gamma", gamma, 0, 1, caller="QQTFit.with_gamma")
         return replace(self, gamma=float(gamma))
+
+    def with_coverage(self, gaps: Mapping[str, float], kappa: float | None = None) -> QQTFit:
+        """The same fit with the unions' coverage gaps (by `union_key`) and, if given, coefficient kappa."""
+        kappa = self.kappa if kappa is None else float(kappa)
+        check_interval("kappa", kappa, 0, None, caller="QQTFit.with_coverage")
+        if any(not math.isfinite(g) or g < 0 for g in gaps.values()):
+            raise ConfigError(f"QQTFit.with_coverage: gaps must be finite and >= 0; got {dict(gaps)}.")
+        return replace(self, gaps=dict(gaps), kappa=kappa)
 
     def unions(self, budgets: Sequence[int], *, level: float = 0.9) -> pl.DataFrame:
         """Every union of usable pools at each budget: budget, n_pools, pools, error, lo, hi."""
@@ -219,7 +251,7 @@ class QQTFit:
 
     def to_laws(self) -> dict[str, float]:
         """The fitted parameters as the manifest's law params (a, d, gamma, b[...], tau[...])."""
-        out = {"a": self.a, "d": self.d, "gamma": self.gamma}
+        out = {"a": self.a, "d": self.d, "gamma": self.gamma, "kappa": self.kappa}
         for i, name in enumerate(self.names):
             out[f"b[{name}]"] = self.theta.b[i]
             out[f"tau[{name}]"] = self.theta.tau[i]
@@ -310,35 +342,3 @@ def _z(level: float) -> float:
     from scipy.stats import norm
 
     return float(norm.ppf(0.5 + level / 2.0))
-
-
-def choose_union_rule(
-    fit: QQTFit,
-    union_curves: pl.DataFrame,
-    members: Mapping[str, Sequence[str]],
-    union_sizes: Mapping[str, Mapping[str, int]],
-) -> tuple[float, pl.DataFrame]:
-    """The union rule gamma in [0, 1] (steps of 0.25) that best predicts held-out union runs (pool = union
-    name, samples_seen, error), and the table of each gamma's mean absolute relative error and log-scale
-    rmse (the chosen one is the model error of union predictions)."""
-    mean = union_curves.group_by("pool", "samples_seen").agg(pl.col("error").mean())
-    rows = []
-    for gamma in np.linspace(0.0, 1.0, 5):
-        errors, logs = [], []
-        for name, pools in members.items():
-            sized = fit.with_pool_sizes({**dict(zip(fit.names, fit.sizes, strict=True)), **union_sizes[name]})
-            ruled = sized.with_gamma(float(gamma))
-            for n, y in mean.filter(pl.col("pool") == name).select("samples_seen", "error").iter_rows():
-                predicted = ruled.predict(pools, n)
-                errors.append(abs(predicted - y) / y)
-                logs.append(math.log(predicted / y))
-        rows.append(
-            {
-                "gamma": float(gamma),
-                "mare": float(np.mean(errors)) if errors else math.nan,
-                "rmse_log": float(np.sqrt(np.mean(np.square(logs)))) if logs else math.nan,
-            }
-        )
-    table = pl.DataFrame(rows)
-    best = table.sort("mare", "gamma").row(0, named=True)
-    return float(best["gamma"]), table

@@ -97,7 +97,7 @@ def search(pools: Pools, *, d: float | None, tau: float | None) -> Theta:
     """The outer (a, d) grid with per-pool (b, tau) grids inside, then a joint polish."""
     best: tuple[float, Theta] | None = None
     fixed = [_fixed_tau(pools, i, tau) for i in range(len(pools.names))]
-    for d_value, log_a in itertools.product(_d_grid(pools, d), _a_grid(pools)):
+    for d_value, log_a in itertools.product(d_grid(pools, d), _a_grid(pools)):
         parts = [_pool_grid(pools, i, log_a, d_value, fixed[i]) for i in range(len(pools.names))]
         sse = sum(p[0] for p in parts)
         if best is None or sse < best[0]:
@@ -106,7 +106,8 @@ def search(pools: Pools, *, d: float | None, tau: float | None) -> Theta:
     return _polish(pools, best[1], fixed, free_d=d is None)
 
 
-def _d_grid(pools: Pools, d: float | None) -> list[float]:
+def d_grid(pools: Pools, d: float | None) -> list[float]:
+    """The floors d searched: `d` alone, or fractions of the least observed error."""
     floor = min(float(y.min()) for y in pools.y)
     return [d] if d is not None else [f * floor for f in _D_FRACTIONS]
 
@@ -125,7 +126,7 @@ def depends_on_d(pools: Pools, tau: float | None, *, noise: float) -> bool:
     """Whether the fit depends on d: the best objective with d fixed at each grid value (a, b, tau searched
     and polished anew) must vary by more than relative errors of size `noise` (at least 1%) would explain
     (n_points x noise^2 in squared log error)."""
-    profile = [objective(pools, search(pools, d=d_value, tau=tau)) for d_value in _d_grid(pools, None)]
+    profile = [objective(pools, search(pools, d=d_value, tau=tau)) for d_value in d_grid(pools, None)]
     n_points = sum(len(y) for y in pools.y)
     return max(profile) - min(profile) > n_points * max(noise, 0.01) ** 2
 

@@ -11,7 +11,8 @@ import pytest
 
 from curate.errors import ConfigError, FitError
 from scaling.laws import QQTLaw
-from scaling.qqt import PRIOR_TAU, QQTFit, choose_union_rule, fit_qqt
+from scaling.qqt import PRIOR_TAU, QQTFit, fit_qqt
+from scaling.qqt_union import choose_union_rule, fit_union_law
 
 SIZE = 20_000
 A, D = 500.0, 0.1
@@ -98,11 +99,43 @@ def test_union_rule_is_chosen_on_held_out_unions(gamma: float) -> None:
     observed = synthetic_curves(
         union, n=np.array([1, 3, 6, 10]) * 2 * SIZE, noise=0.002, gamma=gamma, sizes={"both": (SIZE, SIZE)}
     )  # type: ignore[arg-type]
-    chosen, table = choose_union_rule(
+    chosen, kappa, table = choose_union_rule(
         fitted, observed, {"both": ["high", "low"]}, {"both": {"high": SIZE, "low": SIZE}}
     )
-    assert chosen == gamma
+    assert chosen == gamma and kappa == 0.0  # no coverage gap: kappa is not searched
     assert table.height == 5 and table["mare"].min() == table.filter(pl.col("gamma") == gamma)["mare"].item()
+
+
+def test_coverage_credit_is_each_b_shifted_by_kappa_times_gap(fit: QQTFit) -> None:
+    """Within one pass, a union's error is (a n / 1e5)^(sum_i w_i (b_i - kappa g)) + d (computed here by
+    hand from the fitted a, b, d); kappa = 0 or a union without a gap is the paper's law."""
+    covered = fit.with_gamma(0.0).with_coverage({"high+low": 0.1}, kappa=0.5)
+    b = dict(zip(fit.names, fit.theta.b, strict=True))
+    for n in (5_000.0, 20_000.0, 40_000.0):
+        expected = (fit.a * n / 1e5) ** (0.5 * (b["high"] - 0.05) + 0.5 * (b["low"] - 0.05)) + fit.d
+        assert covered.predict(["low", "high"], n) == pytest.approx(expected, rel=1e-9)
+        assert covered.with_coverage({}, kappa=0.5).predict(["high", "low"], n) == pytest.approx(
+            fit.with_gamma(0.0).predict(["high", "low"], n), rel=1e-12
+        )
+        assert covered.predict(["high"], n) == fit.predict(["high"], n)
+
+
+def test_kappa_is_chosen_on_held_out_unions() -> None:
+    """A union run whose pools each gained kappa g = 2 x 0.05 in b (generated with shifted b values, not by
+    the bonus code) makes `choose_union_rule` pick kappa = 2 at the rule it was generated with (d fixed at
+    its value: free, a and d trade off on these curves and kappa with them)."""
+    curves = synthetic_curves(TRUTH, n=EPOCHS * SIZE, noise=0.002)
+    fitted = fit_qqt(curves, {"high": SIZE, "low": SIZE}, n_bootstrap=0, d=D)
+    fitted = fitted.with_coverage({"high+low": 0.05})
+    union = {"both": ((-0.15 - 0.1, -0.10 - 0.1), (2.0, 5.0))}
+    observed = synthetic_curves(
+        union, n=np.array([0.5, 1, 3, 6]) * 2 * SIZE, noise=0.002, sizes={"both": (SIZE, SIZE)}
+    )  # type: ignore[arg-type]
+    gamma, kappa, table = choose_union_rule(
+        fitted, observed, {"both": ["high", "low"]}, {"both": {"high": SIZE, "low": SIZE}}
+    )
+    assert (gamma, kappa) == (0.0, pytest.approx(2.0))
+    assert table.height == 5 * 41
 
 
 def test_harmful_and_flat_pools_are_excluded_with_a_reason() -> None:
@@ -165,7 +198,7 @@ def test_d_is_flagged_unidentified_on_a_narrow_range() -> None:
 def test_to_laws_names_every_parameter(fit: QQTFit) -> None:
     """to_laws() holds a, d, gamma and each pool's b and tau."""
     laws = fit.to_laws()
-    assert set(laws) == {"a", "d", "gamma", "b[high]", "tau[high]", "b[low]", "tau[low]"}
+    assert set(laws) == {"a", "d", "gamma", "kappa", "b[high]", "tau[high]", "b[low]", "tau[low]"}
     assert laws["b[high]"] == pytest.approx(fit.params["b"][0])
 
 
@@ -208,3 +241,22 @@ def test_predict_and_plan_reject_bad_budgets_and_pools(fit: QQTFit) -> None:
         fit.best_union([])
     with pytest.raises(ConfigError, match="distinct names among"):
         fit.predict(["high", "mid"], 1000)
+
+
+def test_union_law_pins_the_floor_with_held_out_unions() -> None:
+    """Union runs generated at the single pools' law (d = 0.1, shared rule, the pools' b shifted by kappa g =
+    2 x 0.05) make `fit_union_law` pick d within 35% of 0.1 (a grid refined around its best point), gamma 0
+    and kappa 2, with d flagged identified; the table holds every d tried, the chosen one the least."""
+    curves = synthetic_curves(TRUTH, n=EPOCHS * SIZE, noise=0.002)
+    union = {"both": ((-0.15 - 0.1, -0.10 - 0.1), (2.0, 5.0))}
+    observed = synthetic_curves(union, n=np.array([0.5, 1, 3, 6]) * 2 * SIZE, noise=0.002,
+                                sizes={"both": (SIZE, SIZE)})  # type: ignore[arg-type]  # fmt: skip
+    law = fit_union_law(
+        curves, dict.fromkeys(TRUTH, SIZE), observed, {"both": ["high", "low"]}, {"high+low": 0.05},
+        n_bootstrap=0,
+    )  # fmt: skip
+    assert law.fit.d == pytest.approx(D, rel=0.35) and law.d_identified
+    assert (law.fit.gamma, law.fit.kappa) == (0.0, pytest.approx(2.0, abs=0.15))
+    assert law.d_table.height == 6 + 6 and law.d_table["sse"].min() == pytest.approx(
+        law.d_table.filter(pl.col("d") == law.fit.d)["sse"].item()
+    )
