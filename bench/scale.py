@@ -97,8 +97,8 @@ def write_corpus(root: Path, n: int, *, seed: int = 0, n_target: int = 1000) -> 
                     toks[int(rng.integers(0, len(toks)))] = str(words[rng.integers(0, len(words))])
                     planted += 1
                 texts[i] = " ".join(toks)
-                if kind[i] >= 0.05:
-                    jaccard[i] = _jaccard(texts[i], texts[origin[i]])
+        near = np.flatnonzero((kind >= 0.05) & (origin >= 0))
+        jaccard[near] = _jaccards(texts, near, origin[near])
         above += int((jaccard >= THRESHOLD).sum())
         planted_kind = [
             "" if o < 0 else "near" if k >= 0.05 else "exact" for k, o in zip(kind, origin, strict=True)
@@ -115,12 +115,21 @@ def write_corpus(root: Path, n: int, *, seed: int = 0, n_target: int = 1000) -> 
     return src, planted, above
 
 
-def _jaccard(a: str, b: str) -> float:
-    """Word 5-gram Jaccard similarity of two texts, on the fuzzy dedup's own shingles."""
-    from curate.dedup.minhash import shingles
+def _jaccards(texts: list[str], rows: np.ndarray, origins: np.ndarray) -> np.ndarray:
+    """Word 5-gram Jaccard similarity of texts[rows[k]] and texts[origins[k]], on the fuzzy dedup's own tokens
+    (`curate.dedup.minhash.tokenize`, all texts at once)."""
+    from curate.dedup.minhash import tokenize
 
-    x, y = set(shingles(a)), set(shingles(b))
-    return len(x & y) / len(x | y)
+    tokens = tokenize(texts).to_list()
+
+    def grams(t: list[str]) -> set[tuple[str, ...]]:
+        return {tuple(t[i : i + 5]) for i in range(len(t) - 4)}
+
+    out = np.empty(len(rows))
+    for k, (i, j) in enumerate(zip(rows, origins, strict=True)):
+        x, y = grams(tokens[i]), grams(tokens[j])
+        out[k] = len(x & y) / len(x | y)
+    return out
 
 
 def baseline(src: Path, out: Path) -> float:
