@@ -301,6 +301,7 @@ def fit_qqt(
     gamma: float = 0.0,
     n_bootstrap: int = 30,
     seed: int = 0,
+    polish: bool = True,
 ) -> QQTFit:
     """Fit QQT to curves (pool, [seed,] samples_seen, error) of pools of `pool_sizes` (see the module doc).
     `d`/`tau` fix the floor / every half-life; `gamma` is the union rule the fit will predict unions with."""
@@ -310,7 +311,7 @@ def fit_qqt(
     pools = mean_curves(df, pool_sizes)
     if d is not None and not 0 <= d < min(float(y.min()) for y in pools.y):
         raise ConfigError(f"The 'd' parameter of fit_qqt() must be in [0, min error). Got {d!r}.")
-    theta = search(pools, d=d, tau=tau)
+    theta = search(pools, d=d, tau=tau, polish=polish)
     spread = _seed_spread(df)
     d_identified = d is not None or depends_on_d(pools, tau, noise=0.0 if math.isnan(spread) else spread)
     seeds = sorted(df["seed"].unique().to_list())

@@ -93,8 +93,8 @@ def objective(pools: Pools, theta: Theta) -> float:
     return sum(_pool_sse(pools, i, theta) for i in range(len(pools.names)))
 
 
-def search(pools: Pools, *, d: float | None, tau: float | None) -> Theta:
-    """The outer (a, d) grid with per-pool (b, tau) grids inside, then a joint polish."""
+def search(pools: Pools, *, d: float | None, tau: float | None, polish: bool = True) -> Theta:
+    """The outer (a, d) grid with per-pool (b, tau) grids inside, then (`polish`) a joint L-BFGS polish."""
     best: tuple[float, Theta] | None = None
     fixed = [_fixed_tau(pools, i, tau) for i in range(len(pools.names))]
     for d_value, log_a in itertools.product(d_grid(pools, d), _a_grid(pools)):
@@ -103,7 +103,7 @@ def search(pools: Pools, *, d: float | None, tau: float | None) -> Theta:
         if best is None or sse < best[0]:
             best = (sse, Theta(log_a, d_value, tuple(p[1] for p in parts), tuple(p[2] for p in parts)))
     assert best is not None
-    return _polish(pools, best[1], fixed, free_d=d is None)
+    return _polish(pools, best[1], fixed, free_d=d is None) if polish else best[1]
 
 
 def d_grid(pools: Pools, d: float | None) -> list[float]:

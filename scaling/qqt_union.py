@@ -3,10 +3,10 @@ kappa (`scaling.coverage`) and the floor d, which single-pool curves rarely iden
 
 `choose_union_rule` picks (gamma, kappa) for a fitted QQT; `fit_union_law` also picks d: for every d of the
 fit's grid (refined by halving the step around the best one, `REFINE` times) it fits the single pools with d
-fixed, chooses (gamma, kappa) on the unions, and keeps the d of least squared log error over the single
-pools' points and the unions' points together, then repeats the single-pool fit at that d with its seed
-bootstrap. The unions that choose the law must never be the ones a
-check is made on.
+fixed (grid search without the polish: the profile only ranks d), chooses (gamma, kappa) on the unions and
+keeps the d of least squared log error over the single pools' points and the unions' points together, then
+repeats the single-pool fit (polished) at that d with its seed bootstrap. The unions that choose the law
+must never be the ones a check is made on.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def fit_union_law(
     tried: dict[float, tuple[float, float, float, dict[str, float], pl.DataFrame, float]] = {}
 
     def attempt(d: float) -> None:
-        fit = fit_qqt(curves, pool_sizes, d=d, n_bootstrap=0, seed=seed).with_coverage(gaps)
+        fit = fit_qqt(curves, pool_sizes, d=d, n_bootstrap=0, seed=seed, polish=False).with_coverage(gaps)
         gamma, kappa, table = choose_union_rule(fit, union_curves, members, union_sizes, gammas=gammas)
         row = table.filter((pl.col("gamma") == gamma) & (pl.col("kappa") == kappa)).row(0, named=True)
         sse = fit.rmse_log**2 * n_single + row["rmse_log"] ** 2 * n_union

@@ -34,7 +34,9 @@ def test_observed_means_are_mean_and_standard_error() -> None:
 def test_regret_is_the_chosen_pools_excess_over_the_best_measured() -> None:
     """Where buckets and a union were measured together, the pool of least predicted error is compared with
     the best observed one; a budget with buckets alone is skipped."""
-    fit = fit_qqt(synthetic_curves(TRUTH, n=EPOCHS * SIZE, noise=0.005), dict.fromkeys(TRUTH, SIZE))
+    fit = fit_qqt(
+        synthetic_curves(TRUTH, n=EPOCHS * SIZE, noise=0.005), dict.fromkeys(TRUTH, SIZE), n_bootstrap=0
+    )
     members = {"high": ["high"], "low": ["low"], "both": ["high", "low"]}
     curves = runs(
         {
