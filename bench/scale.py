@@ -2,18 +2,17 @@
 the static tier, centring, scores) over synthetic corpora of ~500-character documents, on a local two-node
 Ray cluster (`pipelines.cluster`: head + one worker node, one CPU each) and in-process.
 
-The run is `pipelines.runner.execute(config, until=["score"])`, the code `curate run` executes, with
-semantic dedup off (it is an in-memory step) and a 1,000-document target. Documents are generated here
-(seeded): 5 % exact copies and 10 % near-duplicates (one word replaced) of earlier documents of their
-shard; each near-duplicate carries its true word 5-gram Jaccard similarity to its original (the dedup's own
-shingles, `curate.dedup.minhash.shingles`), and the fuzzy dedup's recall is scored on the planted pairs at
-or above its threshold (0.8): MinHash LSH is not meant to find the pairs below it (three words replaced, as
-an earlier version planted, gives a median Jaccard of 0.59 on these documents). Per step: wall seconds
-(its `_stage.json`), docs/s per core, peak RSS of the driver, of each node (the sum of its processes) and
-of the largest process, and the bytes Ray spilled to disk. Baseline in the same run, same files: a polars
-read + the same content hash + a zstd Parquet write (what ingest does, minus its validation). Prints a table
-and writes bench/results/scale.md (after every size) with the per-core rates and a projection to 100M and
-1B documents.
+The run is `pipelines.runner.execute(config, until=["score"])`, the code `curate run` executes, with semantic
+dedup off (it is an in-memory step) and a 1,000-document target. Documents are generated here (seeded): 5 %
+exact copies and 10 % near-duplicates (one word replaced) of earlier documents of their shard; each
+near-duplicate carries its true Jaccard similarity to its original (over the dedup's own shingle sets,
+`curate.dedup.minhash.shingle_hash_sets`), and the fuzzy dedup's recall is scored on the planted pairs at or
+above its threshold (0.8): MinHash LSH is not meant to find the pairs below it (three words replaced, as an
+earlier version planted, gives a median Jaccard of 0.59 on these documents). Per step: wall seconds (its
+`_stage.json`), docs/s per core, peak RSS of the driver, of each node (the sum of its processes) and of the
+largest process, and the bytes Ray spilled to disk. Baseline in the same run, same files: a polars read + the
+same content hash + a zstd Parquet write (what ingest does, minus its validation). Prints a table and writes
+bench/results/scale.md (after every size) with the per-core rates and a projection to 100M and 1B documents.
 
     python bench/scale.py --sizes 1000000 3000000 10000000 [--in-process 1000000] [--out DIR]
 
@@ -116,19 +115,16 @@ def write_corpus(root: Path, n: int, *, seed: int = 0, n_target: int = 1000) -> 
 
 
 def _jaccards(texts: list[str], rows: np.ndarray, origins: np.ndarray) -> np.ndarray:
-    """Word 5-gram Jaccard similarity of texts[rows[k]] and texts[origins[k]], on the fuzzy dedup's own tokens
-    (`curate.dedup.minhash.tokenize`, all texts at once)."""
-    from curate.dedup.minhash import tokenize
+    """Jaccard similarity of texts[rows[k]] and texts[origins[k]] over the fuzzy dedup's own shingle sets
+    (`curate.dedup.minhash.shingle_hash_sets`: the sets its MinHash estimates, at the default config)."""
+    from curate.dedup.minhash import shingle_hash_sets
 
-    tokens = tokenize(texts).to_list()
-
-    def grams(t: list[str]) -> set[tuple[str, ...]]:
-        return {tuple(t[i : i + 5]) for i in range(len(t) - 4)}
-
+    config = DedupConfig()
+    sets = shingle_hash_sets(texts, ngram=config.ngram, shingle=config.shingle)
     out = np.empty(len(rows))
     for k, (i, j) in enumerate(zip(rows, origins, strict=True)):
-        x, y = grams(tokens[i]), grams(tokens[j])
-        out[k] = len(x & y) / len(x | y)
+        common = np.intersect1d(sets[i], sets[j], assume_unique=True).size
+        out[k] = common / (sets[i].size + sets[j].size - common)
     return out
 
 
