@@ -131,11 +131,13 @@ class QQTFit:
             )
         return [self.names.index(p) for p in pools]
 
+    def _gap(self, rows: Sequence[int]) -> float:
+        """g(U) of the union of pools `rows` (0 for one pool, or a union without a measured gap)."""
+        return self.gaps.get(union_key(self.names[i] for i in rows), 0.0) if len(rows) > 1 else 0.0
+
     def bonus(self, rows: Sequence[int]) -> float:
-        """kappa g(U) of the union of pools `rows` (0 for one pool, or a union without a measured gap)."""
-        if len(rows) < 2:
-            return 0.0
-        return self.kappa * self.gaps.get(union_key(self.names[i] for i in rows), 0.0)
+        """kappa g(U) of the union of pools `rows`."""
+        return self.kappa * self._gap(rows)
 
     def _predict(
         self, theta: Theta, rows: list[int], n: np.ndarray, bonus: np.ndarray | None = None
@@ -164,7 +166,7 @@ class QQTFit:
     ) -> np.ndarray:
         """Predicted errors of the union of `pools` (kappas x points) under each coverage coefficient."""
         rows = self._index(pools)
-        gap = self.gaps.get(union_key(pools), 0.0) if len(rows) > 1 else 0.0
+        gap = self._gap(rows)
         n = np.tile(np.asarray(samples_seen, dtype=np.float64), len(kappas))
         bonus = np.repeat(np.asarray(kappas, dtype=np.float64) * gap, len(samples_seen))
         return self._predict(self.theta, rows, n, bonus).reshape(len(kappas), len(samples_seen))

@@ -75,7 +75,6 @@ class UnionLaw:
     rule_table: pl.DataFrame  # gamma, kappa, mare, rmse_log at the chosen d
     d_table: pl.DataFrame  # d, gamma, kappa, sse (single pools + unions)
     union_mare: float  # the chosen law's mean absolute relative error on the unions
-    d_identified: bool
 
 
 def fit_union_law(
@@ -126,5 +125,4 @@ def fit_union_law(
             [{"d": v, "gamma": t[1], "kappa": t[2], "sse": t[0]} for v, t in sorted(tried.items())]
         ),
         union_mare=float(row["mare"]),
-        d_identified=identified,
     )

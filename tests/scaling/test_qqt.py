@@ -255,7 +255,7 @@ def test_union_law_pins_the_floor_with_held_out_unions() -> None:
         curves, dict.fromkeys(TRUTH, SIZE), observed, {"both": ["high", "low"]}, {"high+low": 0.05},
         n_bootstrap=0,
     )  # fmt: skip
-    assert law.fit.d == pytest.approx(D, rel=0.35) and law.d_identified
+    assert law.fit.d == pytest.approx(D, rel=0.35) and law.fit.d_identified
     assert (law.fit.gamma, law.fit.kappa) == (0.0, pytest.approx(2.0, abs=0.15))
     assert law.d_table.height == 6 + 6 and law.d_table["sse"].min() == pytest.approx(
         law.d_table.filter(pl.col("d") == law.fit.d)["sse"].item()
